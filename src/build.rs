@@ -1,0 +1,327 @@
+//! The build pipeline: resolves a spec into a closure, a layer plan and a
+//! root tree, builds every layer in parallel and writes the chosen output.
+
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::closure::{self, Closure};
+use crate::image::{self, ConfigInput};
+use crate::layer::rootfs::RootTree;
+use crate::layer::tar::Owner;
+use crate::layer::{self, Compression, LayerBlob, LayerOptions};
+use crate::layering::{self, Strategy};
+use crate::nix;
+use crate::output::{self, Destination, Format, Member, Staging};
+use crate::progress::Progress;
+use crate::spec::{GraphSource, Spec};
+
+/// A fully resolved build request.
+pub struct BuildRequest {
+    pub spec: Spec,
+    /// Directory relative graph paths in the spec are read from.
+    pub spec_dir: Option<PathBuf>,
+    pub format: Format,
+    pub destination: Destination,
+    pub jobs: usize,
+    pub progress: Progress,
+}
+
+/// What `--json` prints.
+#[derive(Debug, Serialize)]
+pub struct BuildSummary {
+    pub reference: String,
+    /// The manifest digest: what a registry will call the image.
+    pub digest: String,
+    pub config_digest: String,
+    pub media_type: &'static str,
+    pub layers: Vec<LayerBlob>,
+}
+
+/// The image's store closure: the graph, and which paths must be in it.
+pub struct ResolvedClosure {
+    pub closure: Closure,
+    pub config_paths: Vec<String>,
+}
+
+/// Store paths a config names (Entrypoint, Env values, …).
+pub fn config_store_paths(config: &Value, store_dir: &str) -> Vec<String> {
+    let mut strings = Vec::new();
+    image::json_strings(config, &mut strings);
+    let mut paths: Vec<String> = strings
+        .iter()
+        .flat_map(|s| nix::store_paths_in(store_dir, s))
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// Loads the closure from the spec's graph (or the local store) and checks
+/// that every root is in it and every path is on disk.
+pub fn resolve_closure(
+    spec: &Spec,
+    spec_dir: Option<&std::path::Path>,
+    roots: &[String],
+    config_paths: &[String],
+) -> Result<Closure> {
+    let store_dir = spec.store_dir.as_deref().unwrap_or(nix::DEFAULT_STORE_DIR);
+    let closure = match spec.graph_source(spec_dir) {
+        GraphSource::File(file) => closure::read_graph_file(&file, store_dir)?,
+        GraphSource::Inline(value) => {
+            let nodes = closure::nodes_from_json(&value, "spec graph")?;
+            Closure::from_nodes(nodes, store_dir, "spec graph")?
+        }
+        GraphSource::LocalStore => {
+            if roots.is_empty() {
+                return Ok(Closure::default());
+            }
+            closure::read_from_store(roots, store_dir)?
+        }
+    };
+    for root in roots {
+        if !closure.contains(root) {
+            let why = if config_paths.contains(root) {
+                "the image config names it (an entrypoint or Env value outside the image would not start)"
+            } else {
+                "it is in contents or a root entry"
+            };
+            bail!("{root} is not in the closure graph, but {why}");
+        }
+    }
+    let missing: Vec<&str> = closure
+        .nodes()
+        .iter()
+        .map(|n| n.path.as_str())
+        .filter(|p| fs::symlink_metadata(p).is_err())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the closure graph names {} path(s) that are not in the store: {}",
+            missing.len(),
+            missing
+                .iter()
+                .take(5)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(closure)
+}
+
+/// Everything but the layers: closure, plan and root tree.
+pub struct Prepared {
+    pub closure: Closure,
+    pub plan: layering::Plan,
+    pub tree: RootTree,
+    pub config: serde_json::Map<String, Value>,
+}
+
+pub fn prepare(spec: &Spec, spec_dir: Option<&std::path::Path>) -> Result<Prepared> {
+    let store_dir = spec.store_dir.as_deref().unwrap_or(nix::DEFAULT_STORE_DIR);
+    let config_value = spec.config.clone().unwrap_or(Value::Null);
+    let config = image::validate_config(&config_value, "config")?;
+    let config_paths = config_store_paths(&config_value, store_dir);
+
+    let mut tree = RootTree::new(store_dir);
+    for content in &spec.contents {
+        nix::validate_store_path(store_dir, content).map_err(|e| anyhow!("contents: {e}"))?;
+        tree.merge_content(std::path::Path::new(content))?;
+    }
+    for entry in &spec.root_entries {
+        tree.apply(entry)?;
+    }
+
+    let include = spec.include_store_paths.unwrap_or(true);
+    let mut roots: Vec<String> = Vec::new();
+    if include {
+        roots.extend(spec.contents.iter().cloned());
+        roots.extend(config_paths.iter().cloned());
+        roots.extend(tree.store_references());
+        roots.sort();
+        roots.dedup();
+    }
+    let closure = if include {
+        resolve_closure(spec, spec_dir, &roots, &config_paths)?
+    } else {
+        Closure::default()
+    };
+    let budget = layering::store_layer_budget(spec.max_layers.unwrap_or(100), 0)?;
+    let plan = layering::plan(
+        &closure,
+        spec.layering.unwrap_or(Strategy::Popularity),
+        budget,
+    );
+    Ok(Prepared {
+        closure,
+        plan,
+        tree,
+        config,
+    })
+}
+
+pub fn build(req: BuildRequest) -> Result<BuildSummary> {
+    let spec = &req.spec;
+    let prepared = prepare(spec, req.spec_dir.as_deref())?;
+    let created_text = spec.created.as_deref().unwrap_or(image::DEFAULT_CREATED);
+    let created = image::format_rfc3339(image::resolve_time(created_text)?);
+    let mtime = image::resolve_time(spec.mtime.as_deref().unwrap_or(image::DEFAULT_CREATED))?;
+    let mtime = u64::try_from(mtime).map_err(|_| anyhow!("mtime may not be before 1970"))?;
+    let compression = match req.format {
+        // docker-archive holds uncompressed layers, as `docker save` writes them.
+        Format::DockerArchive => Compression::None,
+        _ => spec.compression.unwrap_or(Compression::Gzip),
+    };
+    let name = spec
+        .name
+        .clone()
+        .unwrap_or_else(|| "nixoci-image".into())
+        .to_lowercase();
+    let tag = spec.tag.clone().unwrap_or_else(|| "latest".into());
+    let reference = format!("{name}:{tag}");
+
+    let staging = Staging::new(&req.destination)?;
+    let blob_dir = staging.blob_dir()?;
+    let store_owner = Owner {
+        mtime,
+        uid: spec.uid.unwrap_or(0),
+        gid: spec.gid.unwrap_or(0),
+        uname: spec.uname.clone().unwrap_or_else(|| "root".into()),
+        gname: spec.gname.clone().unwrap_or_else(|| "root".into()),
+    };
+    let root_owner = Owner::numeric_root(mtime);
+
+    let total: u64 = prepared.closure.nodes().iter().map(|n| n.nar_size).sum();
+    let bars = req.progress.start(total, prepared.plan.len() as u64 + 1);
+    let on_bytes = |n: u64| bars.bytes(n);
+    let opts = LayerOptions {
+        compression,
+        zstd_workers: req.jobs as u32,
+        blob_dir: &blob_dir,
+        on_bytes: &on_bytes,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(req.jobs)
+        .build()
+        .context("cannot start worker threads")?;
+    let store_layer_count = prepared.plan.len();
+    let mut layers: Vec<LayerBlob> = pool.install(|| {
+        (0..=store_layer_count)
+            .into_par_iter()
+            .map(|i| {
+                let blob = if i < store_layer_count {
+                    let paths = &prepared.plan[i];
+                    let expected: Vec<Option<nix::Hash>> = paths
+                        .iter()
+                        .map(|p| prepared.closure.get(p).and_then(|n| n.nar_hash.clone()))
+                        .collect();
+                    layer::build_store_layer(i, paths, &expected, &store_owner, &opts)
+                } else {
+                    layer::build_root_layer(i, &prepared.tree, &root_owner, &opts)
+                };
+                bars.layer_done();
+                blob
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
+    bars.finish();
+
+    let config_bytes = image::config_json(
+        &ConfigInput {
+            config: &prepared.config,
+            architecture: spec
+                .architecture
+                .as_deref()
+                .unwrap_or(image::host_architecture()),
+            created: &created,
+        },
+        &layers,
+    );
+    let config_digest = output::write_blob(&blob_dir, &config_bytes)?;
+    let config_desc = image::descriptor(
+        image::CONFIG_MEDIA_TYPE,
+        &config_digest,
+        config_bytes.len() as u64,
+    );
+    let manifest_bytes = image::manifest_json(config_desc, &layers);
+    let manifest_digest = output::write_blob(&blob_dir, &manifest_bytes)?;
+    let manifest_desc = image::descriptor(
+        image::MANIFEST_MEDIA_TYPE,
+        &manifest_digest,
+        manifest_bytes.len() as u64,
+    );
+    let layout = staging.layout_dir();
+    output::finish_layout(&layout, &image::index_json(manifest_desc, &tag, &reference))?;
+
+    match (req.format, &req.destination) {
+        (Format::OciLayout, Destination::Path(dest)) => output::commit(&layout, dest)?,
+        (Format::OciLayout, Destination::Stdout) => {
+            bail!("an OCI layout is a directory and cannot go to stdout; use --format oci-archive or docker-archive")
+        }
+        (Format::OciArchive, dest) => {
+            output::emit_archive(&staging, dest, &output::layout_members(&layout)?, mtime)?
+        }
+        (Format::DockerArchive, dest) => {
+            let members = docker_archive_members(
+                &staging,
+                &layers,
+                &config_digest,
+                &config_bytes,
+                &reference,
+            )?;
+            output::emit_archive(&staging, dest, &members, mtime)?
+        }
+    }
+    for l in &mut layers {
+        l.file = PathBuf::new();
+    }
+    Ok(BuildSummary {
+        reference,
+        digest: manifest_digest,
+        config_digest,
+        media_type: image::MANIFEST_MEDIA_TYPE,
+        layers,
+    })
+}
+
+/// `docker save` layout: `<diff_id>/layer.tar`, `<config digest>.json`, `manifest.json`.
+fn docker_archive_members(
+    staging: &Staging,
+    layers: &[LayerBlob],
+    config_digest: &str,
+    config_bytes: &[u8],
+    reference: &str,
+) -> Result<Vec<Member>> {
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+    let mut members: Vec<Member> = layers
+        .iter()
+        .map(|l| Member {
+            name: format!("{}/layer.tar", hex(&l.diff_id)),
+            file: l.file.clone(),
+        })
+        .collect();
+    let config_name = format!("{}.json", hex(config_digest));
+    let config_file = staging.dir.join("config.json");
+    fs::write(&config_file, config_bytes)?;
+    members.push(Member {
+        name: config_name.clone(),
+        file: config_file,
+    });
+    let manifest = json!([{
+        "Config": config_name,
+        "RepoTags": [reference],
+        "Layers": layers.iter().map(|l| format!("{}/layer.tar", hex(&l.diff_id))).collect::<Vec<_>>(),
+    }]);
+    let manifest_file = staging.dir.join("manifest.json");
+    fs::write(&manifest_file, image::canonical(&manifest))?;
+    members.push(Member {
+        name: "manifest.json".into(),
+        file: manifest_file,
+    });
+    Ok(members)
+}

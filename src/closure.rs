@@ -1,0 +1,380 @@
+//! Closure and graph: reads a Nix closure in every form it is found in
+//! (structured `exportReferencesGraph` JSON, the classic text file,
+//! `nix path-info --json` in its array and object shapes, or the local store)
+//! into one validated graph.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+use crate::nix::{self, Hash, HashAlgo};
+
+/// One store path of a closure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PathInfo {
+    pub path: String,
+    /// NAR hash, when the source recorded one (the classic format does not).
+    pub nar_hash: Option<Hash>,
+    pub nar_size: u64,
+    /// Direct references, self-reference removed, in source order.
+    pub references: Vec<String>,
+}
+
+/// A closed reference graph: every reference is itself a node.
+#[derive(Clone, Debug, Default)]
+pub struct Closure {
+    nodes: Vec<PathInfo>,
+    index: HashMap<String, usize>,
+}
+
+impl Closure {
+    /// Builds a graph from nodes in source order. Self-references are dropped,
+    /// repeated nodes are merged, and a reference to a path that is not a node
+    /// is an error.
+    pub fn from_nodes(nodes: Vec<PathInfo>, store_dir: &str, source: &str) -> Result<Closure> {
+        let mut closure = Closure::default();
+        for mut node in nodes {
+            nix::validate_store_path(store_dir, &node.path)
+                .map_err(|e| anyhow!("{source}: {e}"))?;
+            node.references.retain(|r| r != &node.path);
+            let mut seen = std::collections::HashSet::new();
+            node.references.retain(|r| seen.insert(r.clone()));
+            match closure.index.get(&node.path) {
+                Some(&i) => {
+                    let existing = &mut closure.nodes[i];
+                    if existing.nar_hash.is_some()
+                        && node.nar_hash.is_some()
+                        && existing.nar_hash != node.nar_hash
+                    {
+                        bail!(
+                            "{source}: {} appears twice with different narHash values",
+                            node.path
+                        );
+                    }
+                    for r in node.references {
+                        if !existing.references.contains(&r) {
+                            existing.references.push(r);
+                        }
+                    }
+                }
+                None => {
+                    closure.index.insert(node.path.clone(), closure.nodes.len());
+                    closure.nodes.push(node);
+                }
+            }
+        }
+        for node in &closure.nodes {
+            for r in &node.references {
+                if !closure.index.contains_key(r) {
+                    bail!(
+                        "{source}: {} references {r}, which the graph does not list (the closure is incomplete)",
+                        node.path
+                    );
+                }
+            }
+        }
+        Ok(closure)
+    }
+
+    pub fn nodes(&self) -> &[PathInfo] {
+        &self.nodes
+    }
+
+    pub fn get(&self, path: &str) -> Option<&PathInfo> {
+        self.index.get(path).map(|&i| &self.nodes[i])
+    }
+
+    pub fn contains(&self, path: &str) -> bool {
+        self.index.contains_key(path)
+    }
+
+    pub fn position(&self, path: &str) -> Option<usize> {
+        self.index.get(path).copied()
+    }
+
+    /// Indices of each node's references.
+    pub fn reference_indices(&self) -> Vec<Vec<usize>> {
+        self.nodes
+            .iter()
+            .map(|n| n.references.iter().map(|r| self.index[r]).collect())
+            .collect()
+    }
+}
+
+/// Reads a closure graph file in any supported format, detected from its content.
+pub fn read_graph_file(file: &Path, store_dir: &str) -> Result<Closure> {
+    let source = file.display().to_string();
+    let text =
+        fs::read_to_string(file).with_context(|| format!("cannot read graph file {source}"))?;
+    parse_graph(&text, store_dir, &source)
+}
+
+/// Parses graph text in any supported format; `source` names it in errors.
+pub fn parse_graph(text: &str, store_dir: &str, source: &str) -> Result<Closure> {
+    let trimmed = text.trim_start();
+    let nodes = if trimmed.starts_with('[') || trimmed.starts_with('{') {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| anyhow!("{source}: not valid JSON ({e}); is the file truncated?"))?;
+        nodes_from_json(&value, source)?
+    } else if trimmed.is_empty() {
+        bail!("{source}: the graph file is empty")
+    } else {
+        parse_classic(text, source)?
+    };
+    if nodes.is_empty() {
+        bail!("{source}: the graph lists no store paths");
+    }
+    Closure::from_nodes(nodes, store_dir, source)
+}
+
+/// JSON shapes: a list of `{path, narHash, narSize, references}` (structured
+/// exportReferencesGraph, or `nix path-info --json` before Nix 2.19), an object
+/// keyed by store path (newer `nix path-info`), or an object holding exactly one
+/// such list (a `.attrs.json`, or a spec with a `graph` key).
+pub fn nodes_from_json(value: &Value, source: &str) -> Result<Vec<PathInfo>> {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| node_from_json(item, None, &format!("{source}: entry {i}")))
+            .collect(),
+        Value::Object(map) => {
+            if let Some(graph) = map.get("graph") {
+                return nodes_from_json(graph, &format!("{source}: graph"));
+            }
+            if !map.is_empty() && map.keys().all(|k| k.starts_with('/')) {
+                return map
+                    .iter()
+                    .map(|(path, item)| {
+                        node_from_json(item, Some(path), &format!("{source}: {path}"))
+                    })
+                    .collect();
+            }
+            let lists: Vec<&String> = map
+                .iter()
+                .filter(|(_, v)| {
+                    v.as_array()
+                        .is_some_and(|a| a.first().is_some_and(|f| f.get("path").is_some()))
+                })
+                .map(|(k, _)| k)
+                .collect();
+            match lists.as_slice() {
+                [key] => nodes_from_json(&map[*key], &format!("{source}: {key}")),
+                [] => bail!("{source}: JSON object holds no closure graph (no list of {{path, references}} objects)"),
+                _ => bail!(
+                    "{source}: JSON object holds several graphs ({}); name one `graph`",
+                    lists.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
+        _ => bail!("{source}: expected a JSON list or object"),
+    }
+}
+
+fn node_from_json(item: &Value, key_path: Option<&str>, at: &str) -> Result<PathInfo> {
+    if item.is_null() {
+        // Newer Nix writes `null` for a path that is not valid.
+        bail!("{at}: the store path is not valid (path-info gave null)");
+    }
+    let obj = item
+        .as_object()
+        .ok_or_else(|| anyhow!("{at}: expected an object"))?;
+    let path = match (obj.get("path"), key_path) {
+        (Some(Value::String(p)), _) => p.clone(),
+        (None, Some(p)) => p.to_string(),
+        _ => bail!("{at}: missing string field `path`"),
+    };
+    let references = match obj.get("references") {
+        Some(Value::Array(refs)) => refs
+            .iter()
+            .map(|r| {
+                r.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow!("{at}: `references` must hold strings"))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        None | Some(Value::Null) => Vec::new(),
+        _ => bail!("{at}: `references` must be a list"),
+    };
+    let nar_hash = match obj.get("narHash") {
+        Some(Value::String(h)) => Some(
+            Hash::parse(h, Some(HashAlgo::Sha256)).map_err(|e| anyhow!("{at}: narHash: {e}"))?,
+        ),
+        None | Some(Value::Null) => None,
+        _ => bail!("{at}: `narHash` must be a string"),
+    };
+    let nar_size = match obj.get("narSize") {
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| anyhow!("{at}: `narSize` must be a non-negative integer"))?,
+        None => 0,
+    };
+    Ok(PathInfo {
+        path,
+        nar_hash,
+        nar_size,
+        references,
+    })
+}
+
+/// The classic `exportReferencesGraph` text: blocks of path, deriver line,
+/// reference count and references. It records no sizes or hashes.
+fn parse_classic(text: &str, source: &str) -> Result<Vec<PathInfo>> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut nodes = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].is_empty() && i + 1 == lines.len() {
+            break;
+        }
+        let path = lines[i];
+        let line_no = i + 1;
+        let count_line = lines.get(i + 2).ok_or_else(|| {
+            anyhow!("{source}: line {line_no}: block for `{path}` is truncated (expected deriver and reference count)")
+        })?;
+        let count: usize = count_line.trim().parse().map_err(|_| {
+            anyhow!(
+                "{source}: line {}: expected the reference count of `{path}`, found `{count_line}`",
+                i + 3
+            )
+        })?;
+        let refs_start = i + 3;
+        if refs_start + count > lines.len() {
+            bail!(
+                "{source}: block for `{path}` promises {count} references but the file ends first"
+            );
+        }
+        nodes.push(PathInfo {
+            path: path.to_string(),
+            nar_hash: None,
+            nar_size: 0,
+            references: lines[refs_start..refs_start + count]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        });
+        i = refs_start + count;
+    }
+    Ok(nodes)
+}
+
+/// The registration format of `nix-store --dump-db`: path, hex NAR hash, NAR
+/// size, deriver, reference count, references.
+fn parse_registration(text: &str, source: &str) -> Result<Vec<PathInfo>> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut nodes = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let field = |k: usize| {
+            lines
+                .get(i + k)
+                .copied()
+                .ok_or_else(|| anyhow!("{source}: truncated registration record at line {}", i + 1))
+        };
+        let path = field(0)?;
+        let nar_hash = Hash::parse(field(1)?, Some(HashAlgo::Sha256))
+            .map_err(|e| anyhow!("{source}: {path}: {e}"))?;
+        let nar_size = field(2)?
+            .parse()
+            .map_err(|_| anyhow!("{source}: {path}: bad NAR size"))?;
+        let count: usize = field(4)?
+            .parse()
+            .map_err(|_| anyhow!("{source}: {path}: bad reference count"))?;
+        let refs = (0..count)
+            .map(|k| field(5 + k).map(str::to_string))
+            .collect::<Result<Vec<_>>>()?;
+        nodes.push(PathInfo {
+            path: path.to_string(),
+            nar_hash: Some(nar_hash),
+            nar_size,
+            references: refs,
+        });
+        i += 5 + count;
+    }
+    Ok(nodes)
+}
+
+/// Reads the closure of `roots` from the local Nix store (through
+/// `nix-store`, which also works without a daemon as root).
+pub fn read_from_store(roots: &[String], store_dir: &str) -> Result<Closure> {
+    for root in roots {
+        nix::validate_store_path(store_dir, root).map_err(|e| anyhow!(e))?;
+        if fs::symlink_metadata(root).is_err() {
+            bail!("store path {root} does not exist");
+        }
+    }
+    let requisites = run_nix_store(&["--query", "--requisites"], roots)?;
+    let mut closure_paths: Vec<String> = requisites.lines().map(str::to_string).collect();
+    // Nix orders StorePathSets by base name; use the same order for tie-breaks.
+    closure_paths.sort();
+    let registration = run_nix_store(&["--dump-db"], &closure_paths)?;
+    let nodes = parse_registration(&registration, "nix-store --dump-db")?;
+    Closure::from_nodes(nodes, store_dir, "local store")
+}
+
+fn run_nix_store(args: &[&str], paths: &[String]) -> Result<String> {
+    let output = Command::new("nix-store")
+        .args(args)
+        .args(paths)
+        .output()
+        .map_err(|e| {
+            anyhow!("cannot run nix-store to read the closure from the local store: {e}")
+        })?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        bail!("nix-store {} failed: {}", args.join(" "), stderr.trim());
+    }
+    String::from_utf8(output.stdout).map_err(|_| anyhow!("nix-store printed non-UTF-8 output"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "/nix/store/wd0ys9snp82b5v5j4pgp5wfhnfjhl2vm-a";
+    const B: &str = "/nix/store/s22ggbj3jamkv6vwp28ggpl02yblm65w-b";
+
+    #[test]
+    fn classic_and_json_shapes_agree() {
+        let classic = format!("{B}\n\n2\n{B}\n{A}\n{A}\n\n0\n");
+        let list = format!(
+            r#"[{{"path":"{B}","references":["{B}","{A}"],"narSize":5}},{{"path":"{A}","references":[]}}]"#
+        );
+        let keyed = format!(r#"{{"{B}":{{"references":["{A}"]}},"{A}":{{"references":[]}}}}"#);
+        let attrs = format!(r#"{{"outputs":{{"out":"/x"}},"closure":{list}}}"#);
+        for (text, name) in [
+            (classic, "classic"),
+            (list, "list"),
+            (keyed, "keyed"),
+            (attrs, "attrs"),
+        ] {
+            let c = parse_graph(&text, nix::DEFAULT_STORE_DIR, name).unwrap();
+            assert_eq!(c.get(B).unwrap().references, vec![A.to_string()], "{name}");
+            assert!(c.contains(A), "{name}");
+        }
+    }
+
+    #[test]
+    fn rejects_open_and_truncated_graphs() {
+        let open = format!(r#"[{{"path":"{B}","references":["{A}"]}}]"#);
+        let err = parse_graph(&open, nix::DEFAULT_STORE_DIR, "g.json").unwrap_err();
+        assert!(err.to_string().contains("does not list"), "{err}");
+        let truncated = format!(r#"[{{"path":"{B}","refer"#);
+        let err = parse_graph(&truncated, nix::DEFAULT_STORE_DIR, "g.json").unwrap_err();
+        assert!(err.to_string().contains("g.json: not valid JSON"), "{err}");
+        let classic = format!("{B}\n\n3\n{A}\n");
+        assert!(parse_graph(&classic, nix::DEFAULT_STORE_DIR, "c").is_err());
+    }
+
+    #[test]
+    fn duplicates_merge() {
+        let list =
+            format!(r#"[{{"path":"{A}","references":[]}},{{"path":"{A}","references":["{A}"]}}]"#);
+        let c = parse_graph(&list, nix::DEFAULT_STORE_DIR, "dup").unwrap();
+        assert_eq!(c.nodes().len(), 1);
+    }
+}

@@ -1,0 +1,296 @@
+//! Image and config: the image config (runtime config, rootfs, history), the
+//! manifest and the index, all as canonical JSON (sorted keys, no spaces) so
+//! digests are stable; and the timestamps they carry.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Result};
+use serde_json::{json, Map, Value};
+
+use crate::layer::LayerBlob;
+
+pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+
+/// nixpkgs' default `created`: one second after the epoch.
+pub const DEFAULT_CREATED: &str = "1970-01-01T00:00:01Z";
+
+/// The runtime-config keys nixoci passes on, in nixpkgs' `config` shape.
+const KNOWN_CONFIG_KEYS: &[&str] = &[
+    "User",
+    "ExposedPorts",
+    "Env",
+    "Entrypoint",
+    "Cmd",
+    "Volumes",
+    "WorkingDir",
+    "Labels",
+    "StopSignal",
+    "ArgsEscaped",
+    "Healthcheck",
+    "OnBuild",
+    "Shell",
+];
+
+/// Checks a user `config` object against the OCI types (via oci-spec) and
+/// rejects keys no runtime reads, which are almost always typos.
+pub fn validate_config(config: &Value, source: &str) -> Result<Map<String, Value>> {
+    let map = match config {
+        Value::Object(m) => m.clone(),
+        Value::Null => Map::new(),
+        _ => bail!("{source}: config must be a JSON object like nixpkgs' `config` attribute"),
+    };
+    for key in map.keys() {
+        if !KNOWN_CONFIG_KEYS.contains(&key.as_str()) {
+            bail!(
+                "{source}: unknown config key `{key}` (known: {})",
+                KNOWN_CONFIG_KEYS.join(", ")
+            );
+        }
+    }
+    serde_json::from_value::<oci_spec::image::Config>(Value::Object(map.clone()))
+        .map_err(|e| anyhow!("{source}: invalid config: {e}"))?;
+    Ok(map)
+}
+
+/// Every string in a JSON value (keys included), for finding store paths.
+pub fn json_strings(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|v| json_strings(v, out)),
+        Value::Object(map) => map.iter().for_each(|(k, v)| {
+            out.push(k.clone());
+            json_strings(v, out)
+        }),
+        _ => {}
+    }
+}
+
+/// The Go architecture name of this machine, as nixpkgs' `go.GOARCH`.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "arm" => "arm",
+        "riscv64" => "riscv64",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        other => other,
+    }
+}
+
+/// Everything the image config holds besides the layers.
+pub struct ConfigInput<'a> {
+    pub config: &'a Map<String, Value>,
+    pub architecture: &'a str,
+    pub created: &'a str,
+}
+
+fn history_comment(paths: &[String]) -> String {
+    let quoted: Vec<String> = paths.iter().map(|p| format!("'{p}'")).collect();
+    format!("store paths: [{}]", quoted.join(", "))
+}
+
+/// The image config JSON: one history entry per layer, rootfs lists diff_ids.
+pub fn config_json(input: &ConfigInput, layers: &[LayerBlob]) -> Vec<u8> {
+    let history: Vec<Value> = layers
+        .iter()
+        .map(|l| {
+            json!({
+                "created": input.created,
+                "created_by": "nixoci",
+                "comment": history_comment(&l.store_paths),
+            })
+        })
+        .collect();
+    let value = json!({
+        "architecture": input.architecture,
+        "os": "linux",
+        "created": input.created,
+        "config": Value::Object(input.config.clone()),
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>(),
+        },
+        "history": history,
+    });
+    canonical(&value)
+}
+
+/// A content descriptor.
+pub fn descriptor(media_type: &str, digest: &str, size: u64) -> Value {
+    json!({ "mediaType": media_type, "digest": digest, "size": size })
+}
+
+pub fn manifest_json(config: Value, layers: &[LayerBlob]) -> Vec<u8> {
+    let value = json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": config,
+        "layers": layers.iter().map(|l| descriptor(l.media_type, &l.digest, l.size)).collect::<Vec<_>>(),
+    });
+    canonical(&value)
+}
+
+/// The layout's `index.json`, naming the manifest by tag and full reference.
+pub fn index_json(manifest: Value, tag: &str, reference: &str) -> Vec<u8> {
+    let mut manifest = manifest;
+    manifest["annotations"] = json!({
+        REF_NAME_ANNOTATION: tag,
+        "io.containerd.image.name": reference,
+    });
+    canonical(&json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": [manifest],
+    }))
+}
+
+/// Compact JSON with keys sorted (serde_json's map is a BTreeMap here).
+pub fn canonical(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).expect("a JSON value always serialises")
+}
+
+/// Resolves a `created`/`mtime` setting to Unix seconds: an RFC 3339 time,
+/// `now`, `SOURCE_DATE_EPOCH` (read from the environment) or `@SECONDS`.
+pub fn resolve_time(text: &str) -> Result<i64> {
+    match text {
+        "now" => Ok(SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| anyhow!("the clock is before 1970"))?
+            .as_secs() as i64),
+        "SOURCE_DATE_EPOCH" => {
+            let v = std::env::var("SOURCE_DATE_EPOCH").map_err(|_| {
+                anyhow!("created = SOURCE_DATE_EPOCH, but SOURCE_DATE_EPOCH is not set")
+            })?;
+            v.trim()
+                .parse()
+                .map_err(|_| anyhow!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds"))
+        }
+        t if t.starts_with('@') => t[1..].parse().map_err(|_| anyhow!("`{t}` is not @SECONDS")),
+        t => parse_rfc3339(t),
+    }
+}
+
+fn parse_rfc3339(text: &str) -> Result<i64> {
+    let bad = || {
+        anyhow!("`{text}` is not a time: use RFC 3339 (1970-01-01T00:00:01Z), now, SOURCE_DATE_EPOCH or @SECONDS")
+    };
+    let b = text.as_bytes();
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| {
+        text.get(r)
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(bad)
+    };
+    let (y, mo, d, h, mi, s) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    let mut rest = &text[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" | "" => 0,
+        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) && &tz[3..4] == ":" => {
+            let sign = if tz.starts_with('-') { -1 } else { 1 };
+            let hh: i64 = tz[1..3].parse().map_err(|_| bad())?;
+            let mm: i64 = tz[4..6].parse().map_err(|_| bad())?;
+            sign * (hh * 3600 + mm * 60)
+        }
+        _ => return Err(bad()),
+    };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return Err(bad());
+    }
+    Ok(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds.
+pub fn format_rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip() {
+        assert_eq!(resolve_time(DEFAULT_CREATED).unwrap(), 1);
+        assert_eq!(resolve_time("@315532800").unwrap(), 315532800);
+        assert_eq!(format_rfc3339(315532800), "1980-01-01T00:00:00Z");
+        assert_eq!(
+            resolve_time("2026-11-29T08:00:00+01:00").unwrap(),
+            resolve_time("2026-11-29T07:00:00Z").unwrap()
+        );
+        for secs in [0, 1, 951782400, 4102444800] {
+            assert_eq!(resolve_time(&format_rfc3339(secs)).unwrap(), secs);
+        }
+        assert!(resolve_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn config_is_checked() {
+        assert!(validate_config(
+            &json!({"Entrypoint": ["/bin/sh"], "ExposedPorts": {"80/tcp": {}}}),
+            "c"
+        )
+        .is_ok());
+        assert!(validate_config(&json!({"Entrypoint": "/bin/sh"}), "c").is_err());
+        let err = validate_config(&json!({"Entrpoint": ["/bin/sh"]}), "c").unwrap_err();
+        assert!(err.to_string().contains("unknown config key `Entrpoint`"));
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys() {
+        assert_eq!(
+            canonical(&json!({"b": 1, "a": {"d": 2, "c": 3}})),
+            br#"{"a":{"c":3,"d":2},"b":1}"#
+        );
+    }
+}

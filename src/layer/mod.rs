@@ -1,0 +1,369 @@
+//! Tar and layers: writes store-path layers byte-identical to nixpkgs'
+//! `stream_layered_image.py`, builds the customisation layer, and runs each
+//! layer through one streaming pass of tar → sha256 (diff_id) → compression →
+//! sha256 (digest) → blob file, checking every store path's NAR hash on the way.
+
+pub mod rootfs;
+pub mod tar;
+
+use std::cmp::Ordering;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::Digest as _;
+
+use crate::nix::{self, Hash, NarEncoder, Sha256Counter};
+use tar::{Owner, TarWriter};
+
+/// Layer compression.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip level 6 (zlib-rs): every runtime can pull it.
+    Gzip,
+    /// zstd level 3: faster and smaller; needs containerd 1.5+ / Docker 23+.
+    Zstd,
+    /// Plain tar.
+    None,
+}
+
+impl Compression {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+        }
+    }
+}
+
+/// What one finished layer is.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LayerBlob {
+    /// `sha256:<hex>` of the compressed blob.
+    pub digest: String,
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: String,
+    /// Size of the blob in bytes.
+    pub size: u64,
+    #[serde(skip)]
+    pub media_type: &'static str,
+    /// The store paths it holds (for the customisation layer: what it links to).
+    pub store_paths: Vec<String>,
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+/// `Write` adapter that hashes and counts what passes through.
+pub struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: sha2::Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: sha2::Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// The inner writer, `sha256:<hex>` and the byte count.
+    pub fn finish(self) -> (W, String, u64) {
+        let digest = format!("sha256:{}", nix::hex(&self.hasher.finalize()));
+        (self.inner, digest, self.count)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+enum Compressor<W: Write> {
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Plain(W),
+}
+
+impl<W: Write> Compressor<W> {
+    /// zstd always runs with at least one worker thread: its output is then the
+    /// same for any worker count, so digests do not depend on the machine.
+    fn new(kind: Compression, out: W, zstd_workers: u32) -> io::Result<Self> {
+        Ok(match kind {
+            Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(
+                out,
+                flate2::Compression::new(6),
+            )),
+            Compression::Zstd => {
+                let mut enc = zstd::stream::write::Encoder::new(out, 3)?;
+                enc.multithread(zstd_workers.max(1))?;
+                Compressor::Zstd(enc)
+            }
+            Compression::None => Compressor::Plain(out),
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Compressor::Gzip(e) => e.finish(),
+            Compressor::Zstd(e) => e.finish(),
+            Compressor::Plain(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::Gzip(e) => e.write(buf),
+            Compressor::Zstd(e) => e.write(buf),
+            Compressor::Plain(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::Gzip(e) => e.flush(),
+            Compressor::Zstd(e) => e.flush(),
+            Compressor::Plain(w) => w.flush(),
+        }
+    }
+}
+
+/// The pipe a layer tar is written into: diff_id hash, compressor, digest hash
+/// and the blob file.
+type LayerSink = HashingWriter<Compressor<HashingWriter<BufWriter<File>>>>;
+
+/// Where and how layers are written.
+pub struct LayerOptions<'a> {
+    pub compression: Compression,
+    pub zstd_workers: u32,
+    /// Directory the blob files go to (`<layout>/blobs/sha256`).
+    pub blob_dir: &'a Path,
+    /// Reports bytes of store content read, for progress.
+    pub on_bytes: &'a (dyn Fn(u64) + Sync),
+}
+
+fn open_sink(opts: &LayerOptions, tmp_name: &str) -> Result<(LayerSink, PathBuf)> {
+    let tmp = opts.blob_dir.join(tmp_name);
+    let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let compressed = HashingWriter::new(BufWriter::with_capacity(256 * 1024, file));
+    let compressor = Compressor::new(opts.compression, compressed, opts.zstd_workers)?;
+    Ok((HashingWriter::new(compressor), tmp))
+}
+
+fn close_sink(
+    sink: LayerSink,
+    tmp: PathBuf,
+    opts: &LayerOptions,
+    store_paths: Vec<String>,
+) -> Result<LayerBlob> {
+    let (compressor, diff_id, _) = sink.finish();
+    let compressed = compressor.finish()?;
+    let (buffered, digest, size) = compressed.finish();
+    let file = buffered.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    let hex = digest.trim_start_matches("sha256:");
+    let dest = opts.blob_dir.join(hex);
+    fs::rename(&tmp, &dest).with_context(|| format!("cannot move blob to {}", dest.display()))?;
+    Ok(LayerBlob {
+        digest,
+        diff_id,
+        size,
+        media_type: opts.compression.media_type(),
+        store_paths,
+        file: dest,
+    })
+}
+
+/// Runs `write` into a fresh layer sink and turns the result into a blob
+/// named by its digest; nothing is left behind on failure.
+fn build_layer(
+    index: usize,
+    opts: &LayerOptions,
+    store_paths: Vec<String>,
+    write: impl FnOnce(&mut TarWriter<LayerSink>) -> Result<()>,
+) -> Result<LayerBlob> {
+    let (sink, tmp) = open_sink(opts, &format!(".tmp-layer-{index}"))?;
+    let result = (|| {
+        let mut tar = TarWriter::new(sink);
+        write(&mut tar)?;
+        Ok::<_, anyhow::Error>(tar.finish()?)
+    })();
+    match result.and_then(|sink| close_sink(sink, tmp.clone(), opts, store_paths)) {
+        Ok(blob) => Ok(blob),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Writes one store-path layer. `expected` gives each path's NAR hash from the
+/// graph, if known; a path whose content does not match is refused.
+pub fn build_store_layer(
+    index: usize,
+    paths: &[String],
+    expected: &[Option<Hash>],
+    owner: &Owner,
+    opts: &LayerOptions,
+) -> Result<LayerBlob> {
+    build_layer(index, opts, paths.to_vec(), |tar| {
+        write_store_paths(tar, paths, expected, owner, opts.on_bytes)
+    })
+}
+
+/// The tar stream of a store-path layer: `/nix/`, `/nix/store/` at 0755, then
+/// every path and everything under it in Python `pathlib` order.
+pub fn write_store_paths<W: Write>(
+    tar: &mut TarWriter<W>,
+    paths: &[String],
+    expected: &[Option<Hash>],
+    owner: &Owner,
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<()> {
+    tar.directory(b"/nix", 0o755, owner)?;
+    tar.directory(b"/nix/store", 0o755, owner)?;
+    for (i, path) in paths.iter().enumerate() {
+        let mut walk = StoreWalk {
+            nar: NarEncoder::new(Sha256Counter::default())?,
+            nar_in_order: true,
+            owner,
+            on_bytes,
+        };
+        let fs_path = Path::new(path);
+        walk.node(tar, fs_path)
+            .with_context(|| format!("cannot archive {path}"))?;
+        if let Some(Some(want)) = expected.get(i) {
+            let got = if walk.nar_in_order {
+                Hash::sha256(walk.nar.into_inner().finish().0)
+            } else {
+                // A directory whose Python order differs from NAR's byte order
+                // (names that are not UTF-8): hash this path on its own.
+                nix::nar_hash_path(fs_path, &mut |_| {})?.0
+            };
+            if &got != want {
+                bail!(
+                    "store path {path} does not match its registered NAR hash: it was modified after it was built \
+                     (expected {}, got {}). Repair it with `nix-store --repair-path {path}` or rebuild it",
+                    want.to_sri(),
+                    got.to_sri()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Python compares path components as strings of code points, with bytes that
+/// are not UTF-8 decoded as surrogates (U+DC80..U+DCFF).
+fn python_order(a: &[u8], b: &[u8]) -> Ordering {
+    fn code_points(s: &[u8]) -> impl Iterator<Item = u32> + '_ {
+        s.utf8_chunks().flat_map(|chunk| {
+            chunk
+                .valid()
+                .chars()
+                .map(|c| c as u32)
+                .chain(chunk.invalid().iter().map(|&byte| 0xDC00 + u32::from(byte)))
+                .collect::<Vec<_>>()
+        })
+    }
+    code_points(a).cmp(code_points(b))
+}
+
+struct StoreWalk<'a> {
+    nar: NarEncoder<Sha256Counter>,
+    nar_in_order: bool,
+    owner: &'a Owner,
+    on_bytes: &'a (dyn Fn(u64) + Sync),
+}
+
+impl StoreWalk<'_> {
+    fn node<W: Write>(&mut self, tar: &mut TarWriter<W>, path: &Path) -> Result<()> {
+        let meta =
+            fs::symlink_metadata(path).with_context(|| format!("{} is missing", path.display()))?;
+        let name = path.as_os_str().as_bytes();
+        let mode = meta.permissions().mode() & 0o7777;
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            let target = fs::read_link(path)?;
+            tar.symlink(name, target.as_os_str().as_bytes(), self.owner)?;
+            self.nar.symlink(target.as_os_str().as_bytes())?;
+        } else if kind.is_dir() {
+            tar.directory(name, mode, self.owner)?;
+            self.nar.directory()?;
+            let mut children: Vec<Vec<u8>> = fs::read_dir(path)?
+                .map(|e| e.map(|e| e.file_name().as_bytes().to_vec()))
+                .collect::<io::Result<_>>()?;
+            children.sort_by(|a, b| python_order(a, b));
+            if children.windows(2).any(|w| w[0] > w[1]) {
+                self.nar_in_order = false;
+            }
+            for child in children {
+                self.nar.entry(&child)?;
+                self.node(tar, &path.join(std::ffi::OsStr::from_bytes(&child)))?;
+                self.nar.close_entry()?;
+            }
+            self.nar.close_node()?;
+        } else if kind.is_file() {
+            let size = meta.len();
+            self.nar.regular(nix::is_executable(mode), size)?;
+            let mut file = File::open(path)?;
+            let nar = &mut self.nar;
+            let on_bytes = self.on_bytes;
+            tar.file(name, mode, size, self.owner, &mut file, &mut |data| {
+                on_bytes(data.len() as u64);
+                nar.contents(data)
+            })?;
+            self.nar.finish_regular()?;
+        } else {
+            return Err(anyhow!(
+                "{} is not a file, directory or symlink; a store path cannot hold it",
+                path.display()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Writes the customisation layer from a prepared root tree.
+pub fn build_root_layer(
+    index: usize,
+    tree: &rootfs::RootTree,
+    owner: &Owner,
+    opts: &LayerOptions,
+) -> Result<LayerBlob> {
+    build_layer(index, opts, tree.store_references(), |tar| {
+        tree.write(tar, owner, opts.on_bytes)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_order_is_by_code_point_with_surrogates() {
+        assert_eq!(python_order(b"a", b"a-c"), Ordering::Less);
+        assert_eq!(
+            python_order("\u{e000}".as_bytes(), b"\xff"),
+            Ordering::Greater
+        );
+        assert_eq!(python_order(b"\xff", b"z"), Ordering::Greater);
+    }
+}

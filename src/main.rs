@@ -1,0 +1,259 @@
+//! The `nixoci` command line: parses arguments and calls the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use nixoci::build::{self, BuildRequest};
+use nixoci::layer::rootfs::RootEntry;
+use nixoci::layer::Compression;
+use nixoci::layering::{self, Strategy};
+use nixoci::output::{Destination, Format};
+use nixoci::progress::Progress;
+use nixoci::spec::Spec;
+use nixoci::{closure, nix};
+
+#[derive(Parser)]
+#[command(
+    name = "nixoci",
+    version,
+    about = "Turn Nix store closures into layered, deterministic OCI images",
+    long_about = "Turn Nix store closures into layered, deterministic OCI images.\n\n\
+        nixoci reimplements nixpkgs' dockerTools.buildLayeredImage: one layer per popular store \
+        path (or nixpkgs' auto-layer), store-layer tars byte-identical to nixpkgs, every byte read \
+        once, all cores busy, and the same digests on every machine."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build an image from store paths, or from a spec file the Nix library writes.
+    #[command(after_help = "Examples:\n  \
+        nixoci build /nix/store/…-hello --config config.json --tag hello:1.0 -o hello-oci\n  \
+        nixoci build --spec image.json --format docker-archive -o image.tar\n  \
+        nixoci build --spec image.json --format oci-archive -o - | skopeo copy oci-archive:/dev/stdin …\n\n\
+        Root entries (--root) replace shell extraCommands:\n  \
+        dir:/tmp:1777   symlink:/bin/sh:/nix/store/…-busybox/bin/sh   file:/init:/nix/store/…-init:0755")]
+    Build(Box<BuildArgs>),
+    /// Print the store-path layers of a closure graph as JSON (bottom layer first).
+    Plan(PlanArgs),
+    /// Print hashes the way `nix hash path` and `nix hash file` do.
+    #[command(subcommand)]
+    Hash(HashCommand),
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// Store paths to put in the image (merged into / like symlinkJoin; their closure is read from the local store).
+    store_paths: Vec<String>,
+    /// A spec file holding contents, config, root entries, options and the graph (see README).
+    #[arg(long, value_name = "FILE")]
+    spec: Option<PathBuf>,
+    /// A closure graph file instead of reading the local store (exportReferencesGraph, classic or path-info JSON).
+    #[arg(long, value_name = "FILE")]
+    graph: Option<PathBuf>,
+    /// Runtime config in nixpkgs' `config` shape: {"Entrypoint": […], "Env": […], …}.
+    #[arg(long, value_name = "CONFIG.json")]
+    config: Option<PathBuf>,
+    /// Image name and tag.
+    #[arg(long, value_name = "NAME:TAG")]
+    tag: Option<String>,
+    /// Layer compression (docker-archive always stores plain tars).
+    #[arg(long, value_enum)]
+    compression: Option<Compression>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "oci-layout")]
+    format: Format,
+    /// Worker threads (default: all cores). Digests do not depend on it.
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+    /// Layer budget including the customisation layer (nixpkgs' maxLayers).
+    #[arg(long)]
+    max_layers: Option<usize>,
+    /// Layering strategy.
+    #[arg(long, value_enum)]
+    strategy: Option<Strategy>,
+    /// A root entry: dir:PATH[:MODE], symlink:PATH:TARGET or file:PATH:SOURCE[:MODE]. Repeatable.
+    #[arg(long = "root", value_name = "ENTRY")]
+    roots: Vec<String>,
+    /// Image creation time: RFC 3339, `now`, `SOURCE_DATE_EPOCH` or @SECONDS [default: 1970-01-01T00:00:01Z].
+    #[arg(long)]
+    created: Option<String>,
+    /// mtime of every file in the layers (same forms as --created) [default: 1970-01-01T00:00:01Z].
+    #[arg(long)]
+    mtime: Option<String>,
+    /// Image architecture [default: this machine's, e.g. amd64].
+    #[arg(long)]
+    architecture: Option<String>,
+    /// Output path (`-` for stdout with the archive formats).
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    output: String,
+    /// No progress bars.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Print a JSON summary: image digest and each layer's digest, diff_id, size and store paths.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// Closure graph (exportReferencesGraph JSON or text, or nix path-info --json).
+    #[arg(long, value_name = "FILE")]
+    graph: PathBuf,
+    #[arg(long, value_enum, default_value = "popularity")]
+    strategy: Strategy,
+    /// Layer budget including the customisation layer (nixpkgs' maxLayers).
+    #[arg(long, default_value_t = 100)]
+    max_layers: usize,
+    /// Store directory the graph's paths live in.
+    #[arg(long, default_value = nix::DEFAULT_STORE_DIR)]
+    store_dir: String,
+}
+
+#[derive(Subcommand)]
+enum HashCommand {
+    /// The NAR hash of a file system tree (`nix hash path`).
+    Path(HashArgs),
+    /// The flat hash of a file's bytes (`nix hash file`).
+    File(HashArgs),
+}
+
+#[derive(Args)]
+struct HashArgs {
+    path: PathBuf,
+    /// Print nix32 (`nix hash … --base32`).
+    #[arg(long, group = "fmt")]
+    base32: bool,
+    /// Print SRI, the default.
+    #[arg(long, group = "fmt")]
+    sri: bool,
+    /// Print hexadecimal.
+    #[arg(long, group = "fmt")]
+    hex: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(args) => run_build(*args),
+        Command::Plan(args) => run_plan(args),
+        Command::Hash(cmd) => run_hash(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nixoci: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_build(args: BuildArgs) -> Result<()> {
+    let (mut spec, spec_dir) = match &args.spec {
+        Some(file) => (Spec::read(file)?, file.parent().map(PathBuf::from)),
+        None => (Spec::default(), None),
+    };
+    spec.contents.extend(args.store_paths.iter().cloned());
+    if let Some(file) = &args.config {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read config {}", file.display()))?;
+        let value = serde_json::from_str(&text)
+            .map_err(|e| anyhow!("{}: not valid JSON ({e})", file.display()))?;
+        spec.config = Some(value);
+    }
+    if let Some(graph) = &args.graph {
+        spec.graph = Some(serde_json::Value::String(graph.display().to_string()));
+    }
+    if let Some(tag) = &args.tag {
+        let (name, tag) = tag
+            .rsplit_once(':')
+            .filter(|(n, t)| !n.is_empty() && !t.is_empty() && !t.contains('/'))
+            .ok_or_else(|| anyhow!("--tag `{tag}` must be NAME:TAG"))?;
+        spec.name = Some(name.to_string());
+        spec.tag = Some(tag.to_string());
+    }
+    for root in &args.roots {
+        spec.root_entries.push(RootEntry::parse_cli(root)?);
+    }
+    spec.compression = args.compression.or(spec.compression);
+    spec.max_layers = args.max_layers.or(spec.max_layers);
+    spec.layering = args.strategy.or(spec.layering);
+    spec.created = args.created.clone().or(spec.created);
+    spec.mtime = args.mtime.clone().or(spec.mtime);
+    spec.architecture = args.architecture.clone().or(spec.architecture);
+    if spec.contents.is_empty() && spec.config.is_none() && spec.root_entries.is_empty() {
+        return Err(anyhow!(
+            "nothing to build: name store paths, --spec, --config or --root"
+        ));
+    }
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let destination = Destination::parse(&args.output);
+    let summary = build::build(BuildRequest {
+        spec,
+        spec_dir,
+        format: args.format,
+        destination: destination.clone(),
+        jobs,
+        progress: Progress::from_quiet(args.quiet),
+    })?;
+    if args.json {
+        let text = serde_json::to_string_pretty(&summary)?;
+        match destination {
+            Destination::Stdout => eprintln!("{text}"),
+            Destination::Path(_) => println!("{text}"),
+        }
+    } else if !args.quiet {
+        eprintln!(
+            "built {} ({} layers) {} -> {}",
+            summary.reference,
+            summary.layers.len(),
+            summary.digest,
+            args.output
+        );
+    }
+    Ok(())
+}
+
+fn run_plan(args: PlanArgs) -> Result<()> {
+    let closure = closure::read_graph_file(&args.graph, &args.store_dir)?;
+    let budget = layering::store_layer_budget(args.max_layers, 0)?;
+    let plan = layering::plan(&closure, args.strategy, budget);
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &plan)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn run_hash(cmd: HashCommand) -> Result<()> {
+    let (args, hash) = match cmd {
+        HashCommand::Path(args) => {
+            let (hash, _) = nix::nar_hash_path(&args.path, &mut |_| {})
+                .with_context(|| format!("cannot hash {}", args.path.display()))?;
+            (args, hash)
+        }
+        HashCommand::File(args) => {
+            let hash = nix::flat_hash_file(&args.path, &mut |_| {})
+                .with_context(|| format!("cannot hash {}", args.path.display()))?;
+            (args, hash)
+        }
+    };
+    let text = if args.base32 {
+        nix_base32::to_nix_base32(&hash.bytes)
+    } else if args.hex {
+        hash.to_hex()
+    } else {
+        hash.to_sri()
+    };
+    println!("{text}");
+    Ok(())
+}

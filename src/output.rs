@@ -1,0 +1,225 @@
+//! Output formats: an OCI image layout directory, a docker-archive (the
+//! `docker save` format that skopeo and podman load) and an oci-archive; all
+//! written atomically, so a failed build leaves nothing at the output path.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
+
+use crate::image;
+use crate::layer::tar::{Owner, TarWriter};
+
+/// The output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// An OCI image layout directory (`oci-layout`, `index.json`, `blobs/`).
+    OciLayout,
+    /// A `docker save` tar (uncompressed layers), for `skopeo copy docker-archive:` and `podman load`.
+    DockerArchive,
+    /// An OCI image layout packed in a tar.
+    OciArchive,
+}
+
+/// Where the result goes.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    Path(PathBuf),
+    Stdout,
+}
+
+impl Destination {
+    pub fn parse(text: &str) -> Destination {
+        if text == "-" {
+            Destination::Stdout
+        } else {
+            Destination::Path(PathBuf::from(text))
+        }
+    }
+}
+
+/// A scratch directory beside the output, removed unless it is kept.
+pub struct Staging {
+    pub dir: PathBuf,
+}
+
+impl Staging {
+    /// Creates the staging directory in the output's parent (so the final
+    /// rename stays on one filesystem), or in the temp dir for stdout.
+    pub fn new(dest: &Destination) -> Result<Staging> {
+        let parent = match dest {
+            Destination::Path(p) => {
+                let parent = p
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                if !parent.is_dir() {
+                    bail!("output directory {} does not exist", parent.display());
+                }
+                parent.to_path_buf()
+            }
+            Destination::Stdout => std::env::temp_dir(),
+        };
+        let name = match dest {
+            Destination::Path(p) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            Destination::Stdout => "stdout".into(),
+        };
+        let dir = parent.join(format!(".{name}.nixoci-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir(&dir)
+            .with_context(|| format!("cannot write to {}: is it writable?", parent.display()))?;
+        Ok(Staging { dir })
+    }
+
+    pub fn blob_dir(&self) -> Result<PathBuf> {
+        let blobs = self.dir.join("layout/blobs/sha256");
+        fs::create_dir_all(&blobs).with_context(|| format!("cannot create {}", blobs.display()))?;
+        Ok(blobs)
+    }
+
+    pub fn layout_dir(&self) -> PathBuf {
+        self.dir.join("layout")
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes a small blob into the layout and returns its `sha256:` digest.
+pub fn write_blob(blob_dir: &Path, bytes: &[u8]) -> Result<String> {
+    use sha2::Digest as _;
+    let hex = crate::nix::hex(&sha2::Sha256::digest(bytes));
+    let path = blob_dir.join(&hex);
+    fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(format!("sha256:{hex}"))
+}
+
+/// Finishes the layout (`oci-layout`, `index.json`).
+pub fn finish_layout(layout: &Path, index: &[u8]) -> Result<()> {
+    fs::write(
+        layout.join("oci-layout"),
+        image::canonical(&json!({"imageLayoutVersion": "1.0.0"})),
+    )?;
+    fs::write(layout.join("index.json"), index)?;
+    Ok(())
+}
+
+/// Moves a finished file or directory to `dest`, replacing what is there in
+/// one step (an existing directory is swapped out, then removed).
+pub fn commit(staged: &Path, dest: &Path) -> Result<()> {
+    sync_dir(staged);
+    if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+        let old = dest.with_file_name(format!(
+            ".{}.old-{}",
+            dest.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            std::process::id()
+        ));
+        fs::rename(dest, &old).with_context(|| format!("cannot replace {}", dest.display()))?;
+        if let Err(e) = fs::rename(staged, dest) {
+            let _ = fs::rename(&old, dest);
+            return Err(anyhow!("cannot move the result to {}: {e}", dest.display()));
+        }
+        let _ = fs::remove_dir_all(&old);
+    } else {
+        fs::rename(staged, dest)
+            .with_context(|| format!("cannot move the result to {}", dest.display()))?;
+    }
+    if let Some(parent) = dest.parent() {
+        sync_dir(parent);
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// One member of an archive: its name and the file it is copied from.
+pub struct Member {
+    pub name: String,
+    pub file: PathBuf,
+}
+
+/// Writes an uncompressed tar of regular files (the outer archive of
+/// docker-archive and oci-archive); directories are implied by member names.
+pub fn write_archive<W: Write>(out: W, members: &[Member], mtime: u64) -> Result<W> {
+    let mut tar = TarWriter::new(out);
+    let owner = Owner::numeric_root(mtime);
+    for m in members {
+        let mut file =
+            File::open(&m.file).with_context(|| format!("cannot read {}", m.file.display()))?;
+        let size = file.metadata()?.len();
+        tar.file(
+            m.name.as_bytes(),
+            0o644,
+            size,
+            &owner,
+            &mut file,
+            &mut |_| Ok(()),
+        )?;
+    }
+    Ok(tar.finish()?)
+}
+
+/// Writes an archive to the destination: stdout, or a temp file renamed into place.
+pub fn emit_archive(
+    staging: &Staging,
+    dest: &Destination,
+    members: &[Member],
+    mtime: u64,
+) -> Result<()> {
+    match dest {
+        Destination::Stdout => {
+            let stdout = io::stdout().lock();
+            let mut w = write_archive(BufWriter::new(stdout), members, mtime)?;
+            w.flush()?;
+        }
+        Destination::Path(path) => {
+            let tmp = staging.dir.join("archive.tar");
+            let file = File::create(&tmp)?;
+            let w = write_archive(BufWriter::new(file), members, mtime)?;
+            let file = w.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+            commit(&tmp, path)?;
+        }
+    }
+    Ok(())
+}
+
+/// The members of an oci-archive: the whole layout directory.
+pub fn layout_members(layout: &Path) -> Result<Vec<Member>> {
+    let mut members = vec![
+        Member {
+            name: "oci-layout".into(),
+            file: layout.join("oci-layout"),
+        },
+        Member {
+            name: "index.json".into(),
+            file: layout.join("index.json"),
+        },
+    ];
+    let mut blobs: Vec<_> = fs::read_dir(layout.join("blobs/sha256"))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<io::Result<_>>()?;
+    blobs.sort();
+    for b in blobs {
+        members.push(Member {
+            name: format!("blobs/sha256/{b}"),
+            file: layout.join("blobs/sha256").join(&b),
+        });
+    }
+    Ok(members)
+}
