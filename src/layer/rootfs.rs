@@ -150,8 +150,9 @@ impl RootTree {
     /// per file pointing at it, symlinks copied as they are, and whatever an
     /// earlier content put at a name wins.
     pub fn merge_content(&mut self, content: &Path) -> Result<()> {
-        let meta = fs::metadata(content)
-            .with_context(|| format!("contents entry {} does not exist", content.display()))?;
+        let meta = fs::metadata(content).with_context(|| {
+            format!("contents: store path {} does not exist", content.display())
+        })?;
         if !meta.is_dir() {
             bail!(
                 "contents entry {} is not a directory; symlinkJoin can only merge directories",
