@@ -201,7 +201,7 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
     let on_bytes = |n: u64| bars.bytes(n);
     let opts = LayerOptions {
         compression,
-        zstd_workers: req.jobs as u32,
+        zstd_workers: 1,
         blob_dir: &blob_dir,
         on_bytes: &on_bytes,
     };

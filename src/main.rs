@@ -188,9 +188,13 @@ fn run_build(args: BuildArgs) -> Result<()> {
     spec.created = args.created.clone().or(spec.created);
     spec.mtime = args.mtime.clone().or(spec.mtime);
     spec.architecture = args.architecture.clone().or(spec.architecture);
-    if spec.contents.is_empty() && spec.config.is_none() && spec.root_entries.is_empty() {
+    if spec.contents.is_empty()
+        && spec.config.is_none()
+        && spec.root_entries.is_empty()
+        && spec.graph.is_none()
+    {
         return Err(anyhow!(
-            "nothing to build: name store paths, --spec, --config or --root"
+            "nothing to build: name store paths, --spec, --graph, --config or --root"
         ));
     }
     let jobs = args

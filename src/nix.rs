@@ -324,13 +324,15 @@ pub fn is_executable(mode: u32) -> bool {
 /// `on_bytes` is told how many file bytes were read, for progress.
 pub fn dump_path<W: Write>(path: &Path, out: W, on_bytes: &mut dyn FnMut(u64)) -> io::Result<W> {
     let mut nar = NarEncoder::new(out)?;
-    dump_node(&mut nar, path, on_bytes)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    dump_node(&mut nar, path, &mut buf, on_bytes)?;
     Ok(nar.into_inner())
 }
 
 fn dump_node<W: Write>(
     nar: &mut NarEncoder<W>,
     path: &Path,
+    buf: &mut [u8],
     on_bytes: &mut dyn FnMut(u64),
 ) -> io::Result<()> {
     let meta = fs::symlink_metadata(path)?;
@@ -346,17 +348,16 @@ fn dump_node<W: Write>(
         names.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
         for name in names {
             nar.entry(name.as_os_str().as_bytes())?;
-            dump_node(nar, &path.join(&name), on_bytes)?;
+            dump_node(nar, &path.join(&name), buf, on_bytes)?;
             nar.close_entry()?;
         }
         nar.close_node()
     } else if kind.is_file() {
         nar.regular(is_executable(meta.permissions().mode()), meta.len())?;
         let mut file = fs::File::open(path)?;
-        let mut buf = vec![0u8; 256 * 1024];
         let mut left = meta.len();
         while left > 0 {
-            let n = file.read(&mut buf)?;
+            let n = file.read(buf)?;
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,

@@ -60,10 +60,10 @@ pub struct LayerBlob {
     pub file: PathBuf,
 }
 
-/// `Write` adapter that hashes and counts what passes through.
+/// `Write` adapter that counts, and hashes unless told the hash is not needed.
 pub struct HashingWriter<W: Write> {
     inner: W,
-    hasher: sha2::Sha256,
+    hasher: Option<sha2::Sha256>,
     count: u64,
 }
 
@@ -71,14 +71,25 @@ impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
         HashingWriter {
             inner,
-            hasher: sha2::Sha256::new(),
+            hasher: Some(sha2::Sha256::new()),
             count: 0,
         }
     }
 
-    /// The inner writer, `sha256:<hex>` and the byte count.
-    pub fn finish(self) -> (W, String, u64) {
-        let digest = format!("sha256:{}", nix::hex(&self.hasher.finalize()));
+    /// Counts bytes only (when another hash of the same bytes exists).
+    fn counting(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: None,
+            count: 0,
+        }
+    }
+
+    /// The inner writer, `sha256:<hex>` (if hashing) and the byte count.
+    pub fn finish(self) -> (W, Option<String>, u64) {
+        let digest = self
+            .hasher
+            .map(|h| format!("sha256:{}", nix::hex(&h.finalize())));
         (self.inner, digest, self.count)
     }
 }
@@ -86,7 +97,9 @@ impl<W: Write> HashingWriter<W> {
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.count += n as u64;
         Ok(n)
     }
@@ -104,6 +117,8 @@ enum Compressor<W: Write> {
 impl<W: Write> Compressor<W> {
     /// zstd always runs with at least one worker thread: its output is then the
     /// same for any worker count, so digests do not depend on the machine.
+    /// Blobs are not fsynced: the atomic rename of the finished output is what
+    /// keeps an interrupted build from leaving anything half-made.
     fn new(kind: Compression, out: W, zstd_workers: u32) -> io::Result<Self> {
         Ok(match kind {
             Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(
@@ -162,7 +177,12 @@ pub struct LayerOptions<'a> {
 fn open_sink(opts: &LayerOptions, tmp_name: &str) -> Result<(LayerSink, PathBuf)> {
     let tmp = opts.blob_dir.join(tmp_name);
     let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let compressed = HashingWriter::new(BufWriter::with_capacity(256 * 1024, file));
+    let buffered = BufWriter::with_capacity(256 * 1024, file);
+    // Uncompressed, the blob digest is the diff_id: hash those bytes once.
+    let compressed = match opts.compression {
+        Compression::None => HashingWriter::counting(buffered),
+        _ => HashingWriter::new(buffered),
+    };
     let compressor = Compressor::new(opts.compression, compressed, opts.zstd_workers)?;
     Ok((HashingWriter::new(compressor), tmp))
 }
@@ -174,10 +194,11 @@ fn close_sink(
     store_paths: Vec<String>,
 ) -> Result<LayerBlob> {
     let (compressor, diff_id, _) = sink.finish();
+    let diff_id = diff_id.expect("the tar stream is always hashed");
     let compressed = compressor.finish()?;
     let (buffered, digest, size) = compressed.finish();
-    let file = buffered.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    let digest = digest.unwrap_or_else(|| diff_id.clone());
+    buffered.into_inner().map_err(|e| e.into_error())?;
     let hex = digest.trim_start_matches("sha256:");
     let dest = opts.blob_dir.join(hex);
     fs::rename(&tmp, &dest).with_context(|| format!("cannot move blob to {}", dest.display()))?;

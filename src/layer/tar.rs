@@ -54,11 +54,17 @@ impl Kind {
 pub struct TarWriter<W: Write> {
     out: W,
     offset: u64,
+    /// Read buffer for file contents, reused for every file.
+    buf: Vec<u8>,
 }
 
 impl<W: Write> TarWriter<W> {
     pub fn new(out: W) -> Self {
-        TarWriter { out, offset: 0 }
+        TarWriter {
+            out,
+            offset: 0,
+            buf: Vec::new(),
+        }
     }
 
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -92,7 +98,8 @@ impl<W: Write> TarWriter<W> {
         on_data: &mut dyn FnMut(&[u8]) -> io::Result<()>,
     ) -> io::Result<()> {
         self.header(name, b"", mode, size, Kind::Regular, owner)?;
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(256 * 1024, 0);
         let mut left = size;
         while left > 0 {
             let want = buf.len().min(left as usize);
@@ -107,6 +114,7 @@ impl<W: Write> TarWriter<W> {
             self.write(&buf[..n])?;
             left -= n as u64;
         }
+        self.buf = buf;
         self.pad_block()
     }
 
