@@ -93,6 +93,7 @@ pub fn resolve_closure(
             bail!("{root} is not in the closure graph, but {why}");
         }
     }
+    let mut closure = closure;
     let missing: Vec<&str> = closure
         .nodes()
         .iter()

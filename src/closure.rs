@@ -80,6 +80,18 @@ impl Closure {
         Ok(closure)
     }
 
+    /// Fills in NAR sizes the source did not record (the classic format), from
+    /// the paths on disk, so size-based layering sees the real sizes.
+    pub fn fill_missing_sizes(&mut self) -> Result<()> {
+        for node in &mut self.nodes {
+            if node.nar_size == 0 {
+                node.nar_size = nix::nar_size(Path::new(&node.path))
+                    .with_context(|| format!("cannot measure {}", node.path))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn nodes(&self) -> &[PathInfo] {
         &self.nodes
     }

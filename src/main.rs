@@ -229,7 +229,10 @@ fn run_build(args: BuildArgs) -> Result<()> {
 }
 
 fn run_plan(args: PlanArgs) -> Result<()> {
-    let closure = closure::read_graph_file(&args.graph, &args.store_dir)?;
+    let mut closure = closure::read_graph_file(&args.graph, &args.store_dir)?;
+    if args.strategy == Strategy::Auto {
+        closure.fill_missing_sizes()?;
+    }
     let budget = layering::store_layer_budget(args.max_layers, 0)?;
     let plan = layering::plan(&closure, args.strategy, budget);
     let mut out = std::io::stdout().lock();

@@ -381,6 +381,45 @@ fn dump_node<W: Write>(
     }
 }
 
+/// The size of the NAR of `path`, from metadata alone (no file is read).
+pub fn nar_size(path: &Path) -> io::Result<u64> {
+    fn padded(len: u64) -> u64 {
+        8 + len + padding_for(len)
+    }
+    fn node(path: &Path) -> io::Result<u64> {
+        let meta = fs::symlink_metadata(path)?;
+        let kind = meta.file_type();
+        // "(" "type" <kind> … ")"
+        let frame = padded(1) + padded(4) + padded(1);
+        Ok(if kind.is_symlink() {
+            let target = fs::read_link(path)?;
+            frame + padded(7) + padded(6) + padded(target.as_os_str().len() as u64)
+        } else if kind.is_dir() {
+            let mut total = frame + padded(9);
+            for entry in fs::read_dir(path)? {
+                let entry = entry?;
+                // "entry" "(" "name" <name> "node" <node> ")"
+                total += padded(5)
+                    + padded(1)
+                    + padded(4)
+                    + padded(entry.file_name().len() as u64)
+                    + padded(4)
+                    + node(&entry.path())?
+                    + padded(1);
+            }
+            total
+        } else {
+            let exec = if is_executable(meta.permissions().mode()) {
+                padded(10) + padded(0)
+            } else {
+                0
+            };
+            frame + padded(7) + exec + padded(8) + padded(meta.len())
+        })
+    }
+    Ok(padded(13) + node(path)?)
+}
+
 /// The NAR SHA-256 and NAR size of the tree at `path`, as `nix hash path` gives.
 pub fn nar_hash_path(path: &Path, on_bytes: &mut dyn FnMut(u64)) -> io::Result<(Hash, u64)> {
     let sink = dump_path(path, Sha256Counter::default(), on_bytes)?;
@@ -448,6 +487,18 @@ mod tests {
                 "/nix/store/s22ggbj3jamkv6vwp28ggpl02yblm65w-b-1.0"
             ]
         );
+    }
+
+    #[test]
+    fn nar_size_from_metadata_equals_the_serialised_size() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("a/empty")).unwrap();
+        fs::write(dir.path().join("a/file"), b"12345").unwrap();
+        fs::write(dir.path().join("exe"), b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(dir.path().join("exe"), fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink("a/file", dir.path().join("link")).unwrap();
+        let (_, size) = nar_hash_path(dir.path(), &mut |_| {}).unwrap();
+        assert_eq!(nar_size(dir.path()).unwrap(), size);
     }
 
     #[test]

@@ -1,0 +1,237 @@
+//! `nixoci build` options: the spec file, times, progress output, root
+//! entries from JSON, and digests pinned for an input that is the same on
+//! every machine.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn spec_file_builds_the_same_image_as_flags() {
+    let f = fixture();
+    let dir = tempdir();
+    let config = json!({"Entrypoint": [format!("{}/bin/app", f.app)], "Env": ["A=1"]});
+    fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let by_flags = summary(&run(nixoci()
+        .arg("build")
+        .arg(&f.app)
+        .arg("--config")
+        .arg(dir.path().join("config.json"))
+        .args([
+            "--tag",
+            "spec/test:2",
+            "--root",
+            "dir:/tmp:1777",
+            "--max-layers",
+            "3",
+            "--strategy",
+            "auto",
+        ])
+        .args([
+            "--compression",
+            "zstd",
+            "--json",
+            "--graph",
+            &f.attrs_json,
+            "-o",
+        ])
+        .arg(dir.path().join("a"))));
+    // The same image described by a structured-attrs file, as the Nix library writes it.
+    let mut attrs: serde_json::Value =
+        serde_json::from_slice(&fs::read(&f.attrs_json).unwrap()).unwrap();
+    attrs["nixoci"] = json!({
+        "name": "spec/test", "tag": "2", "contents": [f.app], "config": config,
+        "rootEntries": [{"type": "directory", "path": "/tmp", "mode": "1777"}],
+        "maxLayers": 3, "layering": "auto", "compression": "zstd"
+    });
+    let spec = dir.path().join(".attrs.json");
+    fs::write(&spec, attrs.to_string()).unwrap();
+    let by_spec = summary(&run(nixoci()
+        .arg("build")
+        .arg("--spec")
+        .arg(&spec)
+        .args(["--json", "-o"])
+        .arg(dir.path().join("b"))));
+    assert_eq!(by_spec["digest"], by_flags["digest"]);
+    assert_eq!(
+        by_spec["layers"].as_array().unwrap().len(),
+        3,
+        "maxLayers counts the customisation layer"
+    );
+
+    // A typo in a spec is an error, not silently ignored.
+    fs::write(
+        &spec,
+        json!({"contents": [f.app], "maxLayer": 3}).to_string(),
+    )
+    .unwrap();
+    let err = fails(
+        nixoci()
+            .arg("build")
+            .arg("--spec")
+            .arg(&spec)
+            .arg("-o")
+            .arg(dir.path().join("c")),
+    );
+    assert!(err.contains("unknown field `maxLayer`"), "{err}");
+}
+
+#[test]
+fn created_takes_now_source_date_epoch_and_rfc3339() {
+    let f = fixture();
+    let dir = tempdir();
+    let created = |value: &str, env: Option<&str>| {
+        let out = dir.path().join(format!("img-{}", value.replace(':', "-")));
+        let mut cmd = nixoci();
+        cmd.arg("build")
+            .arg(&f.app)
+            .args(["--created", value, "-q", "-o"])
+            .arg(&out);
+        if let Some(e) = env {
+            cmd.env("SOURCE_DATE_EPOCH", e);
+        }
+        run(&mut cmd);
+        let (_, config) = layout_manifest(&out);
+        config["created"].as_str().unwrap().to_string()
+    };
+    assert_eq!(
+        created("SOURCE_DATE_EPOCH", Some("315532800")),
+        "1980-01-01T00:00:00Z"
+    );
+    assert_eq!(
+        created("2026-03-01T15:44:00+01:00", None),
+        "2026-03-01T14:44:00Z"
+    );
+    let now = created("now", None);
+    assert!(
+        now.as_str() > "2026-01-01" && now != "1970-01-01T00:00:01Z",
+        "{now}"
+    );
+    let err = fails(
+        nixoci()
+            .arg("build")
+            .arg(&f.app)
+            .args(["--created", "SOURCE_DATE_EPOCH", "-o"])
+            .arg(dir.path().join("x"))
+            .env_remove("SOURCE_DATE_EPOCH"),
+    );
+    assert!(err.contains("SOURCE_DATE_EPOCH is not set"), "{err}");
+}
+
+#[test]
+fn progress_bars_on_a_terminal_and_silence_elsewhere() {
+    let f = fixture();
+    let dir = tempdir();
+    let log = dir.path().join("typescript");
+    let cmd = format!(
+        "{} build {} -o {}",
+        env!("CARGO_BIN_EXE_nixoci"),
+        f.app,
+        dir.path().join("tty").display()
+    );
+    run(Command::new("script").args(["-qec", &cmd]).arg(&log));
+    let screen = String::from_utf8_lossy(&fs::read(&log).unwrap()).into_owned();
+    assert!(
+        screen.contains("/3 layers") && screen.contains("KiB"),
+        "no progress on a terminal: {screen}"
+    );
+
+    let out = run(nixoci()
+        .arg("build")
+        .arg(&f.app)
+        .arg("-o")
+        .arg(dir.path().join("pipe")));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("/3 layers") && !stderr.contains('\x1b'),
+        "progress on a pipe: {stderr}"
+    );
+    let quiet = run(nixoci()
+        .arg("build")
+        .arg(&f.app)
+        .arg("-q")
+        .arg("-o")
+        .arg(dir.path().join("quiet")));
+    assert!(quiet.stderr.is_empty() && quiet.stdout.is_empty());
+}
+
+/// A tiny store under a fixed path, made the same way on every machine.
+fn fixed_store() -> (std::path::PathBuf, serde_json::Value) {
+    let store = Path::new("/tmp/nixoci-golden/store");
+    let _ = fs::remove_dir_all("/tmp/nixoci-golden");
+    let a = store.join("0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a-golden-a");
+    let b = store.join("1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b1b-golden-b");
+    fs::create_dir_all(a.join("share")).unwrap();
+    fs::create_dir_all(b.join("bin")).unwrap();
+    let text: String = (0..20000)
+        .map(|i| format!("line {i} of a file that compresses\n"))
+        .collect();
+    fs::write(a.join("share/data.txt"), text).unwrap();
+    fs::write(b.join("bin/tool"), "#!/bin/sh\necho tool\n").unwrap();
+    std::os::unix::fs::symlink(a.join("share/data.txt"), b.join("data")).unwrap();
+    for (p, mode) in [
+        (a.join("share/data.txt"), 0o444),
+        (b.join("bin/tool"), 0o555),
+        (a.join("share"), 0o555),
+        (a.clone(), 0o555),
+        (b.join("bin"), 0o555),
+        (b.clone(), 0o555),
+    ] {
+        fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let graph = json!([
+        {"path": b.display().to_string(), "references": [a.display().to_string()]},
+        {"path": a.display().to_string(), "references": []},
+    ]);
+    (store.to_path_buf(), graph)
+}
+
+#[test]
+fn digests_are_pinned_for_a_fixed_input() {
+    let (store, graph) = fixed_store();
+    let dir = tempdir();
+    let mut digests = Vec::new();
+    for compression in ["gzip", "zstd", "none"] {
+        let spec =
+            json!({"storeDir": store, "graph": graph, "tag": "1", "compression": compression});
+        fs::write(dir.path().join("spec.json"), spec.to_string()).unwrap();
+        let s = summary(&run(nixoci()
+            .arg("build")
+            .arg("--spec")
+            .arg(dir.path().join("spec.json"))
+            .args(["--json", "-o"])
+            .arg(dir.path().join(compression))));
+        digests.push(layer_digests(&s)[..2].to_vec());
+    }
+    // These change only if the tar writer, zlib-rs or libzstd changes its
+    // bytes; a change here means every user's layers change too.
+    assert_eq!(
+        digests,
+        vec![
+            vec![
+                "sha256:59f2eb0f548f682840bf0d42a6565a589feade54b668566b53720d7b4a0f995c"
+                    .to_string(),
+                "sha256:40c551842d134c6dbfaff647a4f131f58e0e694d04a954d1761201edd7e8e2d5"
+                    .to_string()
+            ],
+            vec![
+                "sha256:99bcd5c0709e0a65ad452ae491f5e7dc893dd7878849a293eed3ad39f2e97116"
+                    .to_string(),
+                "sha256:d98cad7d223ce37bac81fbb34626573c8dfcb80d5fd42826b70cea01e1c90dc1"
+                    .to_string()
+            ],
+            vec![
+                "sha256:c7cfd5c9957a19cf86fbe1aaafa1b009e4c5e2f66d92384512d6f67cb60a1423"
+                    .to_string(),
+                "sha256:c81c4614c287fc0f1bc2c9b4cdf2a8207191fc253d3b0bdc71e43bd0383e74c0"
+                    .to_string()
+            ],
+        ]
+    );
+}
