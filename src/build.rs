@@ -70,7 +70,7 @@ pub fn resolve_closure(
     config_paths: &[String],
 ) -> Result<Closure> {
     let store_dir = spec.store_dir.as_deref().unwrap_or(nix::DEFAULT_STORE_DIR);
-    let closure = match spec.graph_source(spec_dir) {
+    let mut closure = match spec.graph_source(spec_dir) {
         GraphSource::File(file) => closure::read_graph_file(&file, store_dir)?,
         GraphSource::Inline(value) => {
             let nodes = closure::nodes_from_json(&value, "spec graph")?;
@@ -93,7 +93,6 @@ pub fn resolve_closure(
             bail!("{root} is not in the closure graph, but {why}");
         }
     }
-    let mut closure = closure;
     let missing: Vec<&str> = closure
         .nodes()
         .iter()
@@ -112,6 +111,7 @@ pub fn resolve_closure(
                 .join(", ")
         );
     }
+    closure.fill_missing_sizes()?;
     Ok(closure)
 }
 
