@@ -7,6 +7,7 @@
 //! [`progress`].
 
 pub mod build;
+pub mod check;
 pub mod closure;
 pub mod image;
 pub mod layer;
@@ -14,4 +15,5 @@ pub mod layering;
 pub mod nix;
 pub mod output;
 pub mod progress;
+pub mod source;
 pub mod spec;

@@ -43,6 +43,18 @@ enum Command {
     Build(Box<BuildArgs>),
     /// Print the store-path layers of a closure graph as JSON (bottom layer first).
     Plan(PlanArgs),
+    /// Check a built image before pushing it: entrypoint, interpreter, Env paths, writable dirs.
+    #[command(
+        after_help = "Checks, each of which would have saved a build-push-deploy round trip:\n  \
+        - the Entrypoint (or Cmd) exists in the image and is executable by User;\n  \
+        - its #! interpreter exists and is executable;\n  \
+        - every absolute path in an Env value exists (missing PATH entries only warn);\n  \
+        - /tmp, TMPDIR, Volumes, wrapper link targets and --writable dirs exist and are writable by User;\n  \
+        - a nixoci-entrypoint wrapper's config: link sources and exec target exist;\n  \
+        - (warning) PATH is unset.\n\n\
+        Exit status: 0 when nothing failed, 1 otherwise."
+    )]
+    Check(CheckArgs),
     /// Print hashes the way `nix hash path` and `nix hash file` do.
     #[command(subcommand)]
     Hash(HashCommand),
@@ -117,6 +129,21 @@ struct PlanArgs {
     store_dir: String,
 }
 
+#[derive(Args)]
+struct CheckArgs {
+    /// An OCI layout directory, an oci-archive or a docker-archive.
+    image: PathBuf,
+    /// Which image of a layout holding several (its ref.name tag).
+    #[arg(long = "ref", value_name = "TAG")]
+    reference: Option<String>,
+    /// Another directory the application must be able to write to. Repeatable.
+    #[arg(long, value_name = "DIR")]
+    writable: Vec<String>,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum HashCommand {
     /// The NAR hash of a file system tree (`nix hash path`).
@@ -145,6 +172,7 @@ fn main() -> ExitCode {
         Command::Build(args) => run_build(*args),
         Command::Plan(args) => run_plan(args),
         Command::Hash(cmd) => run_hash(cmd),
+        Command::Check(args) => run_check(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -239,6 +267,20 @@ fn run_plan(args: PlanArgs) -> Result<()> {
     serde_json::to_writer_pretty(&mut out, &plan)?;
     writeln!(out)?;
     Ok(())
+}
+
+fn run_check(args: CheckArgs) -> Result<()> {
+    let report = nixoci::check::check_path(&args.image, args.reference.as_deref(), &args.writable)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    if report.ok {
+        Ok(())
+    } else {
+        Err(anyhow!("{} failed its checks", args.image.display()))
+    }
 }
 
 fn run_hash(cmd: HashCommand) -> Result<()> {

@@ -132,3 +132,66 @@ pub fn blob_path(layout: &Path, digest: &str) -> PathBuf {
         .join("blobs/sha256")
         .join(digest.trim_start_matches("sha256:"))
 }
+
+/// The statically linked `nixoci-entrypoint`, built once per test binary the
+/// way the README and the flake build it for images.
+pub fn static_entrypoint() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let target = "x86_64-unknown-linux-gnu";
+        run(Command::new(cargo)
+            .current_dir(repo())
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "-p",
+                "nixoci-entrypoint",
+                "--target",
+                target,
+            ])
+            .env("RUSTFLAGS", "-C target-feature=+crt-static"));
+        let target_dir = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| repo().join("target"));
+        target_dir.join(target).join("release/nixoci-entrypoint")
+    })
+}
+
+/// Store paths of `tests/fixtures/authentik.nix`.
+pub struct Authentik {
+    pub busybox: String,
+    pub django: String,
+    pub ak: String,
+    pub ak_bad_interpreter: String,
+    pub entrypoint: String,
+    pub wrapper_config: String,
+}
+
+pub fn authentik() -> &'static Authentik {
+    static FIXTURE: OnceLock<Authentik> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let bin = static_entrypoint().display().to_string();
+        let p = nix_build(
+            &repo().join("tests/fixtures/authentik.nix"),
+            &[
+                "busybox",
+                "authentik-django",
+                "ak",
+                "akBadInterpreter",
+                "nixoci-entrypoint",
+                "wrapperConfig",
+            ],
+            &["--arg", "entrypointBin", &bin],
+        );
+        Authentik {
+            busybox: p[0].clone(),
+            django: p[1].clone(),
+            ak: p[2].clone(),
+            ak_bad_interpreter: p[3].clone(),
+            entrypoint: p[4].clone(),
+            wrapper_config: p[5].clone(),
+        }
+    })
+}

@@ -1,0 +1,223 @@
+//! nixoci-entrypoint: the start-up step that runs inside images as
+//! `nixoci-entrypoint CONFIG.json [ARGS…]`. It mirrors store directories into
+//! writable places as real directories with one symlink per file (as lndir
+//! does: directory symlinks hide files from `Path.rglob`), sets the
+//! environment, then `execve`s the application so that it becomes PID 1.
+//!
+//! It is its own crate with only std and serde_json, because it goes inside
+//! images; nixoci uses its config type to check images.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::fs::symlink;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+
+/// The wrapper config the Nix side writes into the store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub links: Vec<Link>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub exec: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    pub from: String,
+    pub to: String,
+}
+
+/// Exit codes: a bad config and a missing program are build mistakes.
+pub const EXIT_BAD_CONFIG: i32 = 2;
+pub const EXIT_NO_PROGRAM: i32 = 127;
+
+/// Reads and checks the config; errors say what is wrong and where.
+pub fn load(path: &Path) -> Result<Config, (i32, String)> {
+    let text = fs::read_to_string(path).map_err(|e| {
+        (
+            EXIT_BAD_CONFIG,
+            format!("cannot read config {}: {e}", path.display()),
+        )
+    })?;
+    let config: Config = serde_json::from_str(&text).map_err(|e| {
+        (
+            EXIT_BAD_CONFIG,
+            format!("config {} is malformed: {e}", path.display()),
+        )
+    })?;
+    let program = config.exec.first().ok_or_else(|| {
+        (
+            EXIT_BAD_CONFIG,
+            format!("config {}: `exec` is empty", path.display()),
+        )
+    })?;
+    if !Path::new(program).is_absolute() {
+        return Err((
+            EXIT_BAD_CONFIG,
+            format!(
+                "config {}: exec target `{program}` must be an absolute path",
+                path.display()
+            ),
+        ));
+    }
+    match fs::metadata(program) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err((
+                EXIT_NO_PROGRAM,
+                format!("exec target {program} is not a file"),
+            ))
+        }
+        Err(e) => {
+            return Err((
+                EXIT_NO_PROGRAM,
+                format!("exec target {program} does not exist in this image: {e}"),
+            ))
+        }
+    }
+    for link in &config.links {
+        for p in [&link.from, &link.to] {
+            if !Path::new(p).is_absolute() {
+                return Err((
+                    EXIT_BAD_CONFIG,
+                    format!(
+                        "config {}: link path `{p}` must be absolute",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// Mirrors `from` into `to`: real directories, a symlink per file pointing
+/// into `from`, symlinks in `from` copied as they are. Nothing that exists at
+/// the destination is replaced or entered unless it is a real directory, so
+/// mounts and operators' files win, reruns change nothing, and no symlink is
+/// ever followed out of `to`.
+pub fn mirror(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(to) {
+        Ok(m) if m.file_type().is_dir() => {}
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a directory; leaving it alone",
+                    to.display()
+                ),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(to)?,
+        Err(e) => return Err(e),
+    }
+    mirror_dir(from, to)
+}
+
+fn mirror_dir(from: &Path, to: &Path) -> io::Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(from)?.collect::<io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let source = entry.path();
+        let dest = to.join(entry.file_name());
+        let kind = entry.file_type()?;
+        let existing = fs::symlink_metadata(&dest);
+        if kind.is_dir() {
+            match existing {
+                // Only real directories are entered; a symlink there is not followed.
+                Ok(m) if m.file_type().is_dir() => mirror_dir(&source, &dest)?,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir(&dest)?;
+                    mirror_dir(&source, &dest)?;
+                }
+                Err(e) => return Err(e),
+            }
+        } else if existing.is_err() {
+            let target: PathBuf = if kind.is_symlink() {
+                fs::read_link(&source)?
+            } else {
+                source
+            };
+            match symlink(&target, &dest) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the wrapper: returns only if exec failed, with the exit code to use.
+pub fn run(args: Vec<OsString>) -> i32 {
+    let mut args = args.into_iter().skip(1);
+    let Some(config_path) = args.next() else {
+        eprintln!("usage: nixoci-entrypoint CONFIG.json [ARGS…]");
+        return EXIT_BAD_CONFIG;
+    };
+    let config = match load(Path::new(&config_path)) {
+        Ok(c) => c,
+        Err((code, message)) => {
+            eprintln!("nixoci-entrypoint: error: {message}");
+            return code;
+        }
+    };
+    for link in &config.links {
+        if let Err(e) = mirror(Path::new(&link.from), Path::new(&link.to)) {
+            eprintln!(
+                "nixoci-entrypoint: warning: could not link {} into {}: {e}; starting anyway",
+                link.from, link.to
+            );
+        }
+    }
+    let mut command = Command::new(&config.exec[0]);
+    command.args(&config.exec[1..]).args(args).envs(&config.env);
+    let error = command.exec();
+    eprintln!(
+        "nixoci-entrypoint: error: cannot execute {}: {error}",
+        config.exec[0]
+    );
+    EXIT_NO_PROGRAM
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_makes_real_dirs_keeps_existing_and_is_idempotent() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        fs::create_dir_all(src.path().join("default")).unwrap();
+        fs::write(src.path().join("default/a.yaml"), "a").unwrap();
+        fs::create_dir_all(src.path().join("custom")).unwrap();
+        fs::write(src.path().join("custom/b.yaml"), "b").unwrap();
+        // An operator's file and a symlink pointing out of the destination.
+        fs::create_dir_all(dst.path().join("to")).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        symlink(outside.path(), dst.path().join("to/custom")).unwrap();
+        let to = dst.path().join("to");
+        mirror(src.path(), &to).unwrap();
+        assert!(fs::symlink_metadata(to.join("default")).unwrap().is_dir());
+        assert_eq!(
+            fs::read_link(to.join("default/a.yaml")).unwrap(),
+            src.path().join("default/a.yaml")
+        );
+        assert_eq!(
+            fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "never follows a symlink out of `to`"
+        );
+        mirror(src.path(), &to).unwrap();
+        assert_eq!(fs::read_dir(to.join("default")).unwrap().count(), 1);
+    }
+}

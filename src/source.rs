@@ -1,0 +1,287 @@
+//! Image sources: opens a built image given as an OCI layout directory, an
+//! oci-archive or a docker-archive, and gives its manifest, config and layer
+//! blobs. Archives are unpacked into a private temp dir, refusing any member
+//! that would land outside it.
+
+use std::fs::{self, File};
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+use crate::image;
+
+/// One layer blob of an image.
+#[derive(Clone, Debug)]
+pub struct LayerRef {
+    pub media_type: String,
+    /// `sha256:<hex>` of the blob; for docker-archives computed on open.
+    pub digest: String,
+    pub size: u64,
+    pub file: PathBuf,
+}
+
+/// An opened image.
+pub struct ImageSource {
+    pub config: Value,
+    pub config_bytes: Vec<u8>,
+    pub layers: Vec<LayerRef>,
+    /// The OCI manifest bytes, when the source is an OCI layout (archives of
+    /// the docker kind have none).
+    pub manifest_bytes: Option<Vec<u8>>,
+    pub manifest_media_type: String,
+    /// Directory the blobs live in.
+    pub root: PathBuf,
+    _unpacked: Option<tempfile::TempDir>,
+}
+
+impl ImageSource {
+    /// Opens `path`; `reference` picks a manifest by its ref.name when a layout holds several.
+    pub fn open(path: &Path, reference: Option<&str>) -> Result<ImageSource> {
+        let meta = fs::metadata(path)
+            .with_context(|| format!("image {} does not exist", path.display()))?;
+        if meta.is_dir() {
+            return open_layout(path, reference, None);
+        }
+        let tmp = tempfile::Builder::new().prefix("nixoci-image-").tempdir()?;
+        unpack_archive(path, tmp.path())
+            .with_context(|| format!("cannot read archive {}", path.display()))?;
+        if tmp.path().join("oci-layout").is_file() {
+            let root = tmp.path().to_path_buf();
+            open_layout(&root, reference, Some(tmp))
+        } else if tmp.path().join("manifest.json").is_file() {
+            open_docker(tmp)
+        } else {
+            bail!(
+                "{} is neither an OCI layout, an oci-archive nor a docker-archive",
+                path.display()
+            )
+        }
+    }
+
+    pub fn blob(&self, digest: &str) -> PathBuf {
+        self.root
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// The layer's tar stream, decompressed according to its content.
+    pub fn layer_reader(&self, layer: &LayerRef) -> Result<Box<dyn Read>> {
+        decompressed(&layer.file)
+    }
+}
+
+fn read_json(path: &Path) -> Result<(Value, Vec<u8>)> {
+    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let value = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow!("{} is not valid JSON: {e}", path.display()))?;
+    Ok((value, bytes))
+}
+
+fn blob_file(root: &Path, digest: &str) -> Result<PathBuf> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|c| c.is_ascii_hexdigit()))
+        .ok_or_else(|| anyhow!("unsupported or malformed digest `{digest}`"))?;
+    Ok(root.join("blobs/sha256").join(hex))
+}
+
+fn open_layout(
+    root: &Path,
+    reference: Option<&str>,
+    unpacked: Option<tempfile::TempDir>,
+) -> Result<ImageSource> {
+    let (index, _) = read_json(&root.join("index.json"))?;
+    let manifests = index["manifests"]
+        .as_array()
+        .ok_or_else(|| anyhow!("index.json lists no manifests"))?;
+    let name_of = |m: &Value| {
+        m["annotations"][image::REF_NAME_ANNOTATION]
+            .as_str()
+            .map(str::to_string)
+    };
+    let chosen = match reference {
+        Some(r) => manifests
+            .iter()
+            .find(|m| name_of(m).as_deref() == Some(r))
+            .ok_or_else(|| anyhow!("the layout has no image tagged `{r}`"))?,
+        None if manifests.len() == 1 => &manifests[0],
+        None => bail!(
+            "the layout holds {} images; name one of: {}",
+            manifests.len(),
+            manifests
+                .iter()
+                .filter_map(name_of)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let digest = chosen["digest"]
+        .as_str()
+        .ok_or_else(|| anyhow!("index.json: manifest without digest"))?;
+    let (manifest, manifest_bytes) = read_json(&blob_file(root, digest)?)?;
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .ok_or_else(|| anyhow!("manifest without config"))?;
+    let (config, config_bytes) = read_json(&blob_file(root, config_digest)?)?;
+    let layers = manifest["layers"]
+        .as_array()
+        .ok_or_else(|| anyhow!("manifest without layers"))?
+        .iter()
+        .map(|l| {
+            let digest = l["digest"]
+                .as_str()
+                .ok_or_else(|| anyhow!("layer without digest"))?
+                .to_string();
+            Ok(LayerRef {
+                media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
+                size: l["size"].as_u64().unwrap_or_default(),
+                file: blob_file(root, &digest)?,
+                digest,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ImageSource {
+        config,
+        config_bytes,
+        layers,
+        manifest_media_type: manifest["mediaType"]
+            .as_str()
+            .unwrap_or(image::MANIFEST_MEDIA_TYPE)
+            .to_string(),
+        manifest_bytes: Some(manifest_bytes),
+        root: root.to_path_buf(),
+        _unpacked: unpacked,
+    })
+}
+
+fn open_docker(tmp: tempfile::TempDir) -> Result<ImageSource> {
+    let root = tmp.path().to_path_buf();
+    let (manifest, _) = read_json(&root.join("manifest.json"))?;
+    let entry = &manifest[0];
+    let member = |name: &str| -> Result<PathBuf> {
+        let p = Path::new(name);
+        if p.is_absolute()
+            || p.components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            bail!("manifest.json names `{name}` outside the archive");
+        }
+        Ok(root.join(p))
+    };
+    let config_name = entry["Config"]
+        .as_str()
+        .ok_or_else(|| anyhow!("manifest.json has no Config"))?;
+    let (config, config_bytes) = read_json(&member(config_name)?)?;
+    let layers = entry["Layers"]
+        .as_array()
+        .ok_or_else(|| anyhow!("manifest.json has no Layers"))?
+        .iter()
+        .map(|l| {
+            let file = member(l.as_str().ok_or_else(|| anyhow!("bad layer entry"))?)?;
+            let (digest, size) = crate::nix::flat_hash_file(&file, &mut |_| {}).map(|h| {
+                (
+                    format!("sha256:{}", h.to_hex()),
+                    fs::metadata(&file).map(|m| m.len()).unwrap_or(0),
+                )
+            })?;
+            Ok(LayerRef {
+                media_type: media_type_of(&file)?.to_string(),
+                digest,
+                size,
+                file,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ImageSource {
+        config,
+        config_bytes,
+        layers,
+        manifest_bytes: None,
+        manifest_media_type: image::MANIFEST_MEDIA_TYPE.to_string(),
+        root,
+        _unpacked: Some(tmp),
+    })
+}
+
+/// The OCI layer media type matching a blob's compression (by magic bytes).
+pub fn media_type_of(file: &Path) -> Result<&'static str> {
+    let mut magic = [0u8; 4];
+    let n = File::open(file)?.read(&mut magic)?;
+    Ok(match &magic[..n] {
+        [0x1f, 0x8b, ..] => "application/vnd.oci.image.layer.v1.tar+gzip",
+        [0x28, 0xb5, 0x2f, 0xfd] => "application/vnd.oci.image.layer.v1.tar+zstd",
+        _ => "application/vnd.oci.image.layer.v1.tar",
+    })
+}
+
+fn decompressed(file: &Path) -> Result<Box<dyn Read>> {
+    let reader = BufReader::new(
+        File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+    );
+    Ok(match media_type_of(file)? {
+        t if t.ends_with("+gzip") => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        t if t.ends_with("+zstd") => Box::new(zstd::stream::read::Decoder::new(File::open(file)?)?),
+        _ => Box::new(reader),
+    })
+}
+
+/// Unpacks an archive's regular files (and directories) into `dest`.
+fn unpack_archive(archive: &Path, dest: &Path) -> Result<()> {
+    let mut tar = tar::Archive::new(decompressed(archive)?);
+    for entry in tar.entries()? {
+        let mut entry = entry?;
+        let kind = entry.header().entry_type();
+        if kind.is_file() || kind.is_dir() {
+            // `unpack_in` refuses names that escape `dest`.
+            if !entry.unpack_in(dest)? {
+                bail!(
+                    "archive member {} points outside the archive",
+                    entry.path()?.display()
+                );
+            }
+        } else if kind.is_symlink() || kind.is_hard_link() {
+            // skopeo's docker-archives carry legacy `<id>/layer.tar` links; follow them by copying.
+            let name = entry.path()?.into_owned();
+            let target = entry
+                .link_name()?
+                .ok_or_else(|| anyhow!("link without target"))?
+                .into_owned();
+            let base = name.parent().unwrap_or(Path::new(""));
+            let resolved = if kind.is_symlink() {
+                base.join(&target)
+            } else {
+                target.clone()
+            };
+            if let (Some(from), Some(to)) = (inside(&resolved), inside(&name)) {
+                let (from, to) = (dest.join(from), dest.join(to));
+                if let Some(p) = to.parent() {
+                    fs::create_dir_all(p)?;
+                }
+                if from.is_file() {
+                    fs::copy(&from, &to)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `p` with `.` and `..` resolved lexically, if it stays inside the archive.
+fn inside(p: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}

@@ -1,0 +1,330 @@
+//! The entrypoint wrapper and `nixoci check`, proven by running an
+//! authentik-shaped image for real with runc as uid 65534.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Builds the authentik-shaped image with `config` and root entries; returns the layout.
+fn build_image(dir: &Path, name: &str, config: Value, extra: &[&str]) -> PathBuf {
+    let a = authentik();
+    let config_file = dir.join(format!("{name}.json"));
+    fs::write(&config_file, config.to_string()).unwrap();
+    let out = dir.join(name);
+    run(nixoci()
+        .arg("build")
+        .args([&a.ak, &a.busybox])
+        .arg("--config")
+        .arg(&config_file)
+        .args(["--tag", "blumeops/authentik:test", "-q", "-o"])
+        .arg(&out)
+        .args(extra));
+    out
+}
+
+fn authentik_config() -> Value {
+    let a = authentik();
+    json!({
+        "Entrypoint": [format!("{}/bin/nixoci-entrypoint", a.entrypoint), a.wrapper_config],
+        "Env": [format!("PATH={}/bin", a.busybox), "TMPDIR=/tmp"],
+        "ExposedPorts": {"9000/tcp": {}, "9443/tcp": {}},
+        "User": "65534",
+    })
+}
+
+const ROOTS: [&str; 4] = ["--root", "dir:/tmp:1777", "--root", "dir:/blueprints:0777"];
+
+/// An unpacked runc bundle of `image`.
+struct Bundle {
+    dir: PathBuf,
+}
+
+impl Bundle {
+    fn unpack(image: &Path, dir: &Path) -> Bundle {
+        let bundle = dir.join("bundle");
+        run(Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:test", image.display()))
+            .arg(&bundle));
+        Bundle { dir: bundle }
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    /// Runs the container as uid 65534 with extra `args`; returns (exit code, stdout, stderr).
+    fn run(&self, args: &[&str], edit: impl FnOnce(&mut Value)) -> (i32, String, String) {
+        let path = self.dir.join("config.json");
+        let mut config: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        let mut argv: Vec<Value> = config["process"]["args"].as_array().unwrap().clone();
+        argv.extend(args.iter().map(|a| json!(a)));
+        config["process"]["args"] = json!(argv);
+        config["process"]["terminal"] = json!(false);
+        config["process"]["user"] = json!({"uid": 65534, "gid": 65534});
+        edit(&mut config);
+        let runc_config = self.dir.join("config.json");
+        let original = fs::read(&runc_config).unwrap();
+        fs::write(&runc_config, config.to_string()).unwrap();
+        let id = format!("nixoci-test-{}-{}", std::process::id(), rand_suffix());
+        let out = Command::new("runc")
+            .arg("run")
+            .arg("--bundle")
+            .arg(&self.dir)
+            .arg(&id)
+            .output()
+            .expect("runc");
+        let _ = Command::new("runc")
+            .args(["delete", "--force", &id])
+            .output();
+        fs::write(&runc_config, original).unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Every entry under `dir` with its type and link target, to compare runs.
+fn snapshot(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in walk(dir) {
+        let meta = fs::symlink_metadata(&entry).unwrap();
+        let target = fs::read_link(&entry)
+            .map(|t| t.display().to_string())
+            .unwrap_or_default();
+        out.push(format!(
+            "{} {:?} {target}",
+            entry.display(),
+            meta.file_type()
+        ));
+    }
+    out.sort();
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if fs::symlink_metadata(&p).unwrap().is_dir() {
+            found.extend(walk(&p));
+        }
+        found.push(p);
+    }
+    found
+}
+
+#[test]
+fn authentik_image_runs_as_nobody_with_real_blueprint_directories() {
+    let a = authentik();
+    let dir = tempdir();
+    let image = build_image(dir.path(), "image", authentik_config(), &ROOTS);
+
+    let report = stdout(nixoci().arg("check").arg(&image));
+    assert!(report.contains("passed"), "{report}");
+
+    let bundle = Bundle::unpack(&image, dir.path());
+    // A read-only ConfigMap-like mount at /blueprints/custom, and an operator's file.
+    let custom = dir.path().join("custom");
+    fs::create_dir_all(&custom).unwrap();
+    fs::write(custom.join("common.yaml"), "version: 1\n").unwrap();
+    fs::create_dir_all(bundle.rootfs().join("blueprints/custom")).unwrap();
+    let mount_custom = |c: &mut Value| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/blueprints/custom", "type": "bind",
+            "source": custom.display().to_string(), "options": ["rbind", "ro"]
+        }));
+    };
+    let (code, out, err) = bundle.run(&["server", "with space"], mount_custom);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("uid=65534"), "{out}");
+    for d in ["default", "system", "example", "system/nested"] {
+        assert!(
+            out.contains(&format!("dir /blueprints/{d}\n")),
+            "/blueprints/{d} is a real directory: {out}"
+        );
+    }
+    assert!(
+        out.contains("link /blueprints/system/nested/deep.yaml"),
+        "{out}"
+    );
+    assert!(
+        out.contains("link /blueprints/default/default-one.yaml"),
+        "{out}"
+    );
+    assert!(
+        out.contains("file /blueprints/custom/common.yaml"),
+        "the mount is untouched and visible: {out}"
+    );
+    assert!(
+        out.contains("AUTHENTIK_BLUEPRINTS_DIR=/blueprints"),
+        "{out}"
+    );
+    assert!(
+        out.contains("arg [server]\narg [with space]\n"),
+        "arguments pass through unchanged: {out}"
+    );
+    assert_eq!(
+        fs::read_dir(&custom).unwrap().count(),
+        1,
+        "nothing was written into the mount"
+    );
+    let link = fs::read_link(bundle.rootfs().join("blueprints/default/default-one.yaml")).unwrap();
+    assert_eq!(
+        link,
+        Path::new(&a.django).join("blueprints/default/default-one.yaml")
+    );
+
+    // A second start on the same rootfs changes nothing; the exit code comes back.
+    let before = snapshot(&bundle.rootfs().join("blueprints"));
+    let (code, out, _) = bundle.run(&["exit-3"], mount_custom);
+    assert_eq!(code, 3, "the app's exit code is the container's: {out}");
+    assert_eq!(snapshot(&bundle.rootfs().join("blueprints")), before);
+
+    // With a read-only root, linking fails: one warning, and the app still starts.
+    let ro = tempdir();
+    let ro_bundle = Bundle::unpack(&image, ro.path());
+    let (code, out, err) = ro_bundle.run(&["worker"], |c| c["root"]["readonly"] = json!(true));
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("arg [worker]"), "{out}");
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("nixoci-entrypoint: warning"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(
+        warnings[0].contains("Read-only file system") && warnings[0].contains("starting anyway"),
+        "{err}"
+    );
+}
+
+#[test]
+fn entrypoint_rejects_a_bad_config_and_a_missing_program() {
+    let a = authentik();
+    let dir = tempdir();
+    let bin = format!("{}/bin/nixoci-entrypoint", a.entrypoint);
+    let bad = dir.path().join("bad.json");
+    fs::write(&bad, "{\"links\": [").unwrap();
+    let out = Command::new(&bin).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is malformed"),
+        "{out:?}"
+    );
+    fs::write(
+        &bad,
+        json!({"exec": ["/nix/store/00000000000000000000000000000000-gone/bin/ak"]}).to_string(),
+    )
+    .unwrap();
+    let out = Command::new(&bin).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "{out:?}"
+    );
+    let out = Command::new(&bin)
+        .arg(dir.path().join("missing.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // The binary is static: it runs in images without a libc.
+    let file = stdout(Command::new("file").arg(&bin));
+    assert!(
+        file.contains("statically linked") || file.contains("static-pie"),
+        "{file}"
+    );
+}
+
+fn check_fails(image: &Path, expect: &str) {
+    let out = nixoci().arg("check").arg(image).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "check passed an image it should fail:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains(expect)),
+        "expected a failure about `{expect}`:\n{text}"
+    );
+}
+
+#[test]
+fn check_catches_seeded_mistakes() {
+    let a = authentik();
+    let dir = tempdir();
+
+    let mut config = authentik_config();
+    config["Entrypoint"] = json!([format!("{}/bin/ak", a.ak_bad_interpreter)]);
+    let image = build_image(dir.path(), "bad-interpreter", config, &ROOTS);
+    check_fails(&image, "/bin/bash does not exist in the image");
+
+    let mut config = authentik_config();
+    config["Env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt"));
+    let image = build_image(dir.path(), "bad-env", config, &ROOTS);
+    check_fails(
+        &image,
+        "SSL_CERT_FILE: /etc/ssl/certs/ca-bundle.crt does not exist",
+    );
+
+    let image = build_image(
+        dir.path(),
+        "tmp-not-writable",
+        authentik_config(),
+        &["--root", "dir:/tmp:0755", "--root", "dir:/blueprints:0777"],
+    );
+    check_fails(
+        &image,
+        "/tmp (temporary files) is not writable by uid 65534",
+    );
+
+    // An image without its closure: the entrypoint is not in the image.
+    let spec = dir.path().join("no-store.json");
+    fs::write(&spec, json!({"contents": [a.ak], "config": authentik_config(), "includeStorePaths": false, "tag": "test"}).to_string()).unwrap();
+    let image = dir.path().join("no-store");
+    run(nixoci()
+        .arg("build")
+        .arg("--spec")
+        .arg(&spec)
+        .args(["-q", "-o"])
+        .arg(&image));
+    check_fails(&image, "nixoci-entrypoint does not exist in the image");
+
+    // JSON output for CI, and archives are checked the same way.
+    let archive = dir.path().join("good.tar");
+    let config_file = dir.path().join("good.json");
+    fs::write(&config_file, authentik_config().to_string()).unwrap();
+    run(nixoci()
+        .arg("build")
+        .args([&a.ak, &a.busybox])
+        .arg("--config")
+        .arg(&config_file)
+        .args(ROOTS)
+        .args(["--format", "docker-archive", "-q", "-o"])
+        .arg(&archive));
+    let json: Value =
+        serde_json::from_str(&stdout(nixoci().arg("check").arg("--json").arg(&archive))).unwrap();
+    assert_eq!(json["ok"], true, "{json}");
+    assert!(json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["check"] == "wrapper" && f["status"] == "pass"));
+}
