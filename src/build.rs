@@ -249,7 +249,11 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
         &config_digest,
         config_bytes.len() as u64,
     );
-    let manifest_bytes = image::manifest_json(config_desc, &layers);
+    let layer_descs = layers
+        .iter()
+        .map(|l| image::descriptor(l.media_type, &l.digest, l.size))
+        .collect();
+    let manifest_bytes = image::manifest_json(config_desc, layer_descs);
     let manifest_digest = output::write_blob(&blob_dir, &manifest_bytes)?;
     let manifest_desc = image::descriptor(
         image::MANIFEST_MEDIA_TYPE,

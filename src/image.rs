@@ -125,12 +125,13 @@ pub fn descriptor(media_type: &str, digest: &str, size: u64) -> Value {
     json!({ "mediaType": media_type, "digest": digest, "size": size })
 }
 
-pub fn manifest_json(config: Value, layers: &[LayerBlob]) -> Vec<u8> {
+/// The image manifest, from the config's and the layers' descriptors.
+pub fn manifest_json(config: Value, layers: Vec<Value>) -> Vec<u8> {
     let value = json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
         "config": config,
-        "layers": layers.iter().map(|l| descriptor(l.media_type, &l.digest, l.size)).collect::<Vec<_>>(),
+        "layers": layers,
     });
     canonical(&value)
 }

@@ -15,5 +15,6 @@ pub mod layering;
 pub mod nix;
 pub mod output;
 pub mod progress;
+pub mod registry;
 pub mod source;
 pub mod spec;

@@ -13,6 +13,8 @@ use nixoci::layer::Compression;
 use nixoci::layering::{self, Strategy};
 use nixoci::output::{Destination, Format};
 use nixoci::progress::Progress;
+use nixoci::registry::auth::{CredentialSources, Credentials};
+use nixoci::registry::{self, PushError, PushOptions, Reference};
 use nixoci::spec::Spec;
 use nixoci::{closure, nix};
 
@@ -55,6 +57,17 @@ enum Command {
         Exit status: 0 when nothing failed, 1 otherwise."
     )]
     Check(CheckArgs),
+    /// Push a built image to a registry: nothing uploaded twice, immutable tags respected.
+    #[command(after_help = "Examples:\n  \
+        nixoci push result registry.example.com/team/app:v1.2.3-abc1234-nix --username ci --creds-env API_KEY\n  \
+        nixoci push --insecure image.tar 127.0.0.1:5000/test/app:1 --json\n\n\
+        Credentials, first found wins: --creds USER:PASS; --creds-env VAR (with --username, or VAR=USER:PASS);\n\
+        REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, $DOCKER_CONFIG/config.json,\n\
+        ~/.config/containers/auth.json, ~/.docker/config.json (auths, credHelpers, credsStore).\n\n\
+        Exit status: 0 pushed (or already there), 3 credentials missing/invalid/expired,\n\
+        4 the tag exists with another digest (tags are immutable), 5 network or registry failure,\n\
+        1 anything else (bad input).")]
+    Push(Box<PushArgs>),
     /// Print hashes the way `nix hash path` and `nix hash file` do.
     #[command(subcommand)]
     Hash(HashCommand),
@@ -144,6 +157,45 @@ struct CheckArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct PushArgs {
+    /// The image: an OCI layout directory (what `nixoci build` writes), an oci-archive or a docker-archive.
+    src: PathBuf,
+    /// Where to push: REGISTRY/REPOSITORY:TAG; several tags may be given.
+    #[arg(required = true, value_name = "REF")]
+    refs: Vec<String>,
+    /// USER:PASSWORD for HTTP Basic or the token server.
+    #[arg(long, value_name = "USER:PASS", conflicts_with = "creds_env")]
+    creds: Option<String>,
+    /// Read the password (or USER:PASS) from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    creds_env: Option<String>,
+    /// User name to go with --creds-env.
+    #[arg(long)]
+    username: Option<String>,
+    /// Allow plain HTTP and unverified TLS (for loopback registries).
+    #[arg(long)]
+    insecure: bool,
+    /// Mount blobs from this repository of the same registry instead of uploading them.
+    #[arg(long, value_name = "REPO")]
+    mount_from: Option<String>,
+    /// Blobs uploaded at once.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Chunk size in bytes when the registry refuses monolithic uploads.
+    #[arg(long, default_value_t = 16 << 20)]
+    chunk_size: u64,
+    /// Print the pushed repo@sha256 digests and the bytes uploaded as JSON.
+    #[arg(long)]
+    json: bool,
+    /// No progress bars.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Log every request (method, URL, status; never headers or credentials).
+    #[arg(long, short = 'v')]
+    verbose: bool,
+}
+
 #[derive(Subcommand)]
 enum HashCommand {
     /// The NAR hash of a file system tree (`nix hash path`).
@@ -173,12 +225,16 @@ fn main() -> ExitCode {
         Command::Plan(args) => run_plan(args),
         Command::Hash(cmd) => run_hash(cmd),
         Command::Check(args) => run_check(args),
+        Command::Push(args) => run_push(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nixoci: error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<PushError>() {
+                Some(push) => ExitCode::from(push.failure.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -266,6 +322,36 @@ fn run_plan(args: PlanArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &plan)?;
     writeln!(out)?;
+    Ok(())
+}
+
+fn run_push(args: PushArgs) -> Result<()> {
+    let refs = args
+        .refs
+        .iter()
+        .map(|r| Reference::parse(r))
+        .collect::<Result<Vec<_>>>()?;
+    let creds = CredentialSources {
+        explicit: args.creds.as_deref().map(Credentials::parse).transpose()?,
+        env_var: args.creds_env.clone(),
+        username: args.username.clone(),
+    };
+    let summary = registry::push(
+        &args.src,
+        &refs,
+        &PushOptions {
+            creds,
+            insecure: args.insecure,
+            mount_from: args.mount_from.clone(),
+            parallel: args.parallel,
+            chunk_size: args.chunk_size.max(1),
+            progress: Progress::from_quiet(args.quiet),
+            verbose: args.verbose,
+        },
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
     Ok(())
 }
 

@@ -20,13 +20,28 @@ impl Progress {
         }
     }
 
-    /// Starts a byte bar (`total` bytes) and a counter of `steps`.
-    pub fn start(self, total: u64, steps: u64) -> Bars {
-        let target = match self {
+    /// A group of bars (hidden unless drawing).
+    pub fn multi(self) -> MultiProgress {
+        MultiProgress::with_draw_target(match self {
             Progress::Auto => ProgressDrawTarget::stderr(),
             Progress::Quiet => ProgressDrawTarget::hidden(),
-        };
-        let multi = MultiProgress::with_draw_target(target);
+        })
+    }
+
+    /// A byte bar for one blob.
+    pub fn blob_bar(self, multi: &MultiProgress, name: &str, size: u64) -> ProgressBar {
+        let bar = multi.add(ProgressBar::new(size));
+        bar.set_style(
+            ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+                .expect("the template is valid"),
+        );
+        bar.set_message(name.to_string());
+        bar
+    }
+
+    /// Starts a byte bar (`total` bytes) and a counter of `steps`.
+    pub fn start(self, total: u64, steps: u64) -> Bars {
+        let multi = self.multi();
         let bytes = multi.add(ProgressBar::new(total));
         bytes.set_style(
             ProgressStyle::with_template(

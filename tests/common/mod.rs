@@ -195,3 +195,195 @@ pub fn authentik() -> &'static Authentik {
         }
     })
 }
+
+/// The password every registry test uses; no test output may contain it.
+pub const PASSWORD: &str = "s3cret-Pa55word-nixoci";
+pub const USER: &str = "ci-user";
+
+/// A background server process, killed when dropped.
+pub struct Server {
+    child: std::process::Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(cmd: &mut Command, port: u16, log: PathBuf) -> Server {
+    let file = std::fs::File::create(&log).unwrap();
+    let child = cmd
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start {cmd:?}: {e} (is it installed? .ci/setup installs it)")
+        });
+    let server = Server { child, port, log };
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return server;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!(
+        "{cmd:?} did not listen on {port}: {}",
+        std::fs::read_to_string(&server.log).unwrap_or_default()
+    );
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Auth {
+    Anonymous,
+    Htpasswd,
+    Token,
+}
+
+/// A CNCF registry (docker-registry) on 127.0.0.1, with its token server if any.
+pub struct Registry {
+    pub server: Server,
+    pub token: Option<Server>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start(auth: Auth) -> Registry {
+        let dir = tempdir();
+        let d = dir.path();
+        let port = free_port();
+        let auth_yaml = match auth {
+            Auth::Anonymous => String::new(),
+            Auth::Htpasswd => {
+                let line = stdout(Command::new("htpasswd").args(["-Bbn", USER, PASSWORD]));
+                std::fs::write(d.join("htpasswd"), line.trim()).unwrap();
+                format!(
+                    "auth: {{htpasswd: {{realm: nixoci-test, path: {}}}}}\n",
+                    d.join("htpasswd").display()
+                )
+            }
+            Auth::Token => String::new(),
+        };
+        let mut token = None;
+        let auth_yaml = if auth == Auth::Token {
+            run(Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=nixoci-test",
+                ])
+                .arg("-keyout")
+                .arg(d.join("key.pem"))
+                .arg("-out")
+                .arg(d.join("cert.pem")));
+            let token_port = free_port();
+            token = Some(spawn(
+                Command::new("python3")
+                    .arg(repo().join("tests/support/token_server.py"))
+                    .arg(token_port.to_string())
+                    .arg(d.join("key.pem"))
+                    .arg(d.join("cert.pem"))
+                    .arg(format!("{USER}:{PASSWORD}")),
+                token_port,
+                d.join("token.log"),
+            ));
+            format!(
+                "auth: {{token: {{realm: \"http://127.0.0.1:{token_port}/token\", service: nixoci-test, issuer: nixoci-test-issuer, rootcertbundle: {}}}}}\n",
+                d.join("cert.pem").display()
+            )
+        } else {
+            auth_yaml
+        };
+        let config = format!(
+            "version: 0.1\nlog: {{level: info}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: 127.0.0.1:{port}, secret: nixoci-test}}\n{auth_yaml}",
+            d.join("data").display()
+        );
+        std::fs::write(d.join("config.yml"), config).unwrap();
+        let server = spawn(
+            Command::new("docker-registry")
+                .arg("serve")
+                .arg(d.join("config.yml")),
+            port,
+            d.join("registry.log"),
+        );
+        Registry { server, token, dir }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.server.port)
+    }
+}
+
+/// The fault-injecting proxy of `tests/support/fault_proxy.py`.
+pub struct Proxy {
+    pub server: Server,
+    pub plan: PathBuf,
+    pub stats: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    pub fn start(upstream: &Registry) -> Proxy {
+        let dir = tempdir();
+        let plan = dir.path().join("plan.json");
+        let stats = dir.path().join("stats.json");
+        std::fs::write(&plan, "{}").unwrap();
+        let port = free_port();
+        let server = spawn(
+            Command::new("python3")
+                .arg(repo().join("tests/support/fault_proxy.py"))
+                .arg(port.to_string())
+                .arg(upstream.server.port.to_string())
+                .arg(&plan)
+                .arg(&stats),
+            port,
+            dir.path().join("proxy.log"),
+        );
+        Proxy {
+            server,
+            plan,
+            stats,
+            _dir: dir,
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.server.port)
+    }
+
+    pub fn set_plan(&self, plan: serde_json::Value) {
+        std::fs::write(&self.plan, plan.to_string()).unwrap();
+    }
+
+    /// (blob bytes received, request lines) so far.
+    pub fn stats(&self) -> (u64, Vec<String>) {
+        let v: serde_json::Value = std::fs::read(&self.stats)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| serde_json::json!({"blob_bytes": 0, "requests": []}));
+        let requests = v["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect();
+        (v["blob_bytes"].as_u64().unwrap(), requests)
+    }
+}

@@ -1,0 +1,482 @@
+//! A small synchronous OCI distribution client on ureq and rustls: requests
+//! with the auth dance, retries with backoff on 5xx, 429 (honouring
+//! `Retry-After`), resets and timeouts, and blob bodies streamed from disk.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::auth::{self, Challenge, Credentials};
+use super::{Failure, PushError};
+
+/// What goes in a request body.
+pub enum Body<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// `len` bytes of a file from `offset`; `on_sent` sees every piece.
+    File {
+        path: &'a Path,
+        offset: u64,
+        len: u64,
+        on_sent: &'a (dyn Fn(u64) + Sync),
+    },
+}
+
+/// The parts of a response the protocol needs.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    /// The registry's own error text (`{"errors":[{"code","message"}]}`), if any.
+    pub fn registry_error(&self) -> String {
+        let parsed: Option<serde_json::Value> = serde_json::from_str(&self.body).ok();
+        let detail = parsed
+            .as_ref()
+            .and_then(|v| v["errors"].as_array())
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{} {}",
+                            e["code"].as_str().unwrap_or(""),
+                            e["message"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_else(|| self.body.chars().take(200).collect());
+        format!(
+            "HTTP {}{}",
+            self.status,
+            if detail.trim().is_empty() {
+                String::new()
+            } else {
+                format!(": {}", detail.trim())
+            }
+        )
+    }
+}
+
+enum AuthState {
+    None,
+    Basic,
+    Bearer(String),
+}
+
+/// One repository on one registry.
+pub struct Client {
+    agent: ureq::Agent,
+    pub base: String,
+    pub registry: String,
+    pub repository: String,
+    creds: Option<Credentials>,
+    auth: Mutex<AuthState>,
+    verbose: bool,
+    pub retries: u32,
+    /// Extra repositories the token must cover (for cross-repo mounts).
+    pub extra_pull_scope: Option<String>,
+}
+
+fn agent(insecure: bool) -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder()
+        .disable_verification(insecure)
+        .build();
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(tls)
+        .timeout_connect(Some(Duration::from_secs(15)))
+        .timeout_recv_response(Some(Duration::from_secs(300)))
+        .max_redirects(5)
+        .user_agent(concat!("nixoci/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+impl Client {
+    /// Connects to `registry`: HTTPS with verification; with `insecure`, HTTPS
+    /// without verification, falling back to plain HTTP if the server speaks no TLS.
+    pub fn connect(
+        registry: &str,
+        repository: &str,
+        creds: Option<Credentials>,
+        insecure: bool,
+        verbose: bool,
+    ) -> Result<Client, PushError> {
+        let mut client = Client {
+            agent: agent(insecure),
+            base: format!("https://{registry}"),
+            registry: registry.into(),
+            repository: repository.into(),
+            creds,
+            auth: Mutex::new(AuthState::None),
+            verbose,
+            retries: 5,
+            extra_pull_scope: None,
+        };
+        let probe = client.send_once("GET", &format!("{}/v2/", client.base), &[], &Body::Empty);
+        if let Err(e) = probe {
+            if insecure && (e.transport || e.tls) {
+                client.base = format!("http://{registry}");
+                if client.verbose {
+                    eprintln!("{registry} does not speak TLS; using plain HTTP (--insecure)");
+                }
+            } else {
+                return Err(PushError::new(
+                    Failure::Network,
+                    format!(
+                        "cannot reach https://{registry}/v2/: {}{}",
+                        e.message,
+                        if registry.starts_with("127.") || registry.starts_with("localhost") {
+                            " (a loopback registry without TLS needs --insecure)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+        }
+        Ok(client)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/v2/{}/{}", self.base, self.repository, path)
+    }
+
+    /// Resolves a `Location` header against the registry.
+    pub fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else {
+            format!("{}{}", self.base, location)
+        }
+    }
+
+    fn authorization(&self) -> Option<String> {
+        match &*self.auth.lock().unwrap_or_else(|p| p.into_inner()) {
+            AuthState::None => None,
+            AuthState::Basic => self.creds.as_ref().map(Credentials::basic_header),
+            AuthState::Bearer(token) => Some(format!("Bearer {token}")),
+        }
+    }
+
+    /// Sends a request, answering one auth challenge; retries transient
+    /// failures when `retry` (blob uploads retry at a higher level instead).
+    pub fn request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &Body,
+        retry: bool,
+    ) -> Result<Reply, PushError> {
+        let mut attempt = 0;
+        let mut answered_challenge = false;
+        loop {
+            attempt += 1;
+            let result = self.send_once(method, url, headers, body);
+            let transient = match &result {
+                Err(e) if e.transport => Some((e.message.clone(), None)),
+                Ok(r) if r.status == 429 || r.status >= 500 => Some((
+                    r.registry_error(),
+                    r.header("retry-after")
+                        .and_then(|v| v.trim().parse::<u64>().ok()),
+                )),
+                _ => None,
+            };
+            if let Some((why, retry_after)) = transient {
+                if !retry || attempt > self.retries {
+                    return Err(PushError::new(
+                        Failure::Network,
+                        format!("{method} {} failed: {why}", redact_query(url)),
+                    ));
+                }
+                let wait = retry_after
+                    .map(Duration::from_secs)
+                    .unwrap_or_else(|| backoff(attempt))
+                    .min(Duration::from_secs(60));
+                eprintln!(
+                    "nixoci: {method} {}: {why}; retrying in {:.1}s ({attempt}/{})",
+                    redact_query(url),
+                    wait.as_secs_f64(),
+                    self.retries
+                );
+                std::thread::sleep(wait);
+                continue;
+            }
+            let reply = result.map_err(|e| {
+                PushError::new(
+                    Failure::Network,
+                    format!("{method} {}: {}", redact_query(url), e.message),
+                )
+            })?;
+            if reply.status == 401 {
+                if answered_challenge {
+                    return Err(self.unauthorized());
+                }
+                answered_challenge = true;
+                let challenge = reply
+                    .header("www-authenticate")
+                    .and_then(auth::parse_challenge);
+                self.answer(challenge)?;
+                continue;
+            }
+            return Ok(reply);
+        }
+    }
+
+    fn unauthorized(&self) -> PushError {
+        let who = match &self.creds {
+            Some(c) => format!("the credentials for user `{}` were refused: they are invalid or expired (zot API keys expire; make a new one)", c.username),
+            None => "the registry requires credentials and none were given (--creds, --creds-env, or a docker/containers auth file)".into(),
+        };
+        PushError::new(Failure::Auth, format!("{}: {who}", self.registry))
+    }
+
+    fn answer(&self, challenge: Option<Challenge>) -> Result<(), PushError> {
+        let state = match challenge {
+            Some(Challenge::Basic) | None => {
+                if self.creds.is_none() {
+                    return Err(self.unauthorized());
+                }
+                AuthState::Basic
+            }
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            }) => {
+                let mut scopes = vec![format!("repository:{}:pull,push", self.repository)];
+                if let Some(s) = scope.filter(|s| !scopes.contains(s)) {
+                    scopes.push(s);
+                }
+                if let Some(extra) = &self.extra_pull_scope {
+                    scopes.push(format!("repository:{extra}:pull"));
+                }
+                AuthState::Bearer(self.fetch_token(&realm, service.as_deref(), &scopes)?)
+            }
+        };
+        *self.auth.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        Ok(())
+    }
+
+    fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<String, PushError> {
+        let mut request = self.agent.get(realm);
+        if let Some(s) = service {
+            request = request.query("service", s);
+        }
+        for s in scopes {
+            request = request.query("scope", s);
+        }
+        if let Some(c) = &self.creds {
+            request = request
+                .query("account", &c.username)
+                .header("Authorization", c.basic_header());
+        }
+        let mut response = request.call().map_err(|e| {
+            PushError::new(
+                Failure::Network,
+                format!("cannot reach the token server {realm}: {e}"),
+            )
+        })?;
+        let status = response.status().as_u16();
+        if status == 401 || status == 403 {
+            return Err(self.unauthorized());
+        }
+        if status != 200 {
+            return Err(PushError::new(
+                Failure::Network,
+                format!("token server {realm} answered HTTP {status}"),
+            ));
+        }
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_string()
+            .unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
+            PushError::new(
+                Failure::Network,
+                format!("token server {realm} sent no JSON"),
+            )
+        })?;
+        body["token"]
+            .as_str()
+            .or_else(|| body["access_token"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                PushError::new(
+                    Failure::Network,
+                    format!("token server {realm} sent no token"),
+                )
+            })
+    }
+
+    /// One HTTP exchange; `transport` errors are the retryable kind.
+    fn send_once(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &Body,
+    ) -> Result<Reply, TransportError> {
+        let mut builder = ureq::http::Request::builder().method(method).uri(url);
+        if let Some(a) = self.authorization() {
+            builder = builder.header("Authorization", a);
+        }
+        for (k, v) in headers {
+            builder = builder.header(*k, v.as_str());
+        }
+        let result = match body {
+            Body::Empty if method == "GET" || method == "HEAD" => {
+                let request = builder
+                    .body(())
+                    .map_err(|e| TransportError::fatal(e.to_string()))?;
+                self.agent.run(request)
+            }
+            Body::Empty => {
+                let request = builder
+                    .header("Content-Length", "0")
+                    .body(&[][..])
+                    .map_err(|e| TransportError::fatal(e.to_string()))?;
+                self.agent.run(request)
+            }
+            Body::Bytes(bytes) => {
+                let request = builder
+                    .header("Content-Length", bytes.len().to_string())
+                    .body(*bytes)
+                    .map_err(|e| TransportError::fatal(e.to_string()))?;
+                self.agent.run(request)
+            }
+            Body::File {
+                path,
+                offset,
+                len,
+                on_sent,
+            } => {
+                let mut file = File::open(path).map_err(|e| {
+                    TransportError::fatal(format!("cannot read {}: {e}", path.display()))
+                })?;
+                file.seek(SeekFrom::Start(*offset))
+                    .map_err(|e| TransportError::fatal(e.to_string()))?;
+                let mut reader = Counting {
+                    inner: file.take(*len),
+                    on_sent: *on_sent,
+                };
+                let request = builder
+                    .header("Content-Length", len.to_string())
+                    .body(ureq::SendBody::from_reader(&mut reader))
+                    .map_err(|e| TransportError::fatal(e.to_string()))?;
+                self.agent.run(request)
+            }
+        };
+        let mut response = result.map_err(|e| TransportError {
+            transport: is_transport(&e),
+            tls: matches!(e, ureq::Error::Tls(_) | ureq::Error::Rustls(_)),
+            message: e.to_string(),
+        })?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = if method == "HEAD" {
+            String::new()
+        } else {
+            response
+                .body_mut()
+                .with_config()
+                .limit(1 << 20)
+                .read_to_string()
+                .unwrap_or_default()
+        };
+        if self.verbose {
+            eprintln!("{method} {} -> {status}", redact_query(url));
+        }
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// Upload URLs carry opaque `_state` tokens; keep logs readable.
+fn redact_query(url: &str) -> String {
+    match url.split_once('?') {
+        Some((path, query)) if query.contains("_state") => format!("{path}?…"),
+        _ => url.to_string(),
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(250u64.saturating_mul(1 << attempt.min(6)))
+}
+
+/// A failed exchange: `transport` (resets, timeouts: worth retrying) or
+/// `tls` (no or bad TLS: not worth retrying, but `--insecure` may fall back).
+struct TransportError {
+    transport: bool,
+    tls: bool,
+    message: String,
+}
+
+impl TransportError {
+    fn fatal(message: String) -> TransportError {
+        TransportError {
+            transport: false,
+            tls: false,
+            message,
+        }
+    }
+}
+
+fn is_transport(e: &ureq::Error) -> bool {
+    matches!(
+        e,
+        ureq::Error::Io(_)
+            | ureq::Error::Timeout(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::Protocol(_)
+    )
+}
+
+/// Counts body bytes as they are sent.
+struct Counting<'a, R> {
+    inner: R,
+    on_sent: &'a (dyn Fn(u64) + Sync),
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.on_sent)(n as u64);
+        Ok(n)
+    }
+}

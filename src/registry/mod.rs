@@ -1,0 +1,617 @@
+//! Registry: pushes a built image to an OCI distribution registry (zot, the
+//! CNCF registry, …) so that nothing is uploaded twice, immutable tags are
+//! respected and failures say what to do. Blobs are HEADed first, mounted
+//! across repositories when asked, uploaded in parallel (monolithic PUT,
+//! chunked PATCH where refused) straight from disk, and the manifest goes
+//! last, so a failed push never leaves a tag pointing at missing blobs.
+//! Nothing is ever deleted.
+//!
+//! The client is a small synchronous one on ureq (see the README's design
+//! notes for why not oci-client).
+
+pub mod auth;
+pub mod client;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, Result};
+use serde::Serialize;
+use sha2::Digest as _;
+
+use crate::image;
+use crate::progress::Progress;
+use crate::source::ImageSource;
+use auth::CredentialSources;
+use client::{Body, Client};
+
+/// Why a push failed; each kind has its own exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Credentials missing, invalid or expired.
+    Auth,
+    /// The tag exists with another digest and may not be overwritten.
+    Conflict,
+    /// The network or the registry failed (after retries).
+    Network,
+}
+
+impl Failure {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Failure::Auth => 3,
+            Failure::Conflict => 4,
+            Failure::Network => 5,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct PushError {
+    pub failure: Failure,
+    pub message: String,
+}
+
+impl PushError {
+    pub fn new(failure: Failure, message: String) -> PushError {
+        PushError { failure, message }
+    }
+}
+
+impl fmt::Display for PushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PushError {}
+
+/// `registry[:port]/repository:tag`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    pub registry: String,
+    pub repository: String,
+    pub tag: String,
+}
+
+impl Reference {
+    pub fn parse(text: &str) -> Result<Reference> {
+        let bad = || {
+            anyhow!("`{text}` is not REGISTRY/REPOSITORY:TAG (e.g. registry.example.com/team/app:v1.2.3)")
+        };
+        let (registry, rest) = text.split_once('/').ok_or_else(bad)?;
+        if !(registry.contains('.') || registry.contains(':') || registry == "localhost") {
+            return Err(bad());
+        }
+        let (repository, tag) = rest.rsplit_once(':').ok_or_else(bad)?;
+        let repo_ok = !repository.is_empty()
+            && repository.split('/').all(|part| {
+                !part.is_empty()
+                    && part.bytes().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(&c)
+                    })
+            });
+        if !repo_ok {
+            bail!("`{repository}` is not a valid repository name (lower-case letters, digits, . _ - and /)");
+        }
+        let tag_ok = !tag.is_empty()
+            && tag.len() <= 128
+            && tag
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+            && !tag.starts_with(['.', '-']);
+        if !tag_ok {
+            bail!("`{tag}` is not a valid tag");
+        }
+        Ok(Reference {
+            registry: registry.into(),
+            repository: repository.into(),
+            tag: tag.into(),
+        })
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}:{}", self.registry, self.repository, self.tag)
+    }
+}
+
+pub struct PushOptions {
+    pub creds: CredentialSources,
+    pub insecure: bool,
+    pub mount_from: Option<String>,
+    pub parallel: usize,
+    /// Chunk size for chunked uploads.
+    pub chunk_size: u64,
+    pub progress: Progress,
+    pub verbose: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PushedRef {
+    pub reference: String,
+    /// `registry/repository@sha256:…`, for pinning deployments by digest.
+    pub pinned: String,
+    /// `pushed` or `already pushed`.
+    pub status: &'static str,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PushSummary {
+    pub digest: String,
+    pub pushed: Vec<PushedRef>,
+    /// Blob bytes sent over the wire (retried attempts included).
+    pub bytes_uploaded: u64,
+    pub blobs_uploaded: usize,
+    pub blobs_present: usize,
+    pub blobs_mounted: usize,
+}
+
+/// One blob to make present in the repository.
+struct Blob<'a> {
+    digest: String,
+    size: u64,
+    content: BlobContent<'a>,
+}
+
+enum BlobContent<'a> {
+    Bytes(&'a [u8]),
+    File(&'a Path),
+}
+
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Pushes the image at `src` under every reference in `refs`.
+pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSummary> {
+    let source = ImageSource::open(src, None)?;
+    let (manifest_bytes, media_type) = match &source.manifest_bytes {
+        Some(bytes) => (bytes.clone(), source.manifest_media_type.clone()),
+        None => (
+            docker_archive_manifest(&source),
+            image::MANIFEST_MEDIA_TYPE.to_string(),
+        ),
+    };
+    let digest = format!(
+        "sha256:{}",
+        crate::nix::hex(&sha2::Sha256::digest(&manifest_bytes))
+    );
+    let config_digest = format!(
+        "sha256:{}",
+        crate::nix::hex(&sha2::Sha256::digest(&source.config_bytes))
+    );
+    let mut blobs = vec![Blob {
+        digest: config_digest,
+        size: source.config_bytes.len() as u64,
+        content: BlobContent::Bytes(&source.config_bytes),
+    }];
+    for layer in &source.layers {
+        if !blobs.iter().any(|b| b.digest == layer.digest) {
+            blobs.push(Blob {
+                digest: layer.digest.clone(),
+                size: layer.size,
+                content: BlobContent::File(&layer.file),
+            });
+        }
+    }
+
+    let mut summary = PushSummary {
+        digest: digest.clone(),
+        ..Default::default()
+    };
+    for reference in refs {
+        let creds = opts.creds.resolve(&reference.registry)?;
+        let mut client = Client::connect(
+            &reference.registry,
+            &reference.repository,
+            creds,
+            opts.insecure,
+            opts.verbose,
+        )?;
+        client.extra_pull_scope = opts.mount_from.clone();
+        let pinned = format!("{}/{}@{digest}", reference.registry, reference.repository);
+        match existing_tag(&client, &reference.tag)? {
+            Some(existing) if existing == digest => {
+                eprintln!("{reference}: already pushed ({digest})");
+                summary.pushed.push(PushedRef { reference: reference.to_string(), pinned, status: "already pushed" });
+                continue;
+            }
+            Some(existing) => {
+                return Err(PushError::new(
+                    Failure::Conflict,
+                    format!("{reference} already exists with digest {existing}, not {digest}; tags are immutable here (create-only rights forbid overwriting), so push under a new tag"),
+                )
+                .into())
+            }
+            None => {}
+        }
+        upload_blobs(&client, &blobs, opts, &mut summary)?;
+        put_manifest(
+            &client,
+            &reference.tag,
+            &manifest_bytes,
+            &media_type,
+            &digest,
+            reference,
+        )?;
+        eprintln!("{reference}: pushed {pinned}");
+        summary.pushed.push(PushedRef {
+            reference: reference.to_string(),
+            pinned,
+            status: "pushed",
+        });
+    }
+    Ok(summary)
+}
+
+/// An OCI manifest for a docker-archive, whose layers are pushed as they are.
+fn docker_archive_manifest(source: &ImageSource) -> Vec<u8> {
+    let config_digest = format!(
+        "sha256:{}",
+        crate::nix::hex(&sha2::Sha256::digest(&source.config_bytes))
+    );
+    let layers = source
+        .layers
+        .iter()
+        .map(|l| image::descriptor(&l.media_type, &l.digest, l.size))
+        .collect();
+    image::manifest_json(
+        image::descriptor(
+            image::CONFIG_MEDIA_TYPE,
+            &config_digest,
+            source.config_bytes.len() as u64,
+        ),
+        layers,
+    )
+}
+
+/// The digest the tag points at, if it exists.
+fn existing_tag(client: &Client, tag: &str) -> Result<Option<String>, PushError> {
+    let reply = client.request(
+        "HEAD",
+        &client.url(&format!("manifests/{tag}")),
+        &[("Accept", MANIFEST_ACCEPT.into())],
+        &Body::Empty,
+        true,
+    )?;
+    match reply.status {
+        200 => Ok(Some(
+            reply
+                .header("docker-content-digest")
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    PushError::new(
+                        Failure::Network,
+                        format!(
+                            "{}: the registry did not say which digest tag {tag} has",
+                            client.registry
+                        ),
+                    )
+                })?,
+        )),
+        404 => Ok(None),
+        403 => Err(PushError::new(
+            Failure::Auth,
+            format!(
+                "{}: no permission to read {}",
+                client.registry, client.repository
+            ),
+        )),
+        _ => Err(PushError::new(
+            Failure::Network,
+            format!("HEAD of tag {tag}: {}", reply.registry_error()),
+        )),
+    }
+}
+
+fn upload_blobs(
+    client: &Client,
+    blobs: &[Blob],
+    opts: &PushOptions,
+    summary: &mut PushSummary,
+) -> Result<()> {
+    let multi = opts.progress.multi();
+    let next = AtomicUsize::new(0);
+    let sent = AtomicU64::new(0);
+    let counts = Mutex::new((0usize, 0usize, 0usize));
+    let first_error: Mutex<Option<PushError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..opts.parallel.max(1).min(blobs.len()) {
+            scope.spawn(|| loop {
+                if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(blob) = blobs.get(i) else { return };
+                let bar = opts
+                    .progress
+                    .blob_bar(&multi, &blob.digest[7..19], blob.size);
+                let on_sent = |n: u64| {
+                    sent.fetch_add(n, Ordering::Relaxed);
+                    bar.inc(n);
+                };
+                match ensure_blob(client, blob, opts, &on_sent) {
+                    Ok(outcome) => {
+                        let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+                        match outcome {
+                            Outcome::Present => c.1 += 1,
+                            Outcome::Mounted => c.2 += 1,
+                            Outcome::Uploaded => c.0 += 1,
+                        }
+                        bar.finish_and_clear();
+                    }
+                    Err(e) => {
+                        bar.abandon();
+                        *first_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    summary.bytes_uploaded += sent.load(Ordering::Relaxed);
+    let (uploaded, present, mounted) = *counts.lock().unwrap_or_else(|p| p.into_inner());
+    summary.blobs_uploaded += uploaded;
+    summary.blobs_present += present;
+    summary.blobs_mounted += mounted;
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+enum Outcome {
+    Present,
+    Mounted,
+    Uploaded,
+}
+
+fn ensure_blob(
+    client: &Client,
+    blob: &Blob,
+    opts: &PushOptions,
+    on_sent: &(dyn Fn(u64) + Sync),
+) -> Result<Outcome, PushError> {
+    let head = client.request(
+        "HEAD",
+        &client.url(&format!("blobs/{}", blob.digest)),
+        &[],
+        &Body::Empty,
+        true,
+    )?;
+    match head.status {
+        200 => return Ok(Outcome::Present),
+        404 => {}
+        403 => {
+            return Err(PushError::new(
+                Failure::Auth,
+                format!(
+                    "{}: no permission to read {}",
+                    client.registry, client.repository
+                ),
+            ))
+        }
+        _ => {
+            return Err(PushError::new(
+                Failure::Network,
+                format!("HEAD of blob {}: {}", blob.digest, head.registry_error()),
+            ))
+        }
+    }
+    // The whole upload is retried from a fresh session: after a reset or a
+    // 5xx nobody knows what state the old session is in.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match upload_once(client, blob, opts, on_sent) {
+            Ok(outcome) => return Ok(outcome),
+            Err(e) if e.failure == Failure::Network && attempt <= client.retries => {
+                let wait = std::time::Duration::from_millis(500 * (1 << attempt.min(5)));
+                eprintln!(
+                    "nixoci: upload of {} failed ({e}); retrying in {:.1}s ({attempt}/{})",
+                    blob.digest,
+                    wait.as_secs_f64(),
+                    client.retries
+                );
+                std::thread::sleep(wait);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn start_session(client: &Client, query: &str) -> Result<client::Reply, PushError> {
+    client.request(
+        "POST",
+        &format!("{}{query}", client.url("blobs/uploads/")),
+        &[],
+        &Body::Empty,
+        true,
+    )
+}
+
+fn with_digest(location: &str, digest: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={digest}")
+}
+
+fn location(client: &Client, reply: &client::Reply) -> Result<String, PushError> {
+    reply
+        .header("location")
+        .map(|l| client.absolute(l))
+        .ok_or_else(|| {
+            PushError::new(
+                Failure::Network,
+                format!("{}: upload session without a Location", client.registry),
+            )
+        })
+}
+
+fn upload_once(
+    client: &Client,
+    blob: &Blob,
+    opts: &PushOptions,
+    on_sent: &(dyn Fn(u64) + Sync),
+) -> Result<Outcome, PushError> {
+    let query = match &opts.mount_from {
+        Some(from) => format!("?mount={}&from={from}", blob.digest),
+        None => String::new(),
+    };
+    let session = start_session(client, &query)?;
+    match session.status {
+        201 if opts.mount_from.is_some() => return Ok(Outcome::Mounted),
+        202 => {}
+        403 => {
+            return Err(PushError::new(
+                Failure::Auth,
+                format!(
+                    "{}: no permission to push to {}",
+                    client.registry, client.repository
+                ),
+            ))
+        }
+        _ => {
+            return Err(PushError::new(
+                Failure::Network,
+                format!("starting an upload: {}", session.registry_error()),
+            ))
+        }
+    }
+    let octet = [("Content-Type", "application/octet-stream".to_string())];
+    let body = |offset: u64, len: u64| match &blob.content {
+        BlobContent::Bytes(b) => {
+            on_sent(len);
+            Body::Bytes(&b[offset as usize..(offset + len) as usize])
+        }
+        BlobContent::File(path) => Body::File {
+            path,
+            offset,
+            len,
+            on_sent,
+        },
+    };
+    let put = client.request(
+        "PUT",
+        &with_digest(&location(client, &session)?, &blob.digest),
+        &octet,
+        &body(0, blob.size),
+        false,
+    )?;
+    match put.status {
+        201 => return Ok(Outcome::Uploaded),
+        403 => {
+            return Err(PushError::new(
+                Failure::Auth,
+                format!(
+                    "{}: no permission to push to {}",
+                    client.registry, client.repository
+                ),
+            ))
+        }
+        s if s >= 500 || s == 429 => {
+            return Err(PushError::new(
+                Failure::Network,
+                format!("uploading {}: {}", blob.digest, put.registry_error()),
+            ))
+        }
+        _ => {
+            if opts.verbose {
+                eprintln!(
+                    "{}: monolithic upload refused ({}); uploading in chunks",
+                    client.registry,
+                    put.registry_error()
+                );
+            }
+        }
+    }
+    // Chunked: PATCH pieces with Content-Range, following each new Location.
+    let mut session = start_session(client, "")?;
+    let mut offset = 0;
+    while offset < blob.size || blob.size == 0 {
+        let len = opts.chunk_size.min(blob.size - offset);
+        let range = [
+            ("Content-Type", "application/octet-stream".to_string()),
+            (
+                "Content-Range",
+                format!("{offset}-{}", offset + len.max(1) - 1),
+            ),
+        ];
+        let reply = client.request(
+            "PATCH",
+            &location(client, &session)?,
+            &range,
+            &body(offset, len),
+            false,
+        )?;
+        if reply.status != 202 {
+            return Err(PushError::new(
+                Failure::Network,
+                format!(
+                    "uploading {} in chunks: {}",
+                    blob.digest,
+                    reply.registry_error()
+                ),
+            ));
+        }
+        session = reply;
+        offset += len;
+        if blob.size == 0 {
+            break;
+        }
+    }
+    let done = client.request(
+        "PUT",
+        &with_digest(&location(client, &session)?, &blob.digest),
+        &[],
+        &Body::Empty,
+        false,
+    )?;
+    match done.status {
+        201 => Ok(Outcome::Uploaded),
+        _ => Err(PushError::new(
+            Failure::Network,
+            format!(
+                "finishing the upload of {}: {}",
+                blob.digest,
+                done.registry_error()
+            ),
+        )),
+    }
+}
+
+fn put_manifest(
+    client: &Client,
+    tag: &str,
+    bytes: &[u8],
+    media_type: &str,
+    digest: &str,
+    reference: &Reference,
+) -> Result<(), PushError> {
+    let reply = client.request(
+        "PUT",
+        &client.url(&format!("manifests/{tag}")),
+        &[("Content-Type", media_type.to_string())],
+        &Body::Bytes(bytes),
+        true,
+    )?;
+    match reply.status {
+        200..=202 => {}
+        403 => {
+            return Err(PushError::new(
+                Failure::Conflict,
+                format!("{reference}: the registry refused the tag (403): with create-only rights an existing tag cannot be overwritten; push under a new tag ({})", reply.registry_error()),
+            ))
+        }
+        _ => return Err(PushError::new(Failure::Network, format!("{reference}: manifest upload failed: {}", reply.registry_error()))),
+    }
+    match reply.header("docker-content-digest") {
+        Some(d) if d != digest => Err(PushError::new(
+            Failure::Network,
+            format!("{reference}: the registry stored the manifest as {d}, not {digest}"),
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,439 @@
+//! `nixoci push` against the real CNCF registry (docker-registry 2.8) with no
+//! auth, htpasswd Basic and Bearer tokens, and behind a proxy that counts
+//! bytes and injects faults and zot-like answers.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Builds the fixture image (`salt` makes a different image) as a layout.
+fn image(dir: &Path, salt: &str) -> PathBuf {
+    let f = fixture();
+    let out = dir.join(format!("image{salt}"));
+    let config = dir.join(format!("config{salt}.json"));
+    fs::write(
+        &config,
+        json!({"Entrypoint": [format!("{}/bin/app", f.app)], "Env": [format!("SALT={salt}")]})
+            .to_string(),
+    )
+    .unwrap();
+    run(nixoci()
+        .arg("build")
+        .arg(&f.app)
+        .arg("--config")
+        .arg(&config)
+        .args(["--tag", "test/app:1", "-q", "-o"])
+        .arg(&out));
+    out
+}
+
+fn push(args: &[&str]) -> Output {
+    let out = nixoci()
+        .arg("push")
+        .args(["--insecure", "-q"])
+        .args(args)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !all.contains(PASSWORD),
+        "the password leaked into the output:\n{all}"
+    );
+    out
+}
+
+fn push_ok(args: &[&str]) -> Value {
+    let out = push(&[&["--json"], args].concat());
+    assert!(
+        out.status.success(),
+        "push failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn creds() -> String {
+    format!("{USER}:{PASSWORD}")
+}
+
+/// Pulls `reference` back with skopeo and checks that umoci unpacks the same
+/// rootfs as the local layout.
+fn assert_pulls_back_equal(reference: &str, local: &Path, skopeo_creds: Option<&str>, dir: &Path) {
+    let pulled = dir.join("pulled");
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["copy", "--src-tls-verify=false"]);
+    if let Some(c) = skopeo_creds {
+        cmd.arg("--src-creds").arg(c);
+    }
+    run(cmd
+        .arg(format!("docker://{reference}"))
+        .arg(format!("oci:{}:pulled", pulled.display())));
+    run(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:pulled", pulled.display()))
+        .arg(dir.join("remote")));
+    run(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:1", local.display()))
+        .arg(dir.join("local")));
+    run(Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(dir.join("local/rootfs"))
+        .arg(dir.join("remote/rootfs")));
+    let (local_manifest, _) = layout_manifest(local);
+    let remote = stdout(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .args(
+                skopeo_creds
+                    .map(|c| vec!["--creds".to_string(), c.to_string()])
+                    .unwrap_or_default(),
+            )
+            .arg(format!("docker://{reference}")),
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&remote).unwrap(),
+        local_manifest,
+        "the registry holds our manifest"
+    );
+}
+
+#[test]
+fn pushes_anonymously_with_basic_and_with_bearer_tokens() {
+    for auth in [Auth::Anonymous, Auth::Htpasswd, Auth::Token] {
+        let registry = Registry::start(auth);
+        let dir = tempdir();
+        let layout = image(dir.path(), "");
+        let reference = format!("{}/team/app:v1", registry.host());
+        let c = creds();
+        let args: Vec<&str> = match auth {
+            Auth::Anonymous => vec![],
+            _ => vec!["--creds", &c],
+        };
+        let summary = push_ok(&[args.as_slice(), &[layout.to_str().unwrap(), &reference]].concat());
+        assert_eq!(summary["pushed"][0]["status"], "pushed", "{auth:?}");
+        assert!(summary["bytes_uploaded"].as_u64().unwrap() > 0);
+        let index = read_json(&layout.join("index.json"));
+        let digest = index["manifests"][0]["digest"].as_str().unwrap();
+        assert_eq!(
+            summary["digest"], digest,
+            "the pushed digest is the layout's"
+        );
+        assert_eq!(
+            summary["pushed"][0]["pinned"],
+            format!("{}/team/app@{digest}", registry.host())
+        );
+        assert_pulls_back_equal(
+            &reference,
+            &layout,
+            (auth != Auth::Anonymous).then_some(c.as_str()),
+            dir.path(),
+        );
+
+        if auth != Auth::Anonymous {
+            // Without credentials, and with a wrong password: exit 3, a clear message.
+            let other = format!("{}/team/app:v2", registry.host());
+            let out = push(&[layout.to_str().unwrap(), &other]);
+            assert_eq!(
+                out.status.code(),
+                Some(3),
+                "{auth:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("requires credentials"),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let wrong = format!("{USER}:not-the-{PASSWORD}");
+            let out = push(&["--creds", &wrong, layout.to_str().unwrap(), &other]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(3), "{auth:?}: {err}");
+            assert!(
+                err.contains(&format!("credentials for user `{USER}` were refused"))
+                    && err.contains("expired"),
+                "{err}"
+            );
+            assert!(
+                !err.contains("not-the-"),
+                "the wrong password leaked: {err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn credentials_come_from_the_environment_and_auth_files() {
+    let registry = Registry::start(Auth::Htpasswd);
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    let out = nixoci()
+        .args([
+            "push",
+            "--insecure",
+            "-q",
+            "--username",
+            USER,
+            "--creds-env",
+            "NIXOCI_TEST_KEY",
+        ])
+        .arg(&layout)
+        .arg(format!("{}/env/app:1", registry.host()))
+        .env("NIXOCI_TEST_KEY", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let auth_file = dir.path().join("auth.json");
+    fs::write(
+        &auth_file,
+        json!({"auths": {registry.host(): {"auth": base64_encode(&creds())}}}).to_string(),
+    )
+    .unwrap();
+    let out = nixoci()
+        .args(["push", "--insecure", "-q"])
+        .arg(&layout)
+        .arg(format!("{}/file/app:1", registry.host()))
+        .env("REGISTRY_AUTH_FILE", &auth_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn base64_encode(text: &str) -> String {
+    stdout(Command::new("bash").args(["-c", &format!("printf %s '{text}' | base64 -w0")]))
+}
+
+#[test]
+fn a_repush_from_a_fresh_process_uploads_nothing() {
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    let first = push_ok(&[
+        layout.to_str().unwrap(),
+        &format!("{}/team/app:v1", proxy.host()),
+    ]);
+    let (bytes, _) = proxy.stats();
+    assert_eq!(
+        bytes,
+        first["bytes_uploaded"].as_u64().unwrap(),
+        "the proxy saw what we report"
+    );
+    assert!(bytes > 0);
+
+    // A new tag for the same image: every blob is HEADed, none uploaded.
+    let before = proxy.stats().1.len();
+    let second = push_ok(&[
+        layout.to_str().unwrap(),
+        &format!("{}/team/app:v1-again", proxy.host()),
+    ]);
+    assert_eq!(second["bytes_uploaded"], 0);
+    assert_eq!(second["blobs_uploaded"], 0);
+    let (after, requests) = proxy.stats();
+    assert_eq!(
+        after, bytes,
+        "no blob bytes reached the registry on the re-push"
+    );
+    let new = &requests[before..];
+    assert!(
+        !new.iter().any(|r| r.starts_with("POST")
+            || r.starts_with("PATCH")
+            || r.contains("/blobs/uploads/")),
+        "{new:?}"
+    );
+    assert!(
+        new.iter()
+            .any(|r| r.starts_with("HEAD") && r.contains("/blobs/")),
+        "{new:?}"
+    );
+
+    // The same tag again: already pushed, no manifest PUT at all.
+    let before = proxy.stats().1.len();
+    let third = push_ok(&[
+        layout.to_str().unwrap(),
+        &format!("{}/team/app:v1", proxy.host()),
+    ]);
+    assert_eq!(third["pushed"][0]["status"], "already pushed");
+    let requests = proxy.stats().1;
+    assert!(
+        !requests[before..].iter().any(|r| r.starts_with("PUT")),
+        "{:?}",
+        &requests[before..]
+    );
+
+    // Cross-repository mount: nothing uploaded, blobs mounted.
+    let mounted = push_ok(&[
+        "--mount-from",
+        "team/app",
+        layout.to_str().unwrap(),
+        &format!("{}/other/app:v1", proxy.host()),
+    ]);
+    assert_eq!(mounted["bytes_uploaded"], 0);
+    assert!(mounted["blobs_mounted"].as_u64().unwrap() > 0, "{mounted}");
+}
+
+#[test]
+fn immutable_tags_give_a_clear_conflict() {
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    proxy.set_plan(json!({"immutable_tags": true}));
+    let dir = tempdir();
+    let one = image(dir.path(), "one");
+    let two = image(dir.path(), "two");
+    let reference = format!("{}/team/app:v1", proxy.host());
+    push_ok(&[one.to_str().unwrap(), &reference]);
+
+    let out = push(&[two.to_str().unwrap(), &reference]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("already exists with digest") && err.contains("immutable"),
+        "{err}"
+    );
+
+    // When the registry only says 403 at the manifest PUT (zot create-only), the message is the same kind.
+    proxy.set_plan(json!({"immutable_tags": true, "hide_tags": true}));
+    let out = push(&[two.to_str().unwrap(), &reference]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("create-only rights") && err.contains("new tag"),
+        "{err}"
+    );
+    let requests = proxy.stats().1;
+    assert!(
+        !requests.iter().any(|r| r.starts_with("DELETE")),
+        "never deletes: {requests:?}"
+    );
+}
+
+#[test]
+fn faults_are_retried_and_the_push_still_succeeds() {
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    proxy.set_plan(json!({"faults": [
+        {"method": "HEAD", "path_contains": "/blobs/", "action": "429", "retry_after": 1},
+        {"method": "PUT", "path_contains": "/blobs/uploads/", "action": "500"},
+        {"method": "PUT", "path_contains": "/blobs/uploads/", "action": "drop"},
+        {"method": "PUT", "path_contains": "/manifests/", "action": "500"},
+    ]}));
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    let reference = format!("{}/team/app:v1", proxy.host());
+    let out = push(&["--json", layout.to_str().unwrap(), &reference]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let requests = proxy.stats().1;
+    for injected in ["429 (injected)", "500 (injected)", "DROPPED"] {
+        assert!(
+            requests.iter().any(|r| r.contains(injected)),
+            "{injected} was not exercised: {requests:?}"
+        );
+    }
+    assert!(err.contains("retrying"), "{err}");
+    assert_pulls_back_equal(
+        &format!("{}/team/app:v1", registry.host()),
+        &layout,
+        None,
+        dir.path(),
+    );
+}
+
+#[test]
+fn chunked_upload_when_the_registry_refuses_monolithic_puts() {
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    proxy.set_plan(json!({"refuse_monolithic": true}));
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    push_ok(&[
+        "--chunk-size",
+        "65536",
+        layout.to_str().unwrap(),
+        &format!("{}/team/app:v1", proxy.host()),
+    ]);
+    let requests = proxy.stats().1;
+    assert!(
+        requests
+            .iter()
+            .filter(|r| r.starts_with("PATCH") && r.ends_with("202"))
+            .count()
+            > 2,
+        "{requests:?}"
+    );
+    assert_pulls_back_equal(
+        &format!("{}/team/app:v1", registry.host()),
+        &layout,
+        None,
+        dir.path(),
+    );
+}
+
+#[test]
+fn docker_archives_push_too_and_bad_references_are_refused() {
+    let registry = Registry::start(Auth::Anonymous);
+    let dir = tempdir();
+    let f = fixture();
+    let archive = dir.path().join("image.tar");
+    run(nixoci()
+        .arg("build")
+        .arg(&f.app)
+        .args(["--format", "docker-archive", "-q", "-o"])
+        .arg(&archive));
+    let summary = push_ok(&[
+        archive.to_str().unwrap(),
+        &format!("{}/team/archive:v1", registry.host()),
+    ]);
+    assert_eq!(summary["pushed"][0]["status"], "pushed");
+    let inspect = stdout(
+        Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{}/team/archive:v1", registry.host())),
+    );
+    assert!(
+        inspect.contains(&summary["digest"].as_str().unwrap()[..20]),
+        "{inspect}"
+    );
+
+    for bad in [
+        "no-registry:tag",
+        "127.0.0.1:5000/Upper/case:1",
+        "127.0.0.1:5000/repo",
+    ] {
+        let out = push(&[archive.to_str().unwrap(), bad]);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is not"), "{bad}: {err}");
+    }
+    // TLS is verified by default: a plain-HTTP registry is not silently used.
+    let out = nixoci()
+        .arg("push")
+        .arg(&archive)
+        .arg(format!("{}/team/archive:v2", registry.host()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--insecure"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,130 @@
+"""Test proxy in front of a registry: forwards every request, counts blob
+bytes uploaded, and injects faults or zot-like answers from a plan file.
+
+usage: fault_proxy.py PORT UPSTREAM_PORT PLAN.json STATS.json
+
+PLAN.json (re-read on every request, so tests can change it):
+  {"faults": [{"method": "PUT", "path_contains": "/blobs/uploads/",
+               "action": "500" | "drop" | "429", "retry_after": 1, "times": 1}],
+   "immutable_tags": true,     # zot create-only: PUT of an existing tag -> 403
+   "hide_tags": true,          # HEAD/GET of manifests by tag -> 404 (403 on PUT still applies)
+   "refuse_monolithic": true}  # PUT of an upload with a body -> 400
+STATS.json: {"blob_bytes": N, "requests": ["METHOD path status", ...]}
+"""
+
+import http.client
+import json
+import socket
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+port, upstream_port, plan_file, stats_file = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+UPSTREAM = f"127.0.0.1:{upstream_port}"
+PROXY = f"127.0.0.1:{port}"
+lock = threading.Lock()
+stats = {"blob_bytes": 0, "requests": []}
+used = {}
+
+
+def plan():
+    try:
+        with open(plan_file) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def record(line, body_bytes=0):
+    with lock:
+        stats["requests"].append(line)
+        stats["blob_bytes"] += body_bytes
+        with open(stats_file + ".tmp", "w") as f:
+            json.dump(stats, f)
+        import os
+        os.replace(stats_file + ".tmp", stats_file)
+
+
+class Proxy(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def fault(self, p):
+        for i, f in enumerate(p.get("faults", [])):
+            if f.get("method", self.command) != self.command or f.get("path_contains", "") not in self.path:
+                continue
+            with lock:
+                if used.get(i, 0) >= f.get("times", 1):
+                    continue
+                used[i] = used.get(i, 0) + 1
+            return f
+        return None
+
+    def reply(self, status, headers=None, body=b""):
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def handle_any(self):
+        p = plan()
+        length = int(self.headers.get("Content-Length") or 0)
+        is_upload = "/blobs/uploads/" in self.path and self.command in ("PUT", "PATCH")
+        fault = self.fault(p)
+        if fault and fault["action"] == "drop":
+            # Read part of the body, then cut the connection without an answer.
+            self.rfile.read(min(length, 1024))
+            record(f"{self.command} {self.path.split('?')[0]} DROPPED", min(length, 1024) if is_upload else 0)
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        body = self.rfile.read(length) if length else b""
+        if fault:
+            status = int(fault["action"])
+            headers = {"Retry-After": str(fault.get("retry_after", 1))} if status == 429 else {}
+            record(f"{self.command} {self.path.split('?')[0]} {status} (injected)")
+            return self.reply(status, headers, b'{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}')
+        is_tag = "/manifests/" in self.path and not self.path.rsplit("/", 1)[-1].startswith("sha256:")
+        if p.get("hide_tags") and is_tag and self.command in ("HEAD", "GET"):
+            record(f"{self.command} {self.path} 404 (hidden)")
+            return self.reply(404, {}, b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"hidden"}]}')
+        if p.get("immutable_tags") and is_tag and self.command == "PUT":
+            check = http.client.HTTPConnection(UPSTREAM)
+            check.request("HEAD", self.path, headers={"Accept": self.headers.get("Content-Type", "")})
+            exists = check.getresponse().status == 200
+            check.close()
+            if exists:
+                record(f"PUT {self.path} 403 (immutable)")
+                return self.reply(403, {}, b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}')
+        if p.get("refuse_monolithic") and self.command == "PUT" and "/blobs/uploads/" in self.path and length > 0:
+            record(f"PUT {self.path.split('?')[0]} 400 (monolithic refused)", length)
+            return self.reply(400, {}, b'{"errors":[{"code":"BLOB_UPLOAD_INVALID","message":"use chunks"}]}')
+        upstream = http.client.HTTPConnection(UPSTREAM)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        upstream.request(self.command, self.path, body=body if body or self.command in ("PUT", "PATCH", "POST") else None, headers=headers)
+        response = upstream.getresponse()
+        data = response.read()
+        out = {}
+        for k, v in response.getheaders():
+            if k.lower() in ("content-length", "connection", "transfer-encoding"):
+                continue
+            out[k] = v.replace(UPSTREAM, PROXY) if k.lower() == "location" else v
+        record(f"{self.command} {self.path.split('?')[0]} {response.status}", len(body) if is_upload else 0)
+        self.send_response(response.status)
+        for k, v in out.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(int(response.getheader("Content-Length") or len(data))) if self.command == "HEAD" else str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        upstream.close()
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = handle_any
+
+
+ThreadingHTTPServer(("127.0.0.1", port), Proxy).serve_forever()
