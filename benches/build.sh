@@ -12,7 +12,10 @@ size_mib=${1:-1100}
 cargo build --release --quiet
 nixoci=$PWD/target/release/nixoci
 work=$(mktemp -d /var/tmp/nixoci-bench.XXXXXX)
-trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+# Images go to memory, as the baselines' output goes to /dev/null: the disk's
+# write-back speed is not what is measured.
+out=$(mktemp -d /dev/shm/nixoci-bench.XXXXXX)
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work" "$out"' EXIT
 
 source benches/common.sh
 make_bench_store "$size_mib"
@@ -22,15 +25,15 @@ row() { printf '%-44s %9.2f %10s %12.1f\n' "$1" "$2" "$(mbps "$2")" "$(python3 -
 
 read -r t rss < <(measure bash -c "tar -C '$store' -cf - . | zstd -T0 -3 -q -c > /dev/null")
 row "tar | zstd -T0 -3" "$t" "$rss"; zstd_base=$t
-read -r t rss < <(measure "$nixoci" build --spec "$work/spec.json" --compression zstd -q -o "$work/out-zstd")
+read -r t rss < <(measure "$nixoci" build --spec "$work/spec.json" --compression zstd -q -o "$out/zstd"); rm -rf "$out/zstd"
 row "nixoci build --compression zstd" "$t" "$rss"; zstd_ours=$t; zstd_rss=$rss
 read -r t rss < <(measure bash -c "tar -C '$store' -cf - . | gzip -6 -c > /dev/null")
 row "tar | gzip -6" "$t" "$rss"; gzip_base=$t
-read -r t rss < <(measure "$nixoci" build --spec "$work/spec.json" --compression gzip -q -o "$work/out-gzip")
+read -r t rss < <(measure "$nixoci" build --spec "$work/spec.json" --compression gzip -q -o "$out/gzip"); rm -rf "$out/gzip"
 row "nixoci build --compression gzip" "$t" "$rss"; gzip_ours=$t; gzip_rss=$rss
 read -r t rss < <(measure bash -c "python3 tests/support/tarfile_store_layer.py 1 0 0 root root $store/* > /dev/null")
 row "python tarfile, uncompressed (nixpkgs, 1 of 2 passes)" "$t" "$rss"; py=$t
-read -r t rss < <(measure "$nixoci" build --spec "$work/spec.json" --compression none -q -o "$work/out-none")
+read -r t rss < <(measure "$nixoci" build --spec "$work/spec.json" --compression none -q -o "$out/none"); rm -rf "$out/none"
 row "nixoci build --compression none" "$t" "$rss"; none_ours=$t
 
 python3 - "$zstd_base" "$zstd_ours" "$gzip_base" "$gzip_ours" "$py" "$none_ours" "$zstd_rss" "$gzip_rss" <<'PY'

@@ -18,3 +18,4 @@ pub mod progress;
 pub mod registry;
 pub mod source;
 pub mod spec;
+pub mod verify;

@@ -68,6 +68,14 @@ enum Command {
         4 the tag exists with another digest (tags are immutable), 5 network or registry failure,\n\
         1 anything else (bad input).")]
     Push(Box<PushArgs>),
+    /// Check offline that mirrored sources and fixed-output paths match their pins in mirrors/*.toml.
+    #[command(
+        after_help = "Statuses: ok, flagged (ok, but submodules or checkout filters may make fetchgit differ),\n\
+        mismatch, moved (the tag points elsewhere than the pinned commit), missing (mirror or object not there),\n\
+        unmirrored (fetched from upstream: nothing to verify), absent (not in the local store or cache: not checked).\n\n\
+        It never opens a network connection. Exit status: 1 on any mismatch, moved tag or missing mirror."
+    )]
+    Verify(VerifyArgs),
     /// Print hashes the way `nix hash path` and `nix hash file` do.
     #[command(subcommand)]
     Hash(HashCommand),
@@ -196,6 +204,24 @@ struct PushArgs {
     verbose: bool,
 }
 
+#[derive(Args)]
+struct VerifyArgs {
+    /// Pin files (default: every mirrors/*.toml).
+    manifests: Vec<PathBuf>,
+    /// Directory holding the mirrors (bare git repositories, tarballs, artifact caches).
+    #[arg(long, value_name = "DIR")]
+    mirror_root: Option<PathBuf>,
+    /// Store directory to look for fixed-output paths in.
+    #[arg(long, value_name = "DIR", default_value = nix::DEFAULT_STORE_DIR)]
+    store: String,
+    /// Print the rows as JSON.
+    #[arg(long)]
+    json: bool,
+    /// No progress bars.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
 #[derive(Subcommand)]
 enum HashCommand {
     /// The NAR hash of a file system tree (`nix hash path`).
@@ -226,6 +252,7 @@ fn main() -> ExitCode {
         Command::Hash(cmd) => run_hash(cmd),
         Command::Check(args) => run_check(args),
         Command::Push(args) => run_push(*args),
+        Command::Verify(args) => run_verify(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -351,6 +378,38 @@ fn run_push(args: PushArgs) -> Result<()> {
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    Ok(())
+}
+
+fn run_verify(args: VerifyArgs) -> Result<()> {
+    let manifests = if args.manifests.is_empty() {
+        let mut found: Vec<PathBuf> = std::fs::read_dir("mirrors")
+            .map_err(|_| anyhow!("no pin files given and no ./mirrors directory"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        found.sort();
+        found
+    } else {
+        args.manifests.clone()
+    };
+    let rows = nixoci::verify::verify(
+        &manifests,
+        &nixoci::verify::Options {
+            mirror_root: args.mirror_root.as_deref(),
+            store_dir: &args.store,
+            progress: Progress::from_quiet(args.quiet),
+        },
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", nixoci::verify::render(&rows));
+    }
+    let failed = rows.iter().filter(|r| r.status.is_failure()).count();
+    if failed > 0 {
+        return Err(anyhow!("{failed} pin(s) did not verify"));
     }
     Ok(())
 }

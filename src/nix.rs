@@ -201,6 +201,32 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The store path of a fixed-output derivation's output, from its name and
+/// declared hash (Nix's `makeFixedOutputPath`, for outputs without references).
+pub fn fixed_output_path(store_dir: &str, name: &str, hash: &Hash, recursive: bool) -> String {
+    let fingerprint = if recursive && hash.algo == HashAlgo::Sha256 {
+        format!("source:sha256:{}:{store_dir}:{name}", hash.to_hex())
+    } else {
+        let inner = format!(
+            "fixed:out:{}{}:{}:",
+            if recursive { "r:" } else { "" },
+            hash.algo.name(),
+            hash.to_hex()
+        );
+        let inner_hash = hex(&sha2::Sha256::digest(inner.as_bytes()));
+        format!("output:out:sha256:{inner_hash}:{store_dir}:{name}")
+    };
+    let digest = sha2::Sha256::digest(fingerprint.as_bytes());
+    let mut compressed = [0u8; 20];
+    for (i, b) in digest.iter().enumerate() {
+        compressed[i % 20] ^= b;
+    }
+    format!(
+        "{store_dir}/{}-{name}",
+        nix_base32::to_nix_base32(&compressed)
+    )
+}
+
 /// Lower-case hex of a digest, as used in OCI digests and diff_ids.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -420,11 +446,61 @@ pub fn nar_size(path: &Path) -> io::Result<u64> {
     Ok(padded(13) + node(path)?)
 }
 
-/// The NAR SHA-256 and NAR size of the tree at `path`, as `nix hash path` gives.
+/// Blocks a NAR is handed over in, between the thread reading the tree and
+/// the one hashing it (a few of them in flight: bounded memory).
+const PIPE_BLOCK: usize = 1 << 20;
+
+/// A `Write` that sends full blocks to another thread.
+struct BlockSender {
+    block: Vec<u8>,
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+}
+
+impl Write for BlockSender {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(PIPE_BLOCK - self.block.len());
+        self.block.extend_from_slice(&buf[..n]);
+        if self.block.len() == PIPE_BLOCK {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.block.is_empty() {
+            let full = std::mem::replace(&mut self.block, Vec::with_capacity(PIPE_BLOCK));
+            self.tx
+                .send(full)
+                .map_err(|_| io::Error::other("the hashing thread stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The NAR SHA-256 and NAR size of the tree at `path`, as `nix hash path`
+/// gives. Reading the tree and hashing run on two threads, so reads overlap
+/// the hashing.
 pub fn nar_hash_path(path: &Path, on_bytes: &mut dyn FnMut(u64)) -> io::Result<(Hash, u64)> {
-    let sink = dump_path(path, Sha256Counter::default(), on_bytes)?;
-    let (digest, size) = sink.finish();
-    Ok((Hash::sha256(digest), size))
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || {
+            let mut sink = Sha256Counter::default();
+            for block in rx {
+                sink.write_all(&block)?;
+            }
+            Ok::<_, io::Error>(sink.finish())
+        });
+        let sender = BlockSender {
+            block: Vec::with_capacity(PIPE_BLOCK),
+            tx,
+        };
+        let dumped = dump_path(path, sender, on_bytes).and_then(|mut s| s.flush());
+        let hashed = hasher
+            .join()
+            .map_err(|_| io::Error::other("the hashing thread panicked"))?;
+        dumped?;
+        let (digest, size) = hashed?;
+        Ok((Hash::sha256(digest), size))
+    })
 }
 
 /// The flat SHA-256 of a file, as `nix hash file` gives.

@@ -1,0 +1,523 @@
+//! `nixoci hash` equals Nix 2.8's `nix hash`; `nixoci verify` checks git
+//! mirrors, tarballs, files, fixed-output paths and lock files offline and
+//! catches tampering; `nixoci build` refuses a modified store path.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn nix_hash(kind: &str, format: &str, path: &Path) -> String {
+    stdout(Command::new("nix").args(["hash", kind, format]).arg(path))
+        .trim()
+        .to_string()
+}
+
+fn nixoci_hash(kind: &str, format: &str, path: &Path) -> String {
+    stdout(nixoci().args(["hash", kind, format]).arg(path))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn hash_path_and_file_equal_nix_hash() {
+    let dir = tempdir();
+    let t = dir.path().join("tree");
+    fs::create_dir_all(t.join("empty-dir")).unwrap();
+    fs::create_dir_all(t.join("bin")).unwrap();
+    fs::write(t.join("bin/tool"), "#!/bin/sh\necho tool\n").unwrap();
+    fs::set_permissions(t.join("bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(t.join("empty-file"), "").unwrap();
+    symlink("bin/tool", t.join("relative-link")).unwrap();
+    symlink("/nonexistent/target", t.join("dangling-link")).unwrap();
+    symlink("bin", t.join("dir-link")).unwrap();
+    fs::write(t.join("caf\u{e9}-\u{1f980}.txt"), "unicode").unwrap();
+    fs::write(
+        t.join(std::ffi::OsStr::from_bytes(b"odd-\xff\xfe-bytes")),
+        "odd",
+    )
+    .unwrap();
+    let mut deep = t.join("deep");
+    for i in 0..40 {
+        deep = deep.join(format!("level-{i}"));
+    }
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("bottom"), "deep").unwrap();
+    // 100 MiB that does not compress to nothing: a counter pattern.
+    let mut big = fs::File::create(t.join("big.bin")).unwrap();
+    let block: Vec<u8> = (0..1u32 << 20)
+        .flat_map(|i| (i.wrapping_mul(2654435761)).to_le_bytes())
+        .take(1 << 20)
+        .collect();
+    for i in 0..100u8 {
+        let mut b = block.clone();
+        b[0] = i;
+        big.write_all(&b).unwrap();
+    }
+    drop(big);
+
+    for (ours, theirs) in [
+        ("--sri", "--sri"),
+        ("--base32", "--base32"),
+        ("--hex", "--base16"),
+    ] {
+        assert_eq!(
+            nixoci_hash("path", ours, &t),
+            nix_hash("path", theirs, &t),
+            "hash path {ours}"
+        );
+    }
+    for file in ["big.bin", "empty-file"] {
+        assert_eq!(
+            nixoci_hash("file", "--sri", &t.join(file)),
+            nix_hash("file", "--sri", &t.join(file)),
+            "{file}"
+        );
+    }
+    assert_eq!(
+        nixoci_hash("path", "--sri", &t.join("empty-dir")),
+        nix_hash("path", "--sri", &t.join("empty-dir"))
+    );
+    assert_eq!(
+        nixoci_hash("path", "--sri", &t.join("dangling-link")),
+        nix_hash("path", "--sri", &t.join("dangling-link"))
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    stdout(
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+            .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z"),
+    )
+    .trim()
+    .to_string()
+}
+
+/// A repository with an executable, a symlink, a nested directory, lock
+/// files and two tags, and a bare mirror of it under `root/mirrors/`.
+fn make_mirror(root: &Path) -> (std::path::PathBuf, Vec<(String, String)>) {
+    let work = root.join("work");
+    fs::create_dir_all(work.join("src/nested/deeper")).unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["config", "user.email", "t@example.com"]);
+    git(&work, &["config", "user.name", "t"]);
+    fs::write(work.join("README"), "v1\n").unwrap();
+    fs::write(work.join("src/nested/deeper/data.txt"), "nested\n").unwrap();
+    fs::write(work.join("run.sh"), "#!/bin/sh\necho run\n").unwrap();
+    fs::set_permissions(work.join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    symlink("src/nested", work.join("link-to-nested")).unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "one"]);
+    git(&work, &["tag", "-a", "v1", "-m", "v1"]);
+    fs::write(work.join("README"), "v2\n").unwrap();
+    git(&work, &["commit", "-q", "-am", "two"]);
+    git(&work, &["tag", "v2"]);
+    let mirror = root.join("mirrors/test.git");
+    fs::create_dir_all(root.join("mirrors")).unwrap();
+    run(Command::new("git")
+        .args(["clone", "-q", "--bare", "--no-local"])
+        .arg(&work)
+        .arg(&mirror));
+    let mut pins = Vec::new();
+    for tag in ["v1", "v2"] {
+        let export = root.join(format!("export-{tag}"));
+        fs::create_dir_all(&export).unwrap();
+        sh(&format!(
+            "git -C {} archive {tag} | tar -x -C {}",
+            work.display(),
+            export.display()
+        ));
+        pins.push((
+            nix_hash("path", "--sri", &export),
+            git(&work, &["rev-parse", &format!("{tag}^{{commit}}")]),
+        ));
+    }
+    (mirror, pins)
+}
+
+fn verify(manifest: &Path, root: &Path, offline: bool) -> std::process::Output {
+    let mut cmd = if offline {
+        let mut c = Command::new("unshare");
+        c.args(["--net", "--"]).arg(env!("CARGO_BIN_EXE_nixoci"));
+        c
+    } else {
+        nixoci()
+    };
+    cmd.args(["verify", "-q"])
+        .arg(manifest)
+        .arg("--mirror-root")
+        .arg(root)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn git_mirrors_verify_offline_and_tampering_is_caught() {
+    let dir = tempdir();
+    let root = dir.path();
+    let (mirror, pins) = make_mirror(root);
+    let manifest = root.join("test.toml");
+    let write_manifest = |with_commit: bool| {
+        let mut text = String::new();
+        for (tag, (hash, commit)) in ["v1", "v2"].iter().zip(&pins) {
+            text.push_str(&format!(
+                "[[source]]\nname = \"test-{tag}\"\nkind = \"git\"\nmirror = \"https://forge.example/mirrors/test.git\"\nrev = \"{tag}\"\nhash = \"{hash}\"\n{}\n",
+                if with_commit { format!("commit = \"{commit}\"\n") } else { String::new() }
+            ));
+        }
+        text.push_str("[[source]]\nname = \"upstream-only\"\nkind = \"tarball\"\nupstream = \"https://example.com/x.tar.gz\"\nhash = \"sha256-Q6SJed0K6eIrqQ9mNAD4RGx+YCJvnI5E+0KGp5fBtTU=\"\n");
+        fs::write(&manifest, text).unwrap();
+    };
+    write_manifest(true);
+
+    // With networking disabled: it never needs the network.
+    let out = verify(&manifest, root, true);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        table.lines().filter(|l| l.contains(" ok ")).count(),
+        2,
+        "{table}"
+    );
+    assert!(
+        table.contains("unmirrored") && table.contains("2 verified, 0 failed, 1 unmirrored"),
+        "{table}"
+    );
+
+    // A rewritten tag is caught: as a moved tag when the commit was pinned…
+    git(&mirror, &["tag", "-f", "v1", &pins[1].1]);
+    let out = verify(&manifest, root, true);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(
+        table.contains("moved") && table.contains("tag v1 has moved"),
+        "{table}"
+    );
+    // …and as a hash mismatch, printed as Nix prints it, when it was not.
+    write_manifest(false);
+    let table = String::from_utf8_lossy(&verify(&manifest, root, false).stdout).into_owned();
+    assert!(
+        table.contains("mismatch")
+            && table.contains(&format!("specified: {}", pins[0].0))
+            && table.contains(&format!("got:    {}", pins[1].0)),
+        "{table}"
+    );
+    git(&mirror, &["tag", "-f", "v1", &pins[0].1]);
+
+    // A corrupted object is caught with a clear message.
+    let readme = git(&mirror, &["rev-parse", "v2:README"]);
+    let packed = sh(&format!(
+        "git --git-dir={} cat-file -p v2:README",
+        mirror.display()
+    ));
+    assert_eq!(packed, "v2\n");
+    // Unpack the objects so one of them can be damaged on disk.
+    let loose = root.join("loose.git");
+    run(Command::new("git")
+        .args(["init", "-q", "--bare"])
+        .arg(&loose));
+    sh(&format!(
+        "cat {}/objects/pack/*.pack | git --git-dir={} unpack-objects -q",
+        mirror.display(),
+        loose.display()
+    ));
+    sh(&format!("cp -r {}/refs {}/packed-refs {}/ 2>/dev/null || true; git --git-dir={} update-ref refs/tags/v2 {}", mirror.display(), mirror.display(), loose.display(), loose.display(), pins[1].1));
+    fs::remove_dir_all(&mirror).unwrap();
+    fs::rename(&loose, &mirror).unwrap();
+    let object = mirror.join("objects").join(&readme[..2]).join(&readme[2..]);
+    fs::set_permissions(&object, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&object, b"this is not a zlib stream").unwrap();
+    let out = verify(&manifest, root, false);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(
+        table.contains("test-v2")
+            && table.contains("missing")
+            && table.contains(&readme)
+            && (table.contains("corrupt") || table.contains("could not be read")),
+        "{table}"
+    );
+}
+
+#[test]
+fn tarballs_files_fixed_outputs_and_lock_files() {
+    let dir = tempdir();
+    let root = dir.path();
+    // A tarball with one top-level directory (fetchzip strips it) and a file.
+    let tree = root.join("src/pkg-1.0");
+    fs::create_dir_all(tree.join("lib")).unwrap();
+    fs::write(tree.join("lib/a.py"), "print(1)\n").unwrap();
+    fs::create_dir_all(root.join("mirror")).unwrap();
+    sh(&format!(
+        "tar -C {} -czf {}/pkg-1.0.tar.gz pkg-1.0",
+        root.join("src").display(),
+        root.join("mirror").display()
+    ));
+    fs::write(root.join("mirror/tool.bin"), "binary\n").unwrap();
+    let tree_hash = nix_hash("path", "--sri", &tree);
+    let file_hash = nix_hash("file", "--sri", &root.join("mirror/tool.bin"));
+
+    // A fixed-output path built by Nix, and one never built here.
+    let deps = nix_build(&repo().join("tests/fixtures/fod.nix"), &["deps"], &[]);
+    assert!(deps[0].ends_with("-fixture-deps-1.0"));
+
+    // Lock files inside a git source, and a cache holding their artifacts.
+    let work = root.join("work");
+    fs::create_dir_all(work.join("web")).unwrap();
+    let cache = root.join("cache");
+    fs::create_dir_all(cache.join("pypi")).unwrap();
+    fs::create_dir_all(cache.join("npm/left-pad/-")).unwrap();
+    fs::write(
+        cache.join("pypi/six-1.16.0-py2.py3-none-any.whl"),
+        "wheel bytes",
+    )
+    .unwrap();
+    fs::write(cache.join("npm/left-pad/-/left-pad-1.3.0.tgz"), "tgz bytes").unwrap();
+    let sha256 = sh(&format!(
+        "sha256sum {} | cut -d' ' -f1",
+        cache.join("pypi/six-1.16.0-py2.py3-none-any.whl").display()
+    ));
+    let sha512 = sh(&format!(
+        "openssl dgst -sha512 -binary {} | base64 -w0",
+        cache.join("npm/left-pad/-/left-pad-1.3.0.tgz").display()
+    ));
+    fs::write(work.join("uv.lock"), format!(
+        "version = 1\n[[package]]\nname = \"six\"\nversion = \"1.16.0\"\nwheels = [{{ url = \"https://files.pythonhosted.org/packages/d9/5a/six-1.16.0-py2.py3-none-any.whl\", hash = \"sha256:{}\" }}]\n[[package]]\nname = \"notcached\"\nversion = \"1\"\nsdist = {{ url = \"https://example/notcached-1.tar.gz\", hash = \"sha256:{}\" }}\n",
+        sha256.trim(), "0".repeat(64)
+    )).unwrap();
+    fs::write(work.join("web/package-lock.json"), serde_json::json!({"lockfileVersion": 3, "packages": {
+        "": {"name": "web"},
+        "node_modules/left-pad": {"resolved": "https://registry.npmjs.org/left-pad/-/left-pad-1.3.0.tgz", "integrity": format!("sha512-{}", sha512.trim())}
+    }}).to_string()).unwrap();
+    // A Go module in a GOMODCACHE layout (upper case escaped as `!x`), pinned by go.sum.
+    let module = cache.join("gomod/example.com/!foo@v1.0.0");
+    fs::create_dir_all(module.join("sub")).unwrap();
+    fs::write(module.join("go.mod"), "module example.com/Foo\n").unwrap();
+    fs::write(module.join("sub/foo.go"), "package sub\n").unwrap();
+    let download = cache.join("gomod/cache/download/example.com/!foo/@v");
+    fs::create_dir_all(&download).unwrap();
+    fs::write(download.join("v1.0.0.mod"), "module example.com/Foo\n").unwrap();
+    let h1 = |lines: &str| {
+        format!(
+            "h1:{}",
+            sh(&format!(
+                "printf '{lines}' | openssl dgst -sha256 -binary | base64 -w0"
+            ))
+            .trim()
+        )
+    };
+    let file_sha = |p: &Path| {
+        sh(&format!("sha256sum {} | cut -c1-64", p.display()))
+            .trim()
+            .to_string()
+    };
+    let tree_h1 = h1(&format!(
+        "%s  example.com/Foo@v1.0.0/go.mod\\n%s  example.com/Foo@v1.0.0/sub/foo.go\\n' '{}' '{}",
+        file_sha(&module.join("go.mod")),
+        file_sha(&module.join("sub/foo.go"))
+    ));
+    let mod_h1 = h1(&format!(
+        "%s  go.mod\\n' '{}",
+        file_sha(&download.join("v1.0.0.mod"))
+    ));
+    fs::write(
+        work.join("go.sum"),
+        format!("example.com/Foo v1.0.0 {tree_h1}\nexample.com/Foo v1.0.0/go.mod {mod_h1}\n"),
+    )
+    .unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(
+        &work,
+        &["-c", "user.email=t@e", "-c", "user.name=t", "add", "-A"],
+    );
+    git(
+        &work,
+        &[
+            "-c",
+            "user.email=t@e",
+            "-c",
+            "user.name=t",
+            "commit",
+            "-q",
+            "-m",
+            "locks",
+        ],
+    );
+    git(&work, &["tag", "v1"]);
+    run(Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(&work)
+        .arg(root.join("app.git")));
+    fs::create_dir_all(root.join("export")).unwrap();
+    sh(&format!(
+        "git -C {} archive v1 | tar -x -C {}",
+        work.display(),
+        root.join("export").display()
+    ));
+    let app_hash = nix_hash("path", "--sri", &root.join("export"));
+
+    let manifest = root.join("mixed.toml");
+    fs::write(
+        &manifest,
+        format!(
+            r#"
+[[source]]
+name = "pkg"
+kind = "tarball"
+unpack = true
+mirror = "https://forge.example/mirror/pkg-1.0.tar.gz"
+hash = "{tree_hash}"
+
+[[source]]
+name = "tool"
+kind = "file"
+mirror = "https://forge.example/mirror/tool.bin"
+hash = "{file_hash}"
+
+[[source]]
+name = "app"
+kind = "git"
+mirror = "https://forge.example/app.git"
+rev = "v1"
+hash = "{app_hash}"
+
+[[fod]]
+name = "fixture-deps-1.0"
+outputHash = "sha256-2VD35R+ze2oS2wod5MbPe9ckn9zHIiCLCb/QdhzXR94="
+
+[[fod]]
+name = "never-built-deps-1.0"
+outputHash = "sha256-2VD35R+ze2oS2wod5MbPe9ckn9zHIiCLCb/QdhzXR94="
+
+[[lockfile]]
+source = "app"
+path = "uv.lock"
+format = "uv"
+cache = "cache/pypi"
+
+[[lockfile]]
+source = "app"
+path = "web/package-lock.json"
+format = "npm"
+cache = "cache/npm"
+
+[[lockfile]]
+source = "app"
+path = "go.sum"
+format = "gosum"
+cache = "cache/gomod"
+"#
+        ),
+    )
+    .unwrap();
+    let out = verify(&manifest, root, true);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains(&format!("{} matches", &deps[0])) || table.contains(&deps[0]),
+        "{table}"
+    );
+    assert!(
+        table.contains("absent") && table.contains("never-built-deps-1.0"),
+        "{table}"
+    );
+    assert!(
+        table.contains("2 pins: 1 checked, 0 wrong, 1 not in the cache"),
+        "{table}"
+    );
+    assert!(
+        table.contains("1 pins: 1 checked, 0 wrong, 0 not in the cache"),
+        "{table}"
+    );
+    assert!(
+        table.contains("2 pins: 2 checked, 0 wrong, 0 not in the cache"),
+        "go.sum: {table}"
+    );
+
+    // Tampering with the tarball, the file and a cached artifact is caught.
+    fs::write(root.join("mirror/tool.bin"), "tampered\n").unwrap();
+    fs::write(cache.join("npm/left-pad/-/left-pad-1.3.0.tgz"), "evil").unwrap();
+    fs::write(module.join("sub/foo.go"), "package evil\n").unwrap();
+    let out = verify(&manifest, root, true);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(
+        table.contains(&format!("specified: {file_hash}")),
+        "{table}"
+    );
+    assert!(
+        table.contains("left-pad") && table.contains("specified: sha512-"),
+        "{table}"
+    );
+    assert!(table.contains(&format!("specified: {tree_h1}")), "{table}");
+    let json: serde_json::Value = serde_json::from_slice(
+        &nixoci()
+            .args(["verify", "--json", "-q"])
+            .arg(&manifest)
+            .arg("--mirror-root")
+            .arg(root)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let tool = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "tool")
+        .unwrap();
+    assert_eq!(tool["status"], "mismatch");
+    assert_eq!(tool["expected"], file_hash.as_str());
+}
+
+#[test]
+fn build_refuses_a_store_path_modified_after_registration() {
+    let salt = format!(
+        "tamper-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let paths = nix_build(
+        &repo().join("tests/fixtures/closure.nix"),
+        &["lib"],
+        &["--argstr", "salt", &salt],
+    );
+    let lib = &paths[0];
+    let file = Path::new(lib).join("lib/libfixture.so");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(&file, "tampered\n").unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o444)).unwrap();
+    let dir = tempdir();
+    let out = dir.path().join("image");
+    let err = fails(nixoci().arg("build").arg(lib).arg("-o").arg(&out));
+    let _ = Command::new("nix-store").arg("--delete").arg(lib).output();
+    assert!(
+        err.contains(&format!(
+            "store path {lib} does not match its registered NAR hash"
+        )),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
