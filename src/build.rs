@@ -18,6 +18,7 @@ use crate::layering::{self, Strategy};
 use crate::nix;
 use crate::output::{self, Destination, Format, Member, Staging};
 use crate::progress::Progress;
+use crate::source::ImageSource;
 use crate::spec::{GraphSource, Spec};
 
 /// A fully resolved build request.
@@ -123,7 +124,13 @@ pub struct Prepared {
     pub config: serde_json::Map<String, Value>,
 }
 
-pub fn prepare(spec: &Spec, spec_dir: Option<&std::path::Path>) -> Result<Prepared> {
+/// `base_layers` is how many layers a base image brings (they count against
+/// `maxLayers`, as in nixpkgs).
+pub fn prepare(
+    spec: &Spec,
+    spec_dir: Option<&std::path::Path>,
+    base_layers: usize,
+) -> Result<Prepared> {
     let store_dir = spec.store_dir.as_deref().unwrap_or(nix::DEFAULT_STORE_DIR);
     let config_value = spec.config.clone().unwrap_or(Value::Null);
     let config = image::validate_config(&config_value, "config")?;
@@ -133,6 +140,9 @@ pub fn prepare(spec: &Spec, spec_dir: Option<&std::path::Path>) -> Result<Prepar
     for content in &spec.contents {
         nix::validate_store_path(store_dir, content).map_err(|e| anyhow!("contents: {e}"))?;
         tree.merge_content(std::path::Path::new(content))?;
+    }
+    for extra in &spec.extra_roots {
+        tree.overlay(std::path::Path::new(extra))?;
     }
     for entry in &spec.root_entries {
         tree.apply(entry)?;
@@ -148,11 +158,11 @@ pub fn prepare(spec: &Spec, spec_dir: Option<&std::path::Path>) -> Result<Prepar
         roots.dedup();
     }
     let closure = if include {
-        resolve_closure(spec, spec_dir, &roots, &config_paths)?
+        resolve_closure(spec, spec_dir, &roots, &config_paths)?.without(&spec.exclude_paths)
     } else {
         Closure::default()
     };
-    let budget = layering::store_layer_budget(spec.max_layers.unwrap_or(100), 0)?;
+    let budget = layering::store_layer_budget(spec.max_layers.unwrap_or(100), base_layers)?;
     let plan = layering::plan(
         &closure,
         spec.layering.unwrap_or(Strategy::Popularity),
@@ -168,7 +178,21 @@ pub fn prepare(spec: &Spec, spec_dir: Option<&std::path::Path>) -> Result<Prepar
 
 pub fn build(req: BuildRequest) -> Result<BuildSummary> {
     let spec = &req.spec;
-    let prepared = prepare(spec, req.spec_dir.as_deref())?;
+    let base = match &spec.from_image {
+        Some(path) => Some(
+            ImageSource::open(std::path::Path::new(path), None)
+                .with_context(|| format!("cannot open fromImage {path}"))?,
+        ),
+        None => None,
+    };
+    let mut prepared = prepare(
+        spec,
+        req.spec_dir.as_deref(),
+        base.as_ref().map_or(0, |b| b.layers.len()),
+    )?;
+    if let Some(base) = &base {
+        merge_base_env(&mut prepared.config, &base.config);
+    }
     let created_text = spec.created.as_deref().unwrap_or(image::DEFAULT_CREATED);
     let created = image::format_rfc3339(image::resolve_time(created_text)?);
     let mtime = image::resolve_time(spec.mtime.as_deref().unwrap_or(image::DEFAULT_CREATED))?;
@@ -231,6 +255,11 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
             .collect::<Result<Vec<_>>>()
     })?;
     bars.finish();
+    if let Some(base) = &base {
+        let mut all = base_layers(base, &blob_dir, compression == Compression::None)?;
+        all.append(&mut layers);
+        layers = all;
+    }
 
     let config_bytes = image::config_json(
         &ConfigInput {
@@ -292,6 +321,107 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
         media_type: image::MANIFEST_MEDIA_TYPE,
         layers,
     })
+}
+
+/// nixpkgs' Env merge with a base image: base Env then ours, one entry per
+/// variable, the last value winning at the position of the first.
+fn merge_base_env(config: &mut serde_json::Map<String, Value>, base: &Value) {
+    let strings = |v: Option<&Value>| -> Vec<String> {
+        v.and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let all: Vec<String> = strings(base["config"].get("Env"))
+        .into_iter()
+        .chain(strings(config.get("Env")))
+        .collect();
+    if all.is_empty() {
+        return;
+    }
+    let mut merged: Vec<(String, String)> = Vec::new();
+    for entry in all {
+        let key = entry.split('=').next().unwrap_or_default().to_string();
+        match merged.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = entry,
+            None => merged.push((key, entry)),
+        }
+    }
+    config.insert(
+        "Env".into(),
+        json!(merged.into_iter().map(|(_, e)| e).collect::<Vec<_>>()),
+    );
+}
+
+/// The base image's layers, copied into the new image as they are (or
+/// decompressed, for an uncompressed output), with its diff_ids.
+fn base_layers(
+    base: &ImageSource,
+    blob_dir: &std::path::Path,
+    uncompressed: bool,
+) -> Result<Vec<LayerBlob>> {
+    let diff_ids: Vec<String> = base.config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    if diff_ids.len() != base.layers.len() {
+        bail!(
+            "fromImage: its config lists {} diff_ids for {} layers",
+            diff_ids.len(),
+            base.layers.len()
+        );
+    }
+    base.layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(layer, diff_id)| {
+            let compressed = layer.media_type.contains("gzip") || layer.media_type.contains("zstd");
+            let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+            if uncompressed && compressed {
+                let dest = blob_dir.join(hex(&diff_id));
+                let mut reader = base.layer_reader(layer)?;
+                let mut out = layer::HashingWriter::new(fs::File::create(&dest)?);
+                std::io::copy(&mut reader, &mut out)?;
+                let (_, digest, size) = out.finish();
+                if digest.as_deref() != Some(diff_id.as_str()) {
+                    bail!("fromImage: a layer does not match its diff_id {diff_id}");
+                }
+                return Ok(LayerBlob {
+                    digest: diff_id.clone(),
+                    diff_id,
+                    size,
+                    media_type: Compression::None.media_type(),
+                    store_paths: vec![],
+                    file: dest,
+                });
+            }
+            let dest = blob_dir.join(hex(&layer.digest));
+            if fs::hard_link(&layer.file, &dest).is_err() {
+                fs::copy(&layer.file, &dest)
+                    .with_context(|| format!("cannot copy base layer {}", layer.digest))?;
+            }
+            let media_type = match layer.media_type.as_str() {
+                t if t.contains("gzip") => Compression::Gzip.media_type(),
+                t if t.contains("zstd") => Compression::Zstd.media_type(),
+                _ => Compression::None.media_type(),
+            };
+            Ok(LayerBlob {
+                digest: layer.digest.clone(),
+                diff_id,
+                size: layer.size,
+                media_type,
+                store_paths: vec![],
+                file: dest,
+            })
+        })
+        .collect()
 }
 
 /// `docker save` layout: `<diff_id>/layer.tar`, `<config digest>.json`, `manifest.json`.

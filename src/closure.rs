@@ -92,6 +92,20 @@ impl Closure {
         Ok(())
     }
 
+    /// The graph without `excluded` nodes (nixpkgs' `excludePaths`: helper
+    /// paths such as the customisation layer's own store path); references to
+    /// them are dropped, so what they referenced stays, now as roots.
+    pub fn without(&self, excluded: &[String]) -> Closure {
+        let mut out = Closure::default();
+        for node in self.nodes.iter().filter(|n| !excluded.contains(&n.path)) {
+            let mut node = node.clone();
+            node.references.retain(|r| !excluded.contains(r));
+            out.index.insert(node.path.clone(), out.nodes.len());
+            out.nodes.push(node);
+        }
+        out
+    }
+
     pub fn nodes(&self) -> &[PathInfo] {
         &self.nodes
     }

@@ -79,6 +79,9 @@ enum Command {
     /// Print hashes the way `nix hash path` and `nix hash file` do.
     #[command(subcommand)]
     Hash(HashCommand),
+    /// Helpers the Nix library runs as derivation builders.
+    #[command(subcommand, hide = true)]
+    NixHelper(NixHelper),
 }
 
 #[derive(Args)]
@@ -223,6 +226,26 @@ struct VerifyArgs {
 }
 
 #[derive(Subcommand)]
+enum NixHelper {
+    /// Write one attribute of a structured-attrs file as JSON (an entrypoint wrapper config).
+    WriteJson {
+        #[arg(long)]
+        attrs: PathBuf,
+        #[arg(long)]
+        key: String,
+        #[arg(short = 'o')]
+        output: PathBuf,
+    },
+    /// Write the `streamLayeredImage` script: it builds the image to stdout.
+    StreamScript {
+        #[arg(long)]
+        attrs: PathBuf,
+        #[arg(short = 'o')]
+        output: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum HashCommand {
     /// The NAR hash of a file system tree (`nix hash path`).
     Path(HashArgs),
@@ -253,6 +276,7 @@ fn main() -> ExitCode {
         Command::Check(args) => run_check(args),
         Command::Push(args) => run_push(*args),
         Command::Verify(args) => run_verify(args),
+        Command::NixHelper(helper) => run_nix_helper(helper),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -268,6 +292,9 @@ fn main() -> ExitCode {
 
 fn run_build(args: BuildArgs) -> Result<()> {
     let (mut spec, spec_dir) = match &args.spec {
+        Some(file) if file.as_os_str() == "-" => {
+            (Spec::read(std::path::Path::new("/dev/stdin"))?, None)
+        }
         Some(file) => (Spec::read(file)?, file.parent().map(PathBuf::from)),
         None => (Spec::default(), None),
     };
@@ -410,6 +437,44 @@ fn run_verify(args: VerifyArgs) -> Result<()> {
     let failed = rows.iter().filter(|r| r.status.is_failure()).count();
     if failed > 0 {
         return Err(anyhow!("{failed} pin(s) did not verify"));
+    }
+    Ok(())
+}
+
+fn run_nix_helper(helper: NixHelper) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let read = |attrs: &PathBuf| -> Result<serde_json::Value> {
+        let text = std::fs::read_to_string(attrs)
+            .with_context(|| format!("cannot read {}", attrs.display()))?;
+        serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", attrs.display()))
+    };
+    match helper {
+        NixHelper::WriteJson { attrs, key, output } => {
+            let value = read(&attrs)?;
+            let item = value
+                .get(&key)
+                .ok_or_else(|| anyhow!("{} has no `{key}`", attrs.display()))?;
+            std::fs::write(&output, nixoci::image::canonical(item))?;
+        }
+        NixHelper::StreamScript { attrs, output } => {
+            let value = read(&attrs)?;
+            let mut spec = value
+                .get("nixoci")
+                .cloned()
+                .ok_or_else(|| anyhow!("{} has no `nixoci` spec", attrs.display()))?;
+            if let (Some(obj), Some(graph)) = (spec.as_object_mut(), value.get("graph")) {
+                obj.insert("graph".into(), graph.clone());
+            }
+            let exe = std::env::current_exe()?;
+            let script = format!(
+                "#!/bin/sh\n# Writes the image to stdout as a docker-archive (like nixpkgs' streamLayeredImage).\n\
+                 exec {} build --spec - --format docker-archive -o - \"$@\" <<'NIXOCI_SPEC'\n{}\nNIXOCI_SPEC\n",
+                exe.display(),
+                serde_json::to_string(&spec)?
+            );
+            std::fs::write(&output, script)?;
+            std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o555))?;
+        }
     }
     Ok(())
 }

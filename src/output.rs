@@ -131,12 +131,31 @@ pub fn commit(staged: &Path, dest: &Path) -> Result<()> {
             return Err(anyhow!("cannot move the result to {}: {e}", dest.display()));
         }
         let _ = fs::remove_dir_all(&old);
-    } else {
-        fs::rename(staged, dest)
-            .with_context(|| format!("cannot move the result to {}", dest.display()))?;
+    } else if let Err(e) = fs::rename(staged, dest) {
+        if e.kind() != std::io::ErrorKind::CrossesDevices {
+            return Err(anyhow!("cannot move the result to {}: {e}", dest.display()));
+        }
+        // Staged on another file system (a Nix build directory): copy, then drop the stage.
+        if let Err(e) = copy_tree(staged, dest) {
+            let _ = fs::remove_dir_all(dest).or_else(|_| fs::remove_file(dest));
+            return Err(e.context(format!("cannot copy the result to {}", dest.display())));
+        }
     }
     if let Some(parent) = dest.parent() {
         sync_dir(parent);
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    if fs::metadata(from)?.is_dir() {
+        fs::create_dir(to)?;
+        for entry in fs::read_dir(from)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+    } else {
+        fs::copy(from, to)?;
     }
     Ok(())
 }

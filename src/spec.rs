@@ -27,6 +27,14 @@ pub struct Spec {
     pub config: Option<Value>,
     #[serde(default)]
     pub root_entries: Vec<RootEntry>,
+    /// Outputs of `extraCommands`/`fakeRootCommands` (`root/` + `owners`), copied over `/`.
+    #[serde(default)]
+    pub extra_roots: Vec<String>,
+    /// Graph nodes that are not part of the image (helper store paths).
+    #[serde(default)]
+    pub exclude_paths: Vec<String>,
+    /// A base image (OCI layout, oci-archive or docker-archive) whose layers go first.
+    pub from_image: Option<String>,
     pub max_layers: Option<usize>,
     pub layering: Option<Strategy>,
     pub compression: Option<Compression>,

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -165,6 +166,40 @@ impl RootTree {
         merge_dir(children, content)
     }
 
+    /// Overlays what `extraCommands`/`fakeRootCommands` made: `<extra>/root`
+    /// is copied in (real files, not links) over `contents`, with the modes
+    /// recorded inside the build before the store reset them: `<extra>/owners`
+    /// (NUL-separated `path uid gid mode`, from fakeroot) or `<extra>/modes`
+    /// (`path mode`, owned by root).
+    pub fn overlay(&mut self, extra: &Path) -> Result<()> {
+        let (file, width) = match extra.join("owners") {
+            owners if owners.exists() => (owners, 4),
+            _ => (extra.join("modes"), 2),
+        };
+        let text = fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let fields: Vec<&[u8]> = text.split(|&b| b == 0).collect();
+        let number = |b: &[u8], radix| {
+            u64::from_str_radix(std::str::from_utf8(b).unwrap_or(""), radix)
+                .map_err(|_| anyhow!("{} is malformed", file.display()))
+        };
+        let mut owners = std::collections::HashMap::new();
+        for record in fields.chunks(width).filter(|r| r.len() == width) {
+            let (uid, gid) = if width == 4 {
+                (number(record[1], 10)?, number(record[2], 10)?)
+            } else {
+                (0, 0)
+            };
+            owners.insert(
+                record[0].to_vec(),
+                (uid, gid, number(record[width - 1], 8)? as u32 & 0o7777),
+            );
+        }
+        let Node::Dir { children, .. } = &mut self.root else {
+            unreachable!("the root is always a directory")
+        };
+        overlay_dir(children, &extra.join("root"), b"", &owners)
+    }
+
     /// Applies a declarative entry; it replaces whatever `contents` put there.
     pub fn apply(&mut self, entry: &RootEntry) -> Result<()> {
         let (path, node) = match entry {
@@ -246,7 +281,8 @@ impl RootTree {
         Ok(())
     }
 
-    /// Store paths this layer points into (symlink targets, copied files).
+    /// Store paths this layer refers to: symlink targets, and paths named
+    /// inside copied files.
     pub fn store_references(&self) -> Vec<String> {
         let mut found = Vec::new();
         collect_refs(&self.root, &self.store_dir, &mut found);
@@ -307,6 +343,69 @@ fn merge_dir(dest: &mut BTreeMap<Vec<u8>, Node>, src: &Path) -> Result<()> {
     Ok(())
 }
 
+type Owners = std::collections::HashMap<Vec<u8>, (u64, u64, u32)>;
+
+fn overlay_dir(
+    dest: &mut BTreeMap<Vec<u8>, Node>,
+    src: &Path,
+    rel: &[u8],
+    owners: &Owners,
+) -> Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(src)
+        .with_context(|| format!("cannot read {}", src.display()))?
+        .collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().as_bytes().to_vec();
+        let mut path_rel = rel.to_vec();
+        if !path_rel.is_empty() {
+            path_rel.push(b'/');
+        }
+        path_rel.extend_from_slice(&name);
+        let kind = entry.file_type()?;
+        let recorded = owners.get(&path_rel).copied();
+        let (uid, gid) = recorded.map_or((0, 0), |(u, g, _)| (u, g));
+        if kind.is_dir() {
+            let mode = recorded.map_or(0o755, |(_, _, m)| m);
+            let child = dest.entry(name).or_insert_with(|| new_dir(mode));
+            if !matches!(child, Node::Dir { .. }) {
+                *child = new_dir(mode);
+            }
+            if let Node::Dir {
+                mode: m,
+                owner,
+                children,
+            } = child
+            {
+                *m = mode;
+                *owner = (uid, gid);
+                overlay_dir(children, &entry.path(), &path_rel, owners)?;
+            }
+        } else if kind.is_symlink() {
+            dest.insert(
+                name,
+                Node::Symlink(fs::read_link(entry.path())?.as_os_str().as_bytes().to_vec()),
+            );
+        } else {
+            let fallback = if entry.metadata()?.permissions().mode() & 0o111 != 0 {
+                0o555
+            } else {
+                0o444
+            };
+            let mode = recorded.map_or(fallback, |(_, _, m)| m);
+            dest.insert(
+                name,
+                Node::File {
+                    source: entry.path(),
+                    mode,
+                    owner: (uid, gid),
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
 fn collect_refs(node: &Node, store_dir: &str, found: &mut Vec<String>) {
     match node {
         Node::Dir { children, .. } => children
@@ -316,8 +415,15 @@ fn collect_refs(node: &Node, store_dir: &str, found: &mut Vec<String>) {
             store_dir,
             &String::from_utf8_lossy(target),
         )),
+        // A copied file needs what it mentions (a script's interpreter), not
+        // its source, as Nix's reference scan of the layer would find.
         Node::File { source, .. } => {
-            found.extend(nix::store_paths_in(store_dir, &source.to_string_lossy()))
+            if let Ok(bytes) = fs::read(source) {
+                found.extend(nix::store_paths_in(
+                    store_dir,
+                    &String::from_utf8_lossy(&bytes),
+                ));
+            }
         }
     }
 }
