@@ -387,3 +387,66 @@ fn flake_evaluates_every_output() {
         "{outputs}"
     );
 }
+
+#[test]
+fn the_ci_recipe_builds_checks_and_pushes_a_container_once() {
+    let (copy, standin, _) = flake_dirs();
+    let registry = Registry::start(Auth::Htpasswd);
+    let script = |sha: &str| {
+        Command::new("bash")
+            .arg(copy.join(".forgejo/scripts/build-and-push.sh"))
+            .args(["authentik", sha])
+            .current_dir(copy)
+            .env("REGISTRY", format!("{}/blumeops", registry.host()))
+            .env("REGISTRY_USER", USER)
+            .env("ZOT_CI_API_KEY", PASSWORD)
+            .env("NIXOCI", release_nixoci())
+            .env(
+                "NIX_BUILD_FLAGS",
+                format!("-I nixpkgs={}", standin.display()),
+            )
+            .env("PUSH_FLAGS", "--insecure -q")
+            .output()
+            .unwrap()
+    };
+    let out = script("2d4098e0123456789abcdef");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains(PASSWORD), "the key leaked: {text}");
+    let reference = format!(
+        "{}/blumeops/authentik:v2026.2.0-2d4098e-nix",
+        registry.host()
+    );
+    let marker = format!("pushed {}/blumeops/authentik@", registry.host());
+    let digest = text
+        .split(&marker)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{text}"));
+    let inspect: Value = serde_json::from_str(&stdout(
+        Command::new("skopeo")
+            .args([
+                "inspect",
+                "--tls-verify=false",
+                "--creds",
+                &format!("{USER}:{PASSWORD}"),
+            ])
+            .arg(format!("docker://{reference}")),
+    ))
+    .unwrap();
+    assert_eq!(
+        inspect["Digest"], digest,
+        "the tag holds the printed digest"
+    );
+    // Re-running the job for the same commit succeeds without touching the tag.
+    let again = script("2d4098e0123456789abcdef");
+    let text = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        again.status.success() && text.contains("already pushed"),
+        "{text}"
+    );
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds containers/<name> with nixoci's Nix library, checks it, pushes it
+# with `nixoci push` as v<version>-<sha7>-nix, and prints the digest.
+#
+# usage: build-and-push.sh CONTAINER COMMIT_SHA
+# env:   REGISTRY        where to push, e.g. registry.ops.eblu.me/blumeops
+#        REGISTRY_USER   user name for the API key, e.g. zot-ci
+#        ZOT_CI_API_KEY  the API key (a repository secret; never printed)
+#        NIXOCI          the nixoci binary (default: nixoci on PATH)
+#        NIX_BUILD_FLAGS extra nix-build flags; PUSH_FLAGS extra push flags
+set -euo pipefail
+container=${1:?usage: build-and-push.sh CONTAINER COMMIT_SHA}
+sha=${2:?usage: build-and-push.sh CONTAINER COMMIT_SHA}
+nixoci=${NIXOCI:-nixoci}
+file=containers/$container/default.nix
+if [ ! -f "$file" ]; then
+  echo "no $file: $container is not a Nix container; skipping"
+  exit 0
+fi
+version=$(grep -m1 -E '^[[:space:]]*version[[:space:]]*=[[:space:]]*"' "$file" | sed -E 's/^[^"]*"([^"]+)".*/\1/' || true)
+if [ -z "$version" ]; then
+  echo "$file has no \`version = \"…\";\` line to tag the image with" >&2
+  exit 1
+fi
+tag="v${version#v}-${sha:0:7}-nix"
+reference="$REGISTRY/$container:$tag"
+echo "building $container $tag"
+# shellcheck disable=SC2086
+result=$(nix-build "$file" --no-out-link ${NIX_BUILD_FLAGS:-})
+"$nixoci" check "$result"
+# shellcheck disable=SC2086
+"$nixoci" push "$result" "$reference" --username "${REGISTRY_USER:?}" --creds-env ZOT_CI_API_KEY --json ${PUSH_FLAGS:-} > push.json
+digest=$(sed -n 's/^  "digest": "\(sha256:[0-9a-f]*\)".*/\1/p' push.json)
+echo "pushed $REGISTRY/$container@$digest ($tag)"
+if [ -n "${GITHUB_OUTPUT:-}" ]; then
+  echo "digest=$digest" >> "$GITHUB_OUTPUT"
+  echo "reference=$reference" >> "$GITHUB_OUTPUT"
+fi
