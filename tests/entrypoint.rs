@@ -39,65 +39,6 @@ fn authentik_config() -> Value {
 
 const ROOTS: [&str; 4] = ["--root", "dir:/tmp:1777", "--root", "dir:/blueprints:0777"];
 
-/// An unpacked runc bundle of `image`.
-struct Bundle {
-    dir: PathBuf,
-}
-
-impl Bundle {
-    fn unpack(image: &Path, dir: &Path) -> Bundle {
-        let bundle = dir.join("bundle");
-        run(Command::new("umoci")
-            .args(["unpack", "--image"])
-            .arg(format!("{}:test", image.display()))
-            .arg(&bundle));
-        Bundle { dir: bundle }
-    }
-
-    fn rootfs(&self) -> PathBuf {
-        self.dir.join("rootfs")
-    }
-
-    /// Runs the container as uid 65534 with extra `args`; returns (exit code, stdout, stderr).
-    fn run(&self, args: &[&str], edit: impl FnOnce(&mut Value)) -> (i32, String, String) {
-        let path = self.dir.join("config.json");
-        let mut config: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-        let mut argv: Vec<Value> = config["process"]["args"].as_array().unwrap().clone();
-        argv.extend(args.iter().map(|a| json!(a)));
-        config["process"]["args"] = json!(argv);
-        config["process"]["terminal"] = json!(false);
-        config["process"]["user"] = json!({"uid": 65534, "gid": 65534});
-        edit(&mut config);
-        let runc_config = self.dir.join("config.json");
-        let original = fs::read(&runc_config).unwrap();
-        fs::write(&runc_config, config.to_string()).unwrap();
-        let id = format!("nixoci-test-{}-{}", std::process::id(), rand_suffix());
-        let out = Command::new("runc")
-            .arg("run")
-            .arg("--bundle")
-            .arg(&self.dir)
-            .arg(&id)
-            .output()
-            .expect("runc");
-        let _ = Command::new("runc")
-            .args(["delete", "--force", &id])
-            .output();
-        fs::write(&runc_config, original).unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
 /// Every entry under `dir` with its type and link target, to compare runs.
 fn snapshot(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -137,7 +78,7 @@ fn authentik_image_runs_as_nobody_with_real_blueprint_directories() {
     let report = stdout(nixoci().arg("check").arg(&image));
     assert!(report.contains("passed"), "{report}");
 
-    let bundle = Bundle::unpack(&image, dir.path());
+    let bundle = Bundle::unpack(&image, "test", dir.path());
     // A read-only ConfigMap-like mount at /blueprints/custom, and an operator's file.
     let custom = dir.path().join("custom");
     fs::create_dir_all(&custom).unwrap();
@@ -197,7 +138,7 @@ fn authentik_image_runs_as_nobody_with_real_blueprint_directories() {
 
     // With a read-only root, linking fails: one warning, and the app still starts.
     let ro = tempdir();
-    let ro_bundle = Bundle::unpack(&image, ro.path());
+    let ro_bundle = Bundle::unpack(&image, "test", ro.path());
     let (code, out, err) = ro_bundle.run(&["worker"], |c| c["root"]["readonly"] = json!(true));
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("arg [worker]"), "{out}");

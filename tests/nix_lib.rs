@@ -311,36 +311,13 @@ fn flake_builds_the_authentik_image_and_it_runs() {
     assert!(report.contains("passed"), "{report}");
 
     // Run it for real (runc, uid 65534): built-in blueprints and the arguments.
-    let bundle = dir.path().join("authentik-bundle");
-    run(Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{image}:v2026.2.0"))
-        .arg(&bundle));
-    let config_path = bundle.join("config.json");
-    let mut runc: Value = serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
-    let mut argv = runc["process"]["args"].as_array().unwrap().clone();
-    argv.push(Value::from("server"));
-    runc["process"]["args"] = Value::from(argv);
-    runc["process"]["terminal"] = Value::from(false);
-    runc["process"]["user"] = serde_json::json!({"uid": 65534, "gid": 65534});
-    fs::write(&config_path, runc.to_string()).unwrap();
-    let id = format!("nixoci-flake-{}", std::process::id());
-    let out = Command::new("runc")
-        .arg("run")
-        .arg("--bundle")
-        .arg(&bundle)
-        .arg(&id)
-        .output()
-        .unwrap();
-    let _ = Command::new("runc")
-        .args(["delete", "--force", &id])
-        .output();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let bundle = Bundle::unpack(
+        Path::new(&image),
+        "v2026.2.0",
+        &dir.path().join("authentik"),
     );
+    let (code, text, err) = bundle.run(&["server"], |_| {});
+    assert_eq!(code, 0, "{text}{err}");
     for d in ["default", "system", "example"] {
         assert!(text.contains(&format!("dir /blueprints/{d}\n")), "{text}");
         assert!(

@@ -317,12 +317,17 @@ fn split_root_path(path: &str) -> Result<Vec<Vec<u8>>> {
         .collect()
 }
 
-fn merge_dir(dest: &mut BTreeMap<Vec<u8>, Node>, src: &Path) -> Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(src)
-        .with_context(|| format!("cannot read {}", src.display()))?
+/// A directory's entries, by name.
+fn sorted_entries(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
         .collect::<std::io::Result<_>>()?;
     entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
+    Ok(entries)
+}
+
+fn merge_dir(dest: &mut BTreeMap<Vec<u8>, Node>, src: &Path) -> Result<()> {
+    for entry in sorted_entries(src)? {
         let name = entry.file_name().as_bytes().to_vec();
         let path = entry.path();
         let kind = entry.file_type()?;
@@ -351,11 +356,7 @@ fn overlay_dir(
     rel: &[u8],
     owners: &Owners,
 ) -> Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(src)
-        .with_context(|| format!("cannot read {}", src.display()))?
-        .collect::<std::io::Result<_>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
+    for entry in sorted_entries(src)? {
         let name = entry.file_name().as_bytes().to_vec();
         let mut path_rel = rel.to_vec();
         if !path_rel.is_empty() {

@@ -387,3 +387,69 @@ impl Proxy {
         (v["blob_bytes"].as_u64().unwrap(), requests)
     }
 }
+
+/// An unpacked runc bundle of `image`.
+pub struct Bundle {
+    pub dir: std::path::PathBuf,
+}
+
+impl Bundle {
+    /// Unpacks `image:tag` into `dir/bundle`.
+    pub fn unpack(image: &std::path::Path, tag: &str, dir: &std::path::Path) -> Bundle {
+        let bundle = dir.join("bundle");
+        run(Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:{tag}", image.display()))
+            .arg(&bundle));
+        Bundle { dir: bundle }
+    }
+
+    pub fn rootfs(&self) -> std::path::PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    /// Runs the container as uid 65534 with extra `args`; returns (exit code, stdout, stderr).
+    pub fn run(
+        &self,
+        args: &[&str],
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> (i32, String, String) {
+        let path = self.dir.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut argv: Vec<serde_json::Value> =
+            config["process"]["args"].as_array().unwrap().clone();
+        argv.extend(args.iter().map(|a| serde_json::json!(a)));
+        config["process"]["args"] = serde_json::json!(argv);
+        config["process"]["terminal"] = serde_json::json!(false);
+        config["process"]["user"] = serde_json::json!({"uid": 65534, "gid": 65534});
+        edit(&mut config);
+        let runc_config = self.dir.join("config.json");
+        let original = std::fs::read(&runc_config).unwrap();
+        std::fs::write(&runc_config, config.to_string()).unwrap();
+        let id = format!("nixoci-test-{}-{}", std::process::id(), rand_suffix());
+        let out = Command::new("runc")
+            .arg("run")
+            .arg("--bundle")
+            .arg(&self.dir)
+            .arg(&id)
+            .output()
+            .expect("runc");
+        let _ = Command::new("runc")
+            .args(["delete", "--force", &id])
+            .output();
+        std::fs::write(&runc_config, original).unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+pub fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
