@@ -128,9 +128,11 @@ impl<W: Write> Compressor<W> {
             Compression::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(out, 3)?;
                 enc.multithread(zstd_workers.max(1))?;
-                // Jobs do not re-read the previous job's tail: ~7% less CPU
-                // for ~0.2% more bytes.
+                // 4 MiB jobs that do not re-read the previous job's tail:
+                // ~7% less CPU and half the memory of the defaults, for ~0.5%
+                // more bytes.
                 enc.set_parameter(zstd::zstd_safe::CParameter::OverlapSizeLog(1))?;
+                enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(4 << 20))?;
                 Compressor::Zstd(enc)
             }
             Compression::None => Compressor::Plain(out),
