@@ -24,3 +24,15 @@ PY
 
 # mbps SECONDS [BYTES]: MB/s (10^6 bytes).
 mbps() { python3 -c "print(f'{${2:-$bytes} / $1 / 1e6:.1f}')"; }
+
+# best_of N CMD…: "seconds peak_rss_kib" of the fastest of N runs (the
+# machines are shared; the fastest run is the least disturbed one).
+best_of() {
+  local n=$1; shift
+  local best="" t rss
+  for _ in $(seq "$n"); do
+    read -r t rss < <(measure "$@")
+    if [ -z "$best" ] || python3 -c "import sys; sys.exit(0 if $t < ${best%% *} else 1)"; then best="$t $rss"; fi
+  done
+  echo "$best"
+}
