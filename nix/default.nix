@@ -47,11 +47,8 @@ let
     name;
 
   shell = if pkgs != null then "${pkgs.bash or pkgs.bashInteractive}/bin/bash" else "/bin/sh";
-  toolPath =
-    if pkgs != null then
-      builtins.concatStringsSep ":" (map (p: "${p}/bin") (filter (p: p != null) [ (pkgs.coreutils or null) (pkgs.findutils or null) ]))
-    else
-      "/usr/bin:/bin";
+  tools = if pkgs == null then [ ] else filter (p: p != null) [ (pkgs.coreutils or null) (pkgs.findutils or null) ];
+  toolPath = if tools == [ ] then "/usr/bin:/bin" else builtins.concatStringsSep ":" (map (p: "${p}/bin") tools);
 
   # What extraCommands and fakeRootCommands make: `root/`, and the mode of
   # every entry recorded inside the build (the store resets modes): `modes`,

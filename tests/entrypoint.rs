@@ -92,7 +92,8 @@ fn authentik_image_runs_as_nobody_with_real_blueprint_directories() {
     };
     let (code, out, err) = bundle.run(&["server", "with space"], mount_custom);
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
-    assert!(out.contains("uid=65534"), "{out}");
+    // The wrapper exec'd the app: it is PID 1, so signals to PID 1 reach it.
+    assert!(out.contains("uid=65534 pid=1\n"), "{out}");
     for d in ["default", "system", "example", "system/nested"] {
         assert!(
             out.contains(&format!("dir /blueprints/{d}\n")),

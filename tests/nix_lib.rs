@@ -42,11 +42,12 @@ fn nixpkgs_docker_tools_assertions_hold() {
             "createdNow",
             "extra",
             "stream",
+            "fakeRoot",
         ],
         &["--argstr", "created", "now"],
     );
-    let (basic, two, on_top, now, extra, stream) = (
-        &paths[0], &paths[1], &paths[2], &paths[3], &paths[4], &paths[5],
+    let (basic, two, on_top, now, extra, stream, fake_root) = (
+        &paths[0], &paths[1], &paths[2], &paths[3], &paths[4], &paths[5], &paths[6],
     );
     let f = fixture();
     let dir = tempdir();
@@ -146,6 +147,18 @@ fn nixpkgs_docker_tools_assertions_hold() {
             .contains("customisation")),
         "the helper path is excluded"
     );
+
+    // fakeRootCommands: owners and modes given under fakeroot are in the layer.
+    let bundle = dir.path().join("fake-root");
+    run(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{fake_root}:1"))
+        .arg(&bundle));
+    let alice = fs::metadata(bundle.join("rootfs/home/alice")).unwrap();
+    assert_eq!((alice.uid(), alice.gid()), (1000, 1000));
+    let file = fs::metadata(bundle.join("rootfs/home/alice/file")).unwrap();
+    assert_eq!((file.uid(), file.mode() & 0o7777), (1000, 0o600));
+    assert_eq!(fs::metadata(bundle.join("rootfs/home")).unwrap().uid(), 0);
 
     // streamLayeredImage: a script writing a docker-archive to stdout.
     let archive = dir.path().join("streamed.tar");

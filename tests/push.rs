@@ -217,6 +217,54 @@ fn credentials_come_from_the_environment_and_auth_files() {
     );
 }
 
+#[test]
+fn credential_helpers_are_asked() {
+    let registry = Registry::start(Auth::Token);
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    // A docker credential helper on PATH, named in config.json's credHelpers.
+    let bin = dir.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-nixocitest");
+    fs::write(&helper, format!("#!/bin/sh\nread host\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$host\"\n")).unwrap();
+    run(Command::new("chmod").arg("+x").arg(&helper));
+    let docker = dir.path().join("docker");
+    fs::create_dir_all(&docker).unwrap();
+    fs::write(
+        docker.join("config.json"),
+        json!({"credHelpers": {registry.host(): "nixocitest"}}).to_string(),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = nixoci()
+        .args(["push", "--insecure", "-q", "--verbose"])
+        .arg(&layout)
+        .arg(format!("{}/helper/app:1", registry.host()))
+        .env("DOCKER_CONFIG", &docker)
+        .env("PATH", path)
+        .env_remove("REGISTRY_AUTH_FILE")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(
+        !all.contains(PASSWORD),
+        "--verbose leaked the secret: {all}"
+    );
+    assert!(
+        all.contains("PUT http://") && all.contains("-> 201"),
+        "verbose logs requests: {all}"
+    );
+}
+
 fn base64_encode(text: &str) -> String {
     stdout(Command::new("bash").args(["-c", &format!("printf %s '{text}' | base64 -w0")]))
 }
