@@ -485,3 +485,25 @@ fn docker_archives_push_too_and_bad_references_are_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn progress_bars_per_blob_on_a_terminal() {
+    let registry = Registry::start(Auth::Anonymous);
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    let log = dir.path().join("typescript");
+    let cmd = format!(
+        "{} push --insecure {} {}/tty/app:1",
+        env!("CARGO_BIN_EXE_nixoci"),
+        layout.display(),
+        registry.host()
+    );
+    run(Command::new("script").args(["-qec", &cmd]).arg(&log));
+    let screen = String::from_utf8_lossy(&fs::read(&log).unwrap()).into_owned();
+    let (manifest, _) = layout_manifest(&layout);
+    let first_layer = &manifest["layers"][0]["digest"].as_str().unwrap()[7..19];
+    assert!(
+        screen.contains(first_layer) && screen.contains(" B/"),
+        "no per-blob bar: {screen}"
+    );
+}
