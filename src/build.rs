@@ -311,9 +311,6 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
             output::emit_archive(&staging, dest, &members, mtime)?
         }
     }
-    for l in &mut layers {
-        l.file = PathBuf::new();
-    }
     Ok(BuildSummary {
         reference,
         digest: manifest_digest,
