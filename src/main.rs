@@ -501,7 +501,7 @@ fn run_hash(cmd: HashCommand) -> Result<()> {
             (args, hash)
         }
         HashCommand::File(args) => {
-            let hash = nix::flat_hash_file(&args.path, &mut |_| {})
+            let hash = nix::flat_hash_file(&args.path, nix::HashAlgo::Sha256, &mut |_| {})
                 .with_context(|| format!("cannot hash {}", args.path.display()))?;
             (args, hash)
         }

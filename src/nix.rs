@@ -503,20 +503,31 @@ pub fn nar_hash_path(path: &Path, on_bytes: &mut dyn FnMut(u64)) -> io::Result<(
     })
 }
 
-/// The flat SHA-256 of a file, as `nix hash file` gives.
-pub fn flat_hash_file(path: &Path, on_bytes: &mut dyn FnMut(u64)) -> io::Result<Hash> {
-    let mut file = fs::File::open(path)?;
-    let mut sink = Sha256Counter::default();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
+/// The flat hash of a file's bytes (`nix hash file`; npm's sha512 integrity).
+pub fn flat_hash_file(
+    path: &Path,
+    algo: HashAlgo,
+    on_bytes: &mut dyn FnMut(u64),
+) -> io::Result<Hash> {
+    fn digest<D: sha2::Digest>(path: &Path, on_bytes: &mut dyn FnMut(u64)) -> io::Result<Vec<u8>> {
+        let mut file = fs::File::open(path)?;
+        let mut hasher = D::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok(hasher.finalize().to_vec());
+            }
+            hasher.update(&buf[..n]);
+            on_bytes(n as u64);
         }
-        sink.write_all(&buf[..n])?;
-        on_bytes(n as u64);
     }
-    Ok(Hash::sha256(sink.finish().0))
+    let bytes = match algo {
+        HashAlgo::Sha256 => digest::<sha2::Sha256>(path, on_bytes)?,
+        HashAlgo::Sha512 => digest::<sha2::Sha512>(path, on_bytes)?,
+        HashAlgo::Sha1 => return Err(io::Error::other("sha1 file hashes are not supported")),
+    };
+    Ok(Hash { algo, bytes })
 }
 
 #[cfg(test)]

@@ -180,12 +180,15 @@ fn open_docker(tmp: tempfile::TempDir) -> Result<ImageSource> {
         .iter()
         .map(|l| {
             let file = member(l.as_str().ok_or_else(|| anyhow!("bad layer entry"))?)?;
-            let (digest, size) = crate::nix::flat_hash_file(&file, &mut |_| {}).map(|h| {
-                (
-                    format!("sha256:{}", h.to_hex()),
-                    fs::metadata(&file).map(|m| m.len()).unwrap_or(0),
-                )
-            })?;
+            let (digest, size) =
+                crate::nix::flat_hash_file(&file, crate::nix::HashAlgo::Sha256, &mut |_| {}).map(
+                    |h| {
+                        (
+                            format!("sha256:{}", h.to_hex()),
+                            fs::metadata(&file).map(|m| m.len()).unwrap_or(0),
+                        )
+                    },
+                )?;
             Ok(LayerRef {
                 media_type: media_type_of(&file)?.to_string(),
                 digest,

@@ -3,7 +3,6 @@
 //! `h1:`), checked against a local cache of those artifacts.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -11,7 +10,7 @@ use serde::Deserialize;
 use sha2::Digest as _;
 
 use super::{compare, git, LockFile, Row, Status};
-use crate::nix::{Hash, HashAlgo};
+use crate::nix::Hash;
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -113,15 +112,17 @@ pub fn verify(
         };
         checked += 1;
         let result = match &pin.check {
-            Check::Flat(hash) => hash_file(file, hash.algo).map(|got| {
-                compare(
-                    &pin.label,
-                    "artifact",
-                    hash,
-                    &got,
-                    &file.display().to_string(),
-                )
-            }),
+            Check::Flat(hash) => {
+                crate::nix::flat_hash_file(file, hash.algo, &mut |_| {}).map(|got| {
+                    compare(
+                        &pin.label,
+                        "artifact",
+                        hash,
+                        &got,
+                        &file.display().to_string(),
+                    )
+                })
+            }
             Check::GoTree { prefix, expected } => {
                 go_tree_hash(file, prefix).map(|got| go_compare(&pin.label, expected, &got))
             }
@@ -161,33 +162,6 @@ pub fn verify(
         ),
     );
     rows
-}
-
-fn hash_file(path: &Path, algo: HashAlgo) -> std::io::Result<Hash> {
-    let mut file = fs::File::open(path)?;
-    let mut buf = vec![0u8; 1 << 16];
-    let mut sha256 = sha2::Sha256::new();
-    let mut sha512 = sha2::Sha512::new();
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        match algo {
-            HashAlgo::Sha512 => sha512.update(&buf[..n]),
-            _ => sha256.update(&buf[..n]),
-        }
-    }
-    Ok(match algo {
-        HashAlgo::Sha512 => Hash {
-            algo,
-            bytes: sha512.finalize().to_vec(),
-        },
-        _ => Hash {
-            algo: HashAlgo::Sha256,
-            bytes: sha256.finalize().to_vec(),
-        },
-    })
 }
 
 fn basename(url: &str) -> String {

@@ -379,7 +379,7 @@ fn verify_file(source: &Source, local: &Path, pin: &Hash, opts: &Options) -> Res
         let (h, _) = nix::nar_hash_path(&top, &mut |n| on_bytes(n))?;
         compare(&source.name, &kind, pin, &h, "the unpacked tree")
     } else {
-        let h = nix::flat_hash_file(local, &mut |n| on_bytes(n))?;
+        let h = nix::flat_hash_file(local, pin.algo, &mut |n| on_bytes(n))?;
         compare(&source.name, &kind, pin, &h, "the file")
     };
     bars.finish();
@@ -445,7 +445,7 @@ fn verify_fod(fod: &Fod, opts: &Options) -> Row {
     let got = if recursive {
         nix::nar_hash_path(Path::new(&path), &mut |n| bars.bytes(n)).map(|(h, _)| h)
     } else {
-        nix::flat_hash_file(Path::new(&path), &mut |n| bars.bytes(n))
+        nix::flat_hash_file(Path::new(&path), pin.algo, &mut |n| bars.bytes(n))
     };
     bars.finish();
     match got {
