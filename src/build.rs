@@ -28,6 +28,8 @@ pub struct BuildRequest {
     pub spec_dir: Option<PathBuf>,
     pub format: Format,
     pub destination: Destination,
+    /// Replace an output that nixoci did not write (`--force`).
+    pub force: bool,
     pub jobs: usize,
     pub progress: Progress,
 }
@@ -210,7 +212,7 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
     let tag = spec.tag.clone().unwrap_or_else(|| "latest".into());
     let reference = format!("{name}:{tag}");
 
-    let staging = Staging::new(&req.destination)?;
+    let staging = Staging::new(&req.destination, req.force)?;
     let blob_dir = staging.blob_dir()?;
     let store_owner = Owner {
         mtime,
@@ -293,7 +295,7 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
     output::finish_layout(&layout, &image::index_json(manifest_desc, &tag, &reference))?;
 
     match (req.format, &req.destination) {
-        (Format::OciLayout, Destination::Path(dest)) => output::commit(&layout, dest)?,
+        (Format::OciLayout, Destination::Path(dest)) => staging.commit(&layout, dest)?,
         (Format::OciLayout, Destination::Stdout) => {
             bail!("an OCI layout is a directory and cannot go to stdout; use --format oci-archive or docker-archive")
         }

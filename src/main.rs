@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -127,9 +128,12 @@ struct BuildArgs {
     /// Image architecture [default: this machine's, e.g. amd64].
     #[arg(long)]
     architecture: Option<String>,
-    /// Output path (`-` for stdout with the archive formats).
+    /// Output path (`-` for stdout with the archive formats). An existing OCI layout or file there is replaced atomically; anything else is refused.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     output: String,
+    /// Replace the output even if it is not an OCI layout or a file (a directory of yours is deleted).
+    #[arg(long)]
+    force: bool,
     /// No progress bars.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -196,6 +200,12 @@ struct PushArgs {
     /// Chunk size in bytes when the registry refuses monolithic uploads.
     #[arg(long, default_value_t = 16 << 20)]
     chunk_size: u64,
+    /// Seconds with no byte moving before a transfer counts as failed (then it is retried).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    stall_timeout: u64,
+    /// Seconds after which a failing request or blob upload is not retried any more (exit 5).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
     /// Print the pushed repo@sha256 digests and the bytes uploaded as JSON.
     #[arg(long)]
     json: bool,
@@ -345,6 +355,7 @@ fn run_build(args: BuildArgs) -> Result<()> {
         spec_dir,
         format: args.format,
         destination: destination.clone(),
+        force: args.force,
         jobs,
         progress: Progress::from_quiet(args.quiet),
     })?;
@@ -401,6 +412,10 @@ fn run_push(args: PushArgs) -> Result<()> {
             chunk_size: args.chunk_size.max(1),
             progress: Progress::from_quiet(args.quiet),
             verbose: args.verbose,
+            timeouts: registry::client::Timeouts {
+                stall: Duration::from_secs(args.stall_timeout),
+                total: Duration::from_secs(args.timeout),
+            },
         },
     )?;
     if args.json {

@@ -44,14 +44,22 @@ impl Destination {
 /// A scratch directory beside the output, removed unless it is kept.
 pub struct Staging {
     pub dir: PathBuf,
+    /// `--force`: the output may replace anything, not only what nixoci wrote.
+    force: bool,
 }
+
+/// Staging directories are named `.NAME.nixoci-PID`.
+const STAGING_MARK: &str = ".nixoci-";
 
 impl Staging {
     /// Creates the staging directory in the output's parent (so the final
-    /// rename stays on one filesystem), or in the temp dir for stdout.
-    pub fn new(dest: &Destination) -> Result<Staging> {
+    /// rename stays on one filesystem), or in the temp dir for stdout. It
+    /// first checks that the output may be replaced, so that a refused
+    /// output costs no build, and removes what dead runs left behind.
+    pub fn new(dest: &Destination, force: bool) -> Result<Staging> {
         let parent = match dest {
             Destination::Path(p) => {
+                check_replaceable(p, force)?;
                 let parent = p
                     .parent()
                     .filter(|d| !d.as_os_str().is_empty())
@@ -70,11 +78,18 @@ impl Staging {
                 .unwrap_or_default(),
             Destination::Stdout => "stdout".into(),
         };
-        let dir = parent.join(format!(".{name}.nixoci-{}", std::process::id()));
+        remove_stale_staging(&parent, &name);
+        let dir = parent.join(format!(".{name}{STAGING_MARK}{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir(&dir)
             .with_context(|| format!("cannot write to {}: is it writable?", parent.display()))?;
-        Ok(Staging { dir })
+        Ok(Staging { dir, force })
+    }
+
+    /// Moves the finished `staged` file or directory to `dest`.
+    pub fn commit(&self, staged: &Path, dest: &Path) -> Result<()> {
+        check_replaceable(dest, self.force)?;
+        commit(staged, dest)
     }
 
     pub fn blob_dir(&self) -> Result<PathBuf> {
@@ -91,6 +106,57 @@ impl Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `-o` replaces only what nixoci itself writes: an OCI layout (a directory
+/// with `oci-layout`) or a regular file. Anything else (a directory of the
+/// user's, a symlink, a device) needs `--force`.
+pub fn check_replaceable(dest: &Path, force: bool) -> Result<()> {
+    let meta = match fs::symlink_metadata(dest) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(anyhow!("cannot look at the output {}: {e}", dest.display())),
+    };
+    if force || meta.is_file() {
+        return Ok(());
+    }
+    if meta.is_dir() && fs::symlink_metadata(dest.join("oci-layout")).is_ok_and(|m| m.is_file()) {
+        return Ok(());
+    }
+    let what = if meta.is_dir() {
+        "a directory that is not an OCI layout"
+    } else if meta.file_type().is_symlink() {
+        "a symlink"
+    } else {
+        "not a regular file"
+    };
+    bail!(
+        "the output {} exists and is {what}; nixoci replaces only OCI layouts and files. \
+         Choose another path, or pass --force to replace it",
+        dest.display()
+    )
+}
+
+/// Removes `.NAME.nixoci-PID` staging directories beside the output whose
+/// process is gone (killed runs cannot clean up after themselves).
+fn remove_stale_staging(parent: &Path, name: &str) {
+    let prefix = format!(".{name}{STAGING_MARK}");
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -114,10 +180,14 @@ pub fn finish_layout(layout: &Path, index: &[u8]) -> Result<()> {
 }
 
 /// Moves a finished file or directory to `dest`, replacing what is there in
-/// one step (an existing directory is swapped out, then removed).
-pub fn commit(staged: &Path, dest: &Path) -> Result<()> {
+/// one step (an existing directory, or a file where a directory goes, is
+/// swapped out, then removed). Callers check first that `dest` may go.
+fn commit(staged: &Path, dest: &Path) -> Result<()> {
     sync_dir(staged);
-    if fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+    let swap = fs::symlink_metadata(dest).is_ok_and(|existing| {
+        existing.is_dir() || fs::symlink_metadata(staged).is_ok_and(|m| m.is_dir())
+    });
+    if swap {
         let old = dest.with_file_name(format!(
             ".{}.old-{}",
             dest.file_name()
@@ -130,7 +200,7 @@ pub fn commit(staged: &Path, dest: &Path) -> Result<()> {
             let _ = fs::rename(&old, dest);
             return Err(anyhow!("cannot move the result to {}: {e}", dest.display()));
         }
-        let _ = fs::remove_dir_all(&old);
+        let _ = fs::remove_dir_all(&old).or_else(|_| fs::remove_file(&old));
     } else if let Err(e) = fs::rename(staged, dest) {
         if e.kind() != std::io::ErrorKind::CrossesDevices {
             return Err(anyhow!("cannot move the result to {}: {e}", dest.display()));
@@ -212,7 +282,7 @@ pub fn emit_archive(
             let w = write_archive(BufWriter::new(file), members, mtime)?;
             let file = w.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
-            commit(&tmp, path)?;
+            staging.commit(&tmp, path)?;
         }
     }
     Ok(())

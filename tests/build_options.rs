@@ -235,3 +235,107 @@ fn digests_are_pinned_for_a_fixed_input() {
         ]
     );
 }
+
+#[test]
+fn output_replaces_only_what_nixoci_wrote() {
+    let f = fixture();
+    let dir = tempdir();
+    let build = |out: &Path, extra: &[&str]| {
+        let mut cmd = nixoci();
+        cmd.arg("build")
+            .arg(&f.app)
+            .args(["--graph", &f.attrs_json, "-q"])
+            .args(extra)
+            .arg("-o")
+            .arg(out);
+        cmd
+    };
+    // A directory of the user's survives, whatever the format.
+    let precious = dir.path().join("precious");
+    fs::create_dir(&precious).unwrap();
+    fs::write(precious.join("a"), "x").unwrap();
+    for format in ["oci-layout", "docker-archive", "oci-archive"] {
+        let err = fails(&mut build(&precious, &["--format", format]));
+        assert!(err.contains("--force"), "{err}");
+        assert_eq!(fs::read_to_string(precious.join("a")).unwrap(), "x");
+    }
+    // So does a symlink, and what it points at.
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&precious, &link).unwrap();
+    fails(&mut build(&link, &[]));
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+
+    // An OCI layout and a file are replaced, in both directions.
+    let out = dir.path().join("image");
+    run(&mut build(&out, &[]));
+    assert!(out.join("oci-layout").is_file());
+    run(&mut build(&out, &[]));
+    run(&mut build(&out, &["--format", "docker-archive"]));
+    assert!(out.is_file());
+    run(&mut build(&out, &[]));
+    assert!(out.join("index.json").is_file());
+
+    // --force replaces the user's directory.
+    run(&mut build(&precious, &["--force"]));
+    assert!(precious.join("oci-layout").is_file());
+    assert!(!precious.join("a").exists());
+    // Nothing is left beside the outputs.
+    let mut left: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["image", "link", "precious"]);
+}
+
+#[test]
+fn staging_left_by_a_killed_build_is_removed_by_the_next_one() {
+    let f = fixture();
+    let dir = tempdir();
+    // A process that is surely gone: spawn one and reap it.
+    let mut dead = Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait().unwrap();
+    let stale = dir.path().join(format!(".image.nixoci-{pid}"));
+    fs::create_dir_all(stale.join("layout/blobs")).unwrap();
+    // A live process's staging is left alone.
+    let live = dir
+        .path()
+        .join(format!(".image.nixoci-{}", std::process::id()));
+    fs::create_dir(&live).unwrap();
+    run(nixoci()
+        .arg("build")
+        .arg(&f.app)
+        .args(["--graph", &f.attrs_json, "-q", "-o"])
+        .arg(dir.path().join("image")));
+    assert!(!stale.exists(), "the dead run's staging is still there");
+    assert!(live.exists(), "a live run's staging was removed");
+
+    // A real kill: SIGKILL in the middle of a build, then a new build.
+    let out = dir.path().join("killed");
+    let mut child = nixoci()
+        .arg("build")
+        .arg(&f.app)
+        .args(["--graph", &f.attrs_json, "-q", "-o"])
+        .arg(&out)
+        .spawn()
+        .unwrap();
+    let staging = dir.path().join(format!(".killed.nixoci-{}", child.id()));
+    for _ in 0..2000 {
+        if staging.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    run(nixoci()
+        .arg("build")
+        .arg(&f.app)
+        .args(["--graph", &f.attrs_json, "-q", "-o"])
+        .arg(&out));
+    assert!(!staging.exists(), "{} survived", staging.display());
+}

@@ -465,12 +465,32 @@ fn docker_archives_push_too_and_bad_references_are_refused() {
         "no-registry:tag",
         "127.0.0.1:5000/Upper/case:1",
         "127.0.0.1:5000/repo",
+        "127.0.0.1:5000/team/../etc:1",
+        "127.0.0.1:5000/team/-app:1",
+        "127.0.0.1:5000/team/a..b:1",
+        "127.0.0.1:5000/team//app:1",
     ] {
         let out = push(&[archive.to_str().unwrap(), bad]);
         assert_eq!(out.status.code(), Some(1), "{bad}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("is not"), "{bad}: {err}");
     }
+    // Credentials in a reference are refused, and never printed.
+    let with_password = format!("user:hunter2-secret@{}/team/archive:v3", registry.host());
+    let out = push(&["--verbose", archive.to_str().unwrap(), &with_password]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("credentials in the reference are refused"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hunter2"));
+    // Names the distribution spec allows still pass.
+    push_ok(&[
+        archive.to_str().unwrap(),
+        &format!("{}/team/a__b.c-d--e/x_y:v1", registry.host()),
+    ]);
     // TLS is verified by default: a plain-HTTP registry is not silently used.
     let out = nixoci()
         .arg("push")
@@ -506,4 +526,195 @@ fn progress_bars_per_blob_on_a_terminal() {
         screen.contains(first_layer) && screen.contains(" B/"),
         "no per-blob bar: {screen}"
     );
+}
+
+#[test]
+fn credentials_never_follow_an_upload_location_to_another_host() {
+    let registry = Registry::start(Auth::Htpasswd);
+    let front = Proxy::start(&registry);
+    // The "other host": it forwards to the same registry and records headers.
+    let other = Proxy::start(&registry);
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    let c = creds();
+    let reference = format!("{}/team/app:v1", front.host());
+
+    // An absolute Location on another host: the blob goes there, bare.
+    front.set_plan(json!({"location_to": other.host()}));
+    let out = push(&["--creds", &c, layout.to_str().unwrap(), &reference]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !other.stats().1.is_empty(),
+        "the Location was never followed, so this test proves nothing: {err}"
+    );
+    assert_eq!(
+        other.authorized(),
+        Vec::<String>::new(),
+        "credentials leaked"
+    );
+    assert!(
+        !front.authorized().is_empty(),
+        "the registry itself got them"
+    );
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("nixoci sends credentials only to the registry itself"),
+        "{err}"
+    );
+
+    // A relative Location shaped like userinfo stays on the registry.
+    let before = other.stats().1.len();
+    front.set_plan(json!({"location_raw": format!("@{}/up", other.host())}));
+    let out = push(&["--creds", &c, layout.to_str().unwrap(), &reference]);
+    assert!(!out.status.success());
+    assert_eq!(
+        other.stats().1.len(),
+        before,
+        "the other host was contacted"
+    );
+    assert_eq!(
+        other.authorized(),
+        Vec::<String>::new(),
+        "credentials leaked"
+    );
+}
+
+#[test]
+fn uploads_to_another_host_work_when_it_asks_for_no_credentials() {
+    // Registries may hand uploads to storage elsewhere (S3 and the like).
+    let registry = Registry::start(Auth::Anonymous);
+    let front = Proxy::start(&registry);
+    let other = Proxy::start(&registry);
+    front.set_plan(json!({"location_to": other.host()}));
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    push_ok(&[
+        layout.to_str().unwrap(),
+        &format!("{}/team/app:v1", front.host()),
+    ]);
+    assert!(
+        other.stats().1.iter().any(|r| r.starts_with("PUT")),
+        "{:?}",
+        other.stats().1
+    );
+    assert_pulls_back_equal(
+        &format!("{}/team/app:v1", registry.host()),
+        &layout,
+        None,
+        dir.path(),
+    );
+}
+
+#[test]
+fn relative_locations_resolve_as_rfc3986_references() {
+    let registry = Registry::start(Auth::Anonymous);
+    let front = Proxy::start(&registry);
+    // `?_state=…` alone keeps the request's path; the upstream registry then
+    // sees an upload URL without its id and refuses, cleanly.
+    front.set_plan(json!({"location_raw": "?_state=x#frag"}));
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    let out = push(&[
+        layout.to_str().unwrap(),
+        &format!("{}/team/app:v1", front.host()),
+    ]);
+    assert!(!out.status.success());
+    let requests = front.stats().1;
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("PUT /v2/team/app/blobs/uploads/ ")),
+        "{requests:?}"
+    );
+}
+
+#[test]
+fn a_4xx_that_cannot_pass_is_not_retried() {
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    proxy.set_plan(json!({"faults": [
+        {"method": "POST", "path_contains": "/blobs/uploads/", "action": "400", "times": 20},
+    ]}));
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    let out = push(&[
+        "--parallel",
+        "1",
+        layout.to_str().unwrap(),
+        &format!("{}/team/app:v1", proxy.host()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("HTTP 400"), "{err}");
+    let posts = proxy
+        .stats()
+        .1
+        .iter()
+        .filter(|r| r.starts_with("POST"))
+        .count();
+    assert_eq!(posts, 1, "{:?}", proxy.stats().1);
+}
+
+/// Runs a push that must end by itself; kills it (and fails) after `limit`.
+fn push_bounded(args: &[&str], limit: std::time::Duration) -> (Output, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let mut child = nixoci()
+        .arg("push")
+        .args(["--insecure", "-q"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("push still running after {limit:?}: it hangs");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    (child.wait_with_output().unwrap(), started.elapsed())
+}
+
+#[test]
+fn stalled_and_endless_registries_end_in_exit_5() {
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    let reference = format!("{}/team/app:v1", proxy.host());
+    let limits = ["--stall-timeout", "2", "--timeout", "6", "--parallel", "1"];
+    for (fault, marker) in [
+        // Headers, then a byte every second: the body never ends.
+        (
+            json!({"method": "POST", "action": "trickle", "times": 100}),
+            "TRICKLE",
+        ),
+        // The PUT body is never read and nothing is answered.
+        (
+            json!({"method": "PUT", "path_contains": "/blobs/uploads/", "action": "blackhole", "times": 100}),
+            "BLACKHOLE",
+        ),
+        // An endless 429 that asks for a wait of 11 days.
+        (
+            json!({"method": "POST", "action": "429", "retry_after": 999999, "times": 1000}),
+            "429 (injected)",
+        ),
+    ] {
+        proxy.set_plan(json!({ "faults": [fault] }));
+        let mut args = limits.to_vec();
+        args.extend([layout.to_str().unwrap(), reference.as_str()]);
+        let (out, took) = push_bounded(&args, std::time::Duration::from_secs(90));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(5), "{marker}: {err}");
+        assert!(
+            proxy.stats().1.iter().any(|r| r.ends_with(marker)),
+            "{marker} was not exercised"
+        );
+        assert!(
+            err.contains("--timeout") || err.contains("timed out") || err.contains("Timeout"),
+            "{marker}: {err}"
+        );
+        eprintln!("{marker}: exit 5 after {took:?}");
+    }
 }

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::auth::{self, Challenge, Credentials};
 use super::{Failure, PushError};
@@ -28,6 +28,8 @@ pub enum Body<'a> {
 /// The parts of a response the protocol needs.
 #[derive(Debug)]
 pub struct Reply {
+    /// The URL that was asked: relative `Location`s resolve against it.
+    pub url: String,
     pub status: u16,
     headers: HashMap<String, String>,
     pub body: String,
@@ -60,6 +62,7 @@ impl Reply {
                     .join("; ")
             })
             .unwrap_or_else(|| self.body.chars().take(200).collect());
+        let detail = printable(&detail);
         format!(
             "HTTP {}{}",
             self.status,
@@ -69,6 +72,23 @@ impl Reply {
                 format!(": {}", detail.trim())
             }
         )
+    }
+}
+
+/// How long the client waits: `stall` with no byte moving either way ends an
+/// exchange; no retry starts `total` after the first attempt.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub stall: Duration,
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            stall: Duration::from_secs(60),
+            total: Duration::from_secs(600),
+        }
     }
 }
 
@@ -88,19 +108,26 @@ pub struct Client {
     auth: Mutex<AuthState>,
     verbose: bool,
     pub retries: u32,
+    pub timeouts: Timeouts,
     /// Extra repositories the token must cover (for cross-repo mounts).
     pub extra_pull_scope: Option<String>,
 }
 
-fn agent(insecure: bool) -> ureq::Agent {
+fn agent(insecure: bool, stall: Duration) -> ureq::Agent {
     let tls = ureq::tls::TlsConfig::builder()
         .disable_verification(insecure)
         .build();
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .tls_config(tls)
-        .timeout_connect(Some(Duration::from_secs(15)))
-        .timeout_recv_response(Some(Duration::from_secs(300)))
+        .timeout_connect(Some(Duration::from_secs(15).min(stall)))
+        // A peer that stops reading or writing, or answers without end.
+        .timeout_per_read(Some(stall))
+        .timeout_per_write(Some(stall))
+        .timeout_recv_response(Some(stall.max(Duration::from_secs(300))))
+        // Response bodies are small (at most 1 MiB is read): one that
+        // trickles for longer is a stall too.
+        .timeout_recv_body(Some(stall))
         .max_redirects(5)
         .user_agent(concat!("nixoci/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -116,9 +143,10 @@ impl Client {
         creds: Option<Credentials>,
         insecure: bool,
         verbose: bool,
+        timeouts: Timeouts,
     ) -> Result<Client, PushError> {
         let mut client = Client {
-            agent: agent(insecure),
+            agent: agent(insecure, timeouts.stall),
             base: format!("https://{registry}"),
             registry: registry.into(),
             repository: repository.into(),
@@ -126,6 +154,7 @@ impl Client {
             auth: Mutex::new(AuthState::None),
             verbose,
             retries: 5,
+            timeouts,
             extra_pull_scope: None,
         };
         let probe = client.send_once("GET", &format!("{}/v2/", client.base), &[], &Body::Empty);
@@ -157,16 +186,13 @@ impl Client {
         format!("{}/v2/{}/{}", self.base, self.repository, path)
     }
 
-    /// Resolves a `Location` header against the registry.
-    pub fn absolute(&self, location: &str) -> String {
-        if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_string()
-        } else {
-            format!("{}{}", self.base, location)
+    /// The credentials to send to `url`: none unless it is the registry's own
+    /// scheme, host and port. An upload `Location` may name any host, and it
+    /// gets the blob, never the password or token.
+    fn authorization(&self, url: &str) -> Option<String> {
+        if !super::url::same_origin(url, &self.base) {
+            return None;
         }
-    }
-
-    fn authorization(&self) -> Option<String> {
         match &*self.auth.lock().unwrap_or_else(|p| p.into_inner()) {
             AuthState::None => None,
             AuthState::Basic => self.creds.as_ref().map(Credentials::basic_header),
@@ -186,6 +212,7 @@ impl Client {
     ) -> Result<Reply, PushError> {
         let mut attempt = 0;
         let mut answered_challenge = false;
+        let deadline = Instant::now() + self.timeouts.total;
         loop {
             attempt += 1;
             let result = self.send_once(method, url, headers, body);
@@ -199,16 +226,16 @@ impl Client {
                 _ => None,
             };
             if let Some((why, retry_after)) = transient {
-                if !retry || attempt > self.retries {
+                let wait = retry_after
+                    .map(Duration::from_secs)
+                    .unwrap_or_else(|| backoff(attempt))
+                    .min(Duration::from_secs(60));
+                if !retry || attempt > self.retries || !self.may_retry(deadline, wait) {
                     return Err(PushError::new(
                         Failure::Network,
                         format!("{method} {} failed: {why}", redact_query(url)),
                     ));
                 }
-                let wait = retry_after
-                    .map(Duration::from_secs)
-                    .unwrap_or_else(|| backoff(attempt))
-                    .min(Duration::from_secs(60));
                 eprintln!(
                     "nixoci: {method} {}: {why}; retrying in {:.1}s ({attempt}/{})",
                     redact_query(url),
@@ -225,6 +252,16 @@ impl Client {
                 )
             })?;
             if reply.status == 401 {
+                if !super::url::same_origin(url, &self.base) {
+                    return Err(PushError::new(
+                        Failure::Auth,
+                        format!(
+                            "{method} {} asks for credentials, but it is not on {}: nixoci sends credentials only to the registry itself",
+                            redact_query(url),
+                            self.registry
+                        ),
+                    ));
+                }
                 if answered_challenge {
                     return Err(self.unauthorized());
                 }
@@ -237,6 +274,18 @@ impl Client {
             }
             return Ok(reply);
         }
+    }
+
+    /// Whether a retry after `wait` still starts before `deadline`.
+    pub fn may_retry(&self, deadline: Instant, wait: Duration) -> bool {
+        let ok = Instant::now() + wait < deadline;
+        if !ok {
+            eprintln!(
+                "nixoci: no more retries: the retry time of {}s (--timeout) is used up",
+                self.timeouts.total.as_secs()
+            );
+        }
+        ok
     }
 
     fn unauthorized(&self) -> PushError {
@@ -341,7 +390,7 @@ impl Client {
         body: &Body,
     ) -> Result<Reply, TransportError> {
         let mut builder = ureq::http::Request::builder().method(method).uri(url);
-        if let Some(a) = self.authorization() {
+        if let Some(a) = self.authorization(url) {
             builder = builder.header("Authorization", a);
         }
         for (k, v) in headers {
@@ -420,11 +469,26 @@ impl Client {
             eprintln!("{method} {} -> {status}", redact_query(url));
         }
         Ok(Reply {
+            url: url.to_string(),
             status,
             headers,
             body,
         })
     }
+}
+
+/// Text from a registry, safe for a terminal: control characters (escape
+/// sequences included) are shown as `\u{..}`, and it is cut at 300 characters.
+pub fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(300) {
+        if c.is_control() {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Upload URLs carry opaque `_state` tokens; keep logs readable.

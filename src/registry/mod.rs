@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod url;
 
 use std::fmt;
 use std::path::Path;
@@ -36,6 +37,8 @@ pub enum Failure {
     Conflict,
     /// The network or the registry failed (after retries).
     Network,
+    /// The registry refused a request with a 4xx that retrying cannot change.
+    Rejected,
 }
 
 impl Failure {
@@ -43,7 +46,16 @@ impl Failure {
         match self {
             Failure::Auth => 3,
             Failure::Conflict => 4,
-            Failure::Network => 5,
+            Failure::Network | Failure::Rejected => 5,
+        }
+    }
+
+    /// What an unexpected answer means: 404 (an expired upload session),
+    /// 408, 429 and 5xx may pass; any other 4xx will not.
+    pub fn for_status(status: u16) -> Failure {
+        match status {
+            400..=499 if ![404, 408, 429].contains(&status) => Failure::Rejected,
+            _ => Failure::Network,
         }
     }
 }
@@ -82,19 +94,22 @@ impl Reference {
             anyhow!("`{text}` is not REGISTRY/REPOSITORY:TAG (e.g. registry.example.com/team/app:v1.2.3)")
         };
         let (registry, rest) = text.split_once('/').ok_or_else(bad)?;
+        if registry.contains('@') {
+            bail!("credentials in the reference are refused (they would show in logs); pass them with --creds-env or an auth file");
+        }
         if !(registry.contains('.') || registry.contains(':') || registry == "localhost") {
             return Err(bad());
         }
+        let host_ok = !registry.is_empty()
+            && registry
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b".-:[]".contains(&c));
+        if !host_ok {
+            bail!("`{registry}` is not a registry host (HOST or HOST:PORT)");
+        }
         let (repository, tag) = rest.rsplit_once(':').ok_or_else(bad)?;
-        let repo_ok = !repository.is_empty()
-            && repository.split('/').all(|part| {
-                !part.is_empty()
-                    && part.bytes().all(|c| {
-                        c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(&c)
-                    })
-            });
-        if !repo_ok {
-            bail!("`{repository}` is not a valid repository name (lower-case letters, digits, . _ - and /)");
+        if repository.is_empty() || !repository.split('/').all(repository_component_ok) {
+            bail!("`{repository}` is not a valid repository name (lower-case letters and digits, separated by one `.`, one or two `_`, `-`s, or `/`)");
         }
         let tag_ok = !tag.is_empty()
             && tag.len() <= 128
@@ -113,6 +128,36 @@ impl Reference {
     }
 }
 
+/// One `/`-separated part of a repository name, as the distribution spec
+/// has it: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`. So no `..`, and no part
+/// that starts or ends with a separator.
+fn repository_component_ok(part: &str) -> bool {
+    let bytes = part.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !bytes.first().is_some_and(alnum) || !bytes.last().is_some_and(alnum) {
+        return false;
+    }
+    let mut separator = String::new();
+    for &c in bytes {
+        if alnum(&c) {
+            let ok = separator.is_empty()
+                || separator == "."
+                || separator == "_"
+                || separator == "__"
+                || separator.bytes().all(|s| s == b'-');
+            if !ok {
+                return false;
+            }
+            separator.clear();
+        } else if b"._-".contains(&c) {
+            separator.push(c as char);
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}:{}", self.registry, self.repository, self.tag)
@@ -128,6 +173,7 @@ pub struct PushOptions {
     pub chunk_size: u64,
     pub progress: Progress,
     pub verbose: bool,
+    pub timeouts: client::Timeouts,
 }
 
 #[derive(Debug, Serialize)]
@@ -210,6 +256,7 @@ pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSu
             creds,
             opts.insecure,
             opts.verbose,
+            opts.timeouts,
         )?;
         client.extra_pull_scope = opts.mount_from.clone();
         let pinned = format!("{}/{}@{digest}", reference.registry, reference.repository);
@@ -404,12 +451,17 @@ fn ensure_blob(
     // The whole upload is retried from a fresh session: after a reset or a
     // 5xx nobody knows what state the old session is in.
     let mut attempt = 0;
+    let deadline = std::time::Instant::now() + client.timeouts.total;
     loop {
         attempt += 1;
+        let wait = std::time::Duration::from_millis(500 * (1 << attempt.min(5)));
         match upload_once(client, blob, opts, on_sent) {
             Ok(outcome) => return Ok(outcome),
-            Err(e) if e.failure == Failure::Network && attempt <= client.retries => {
-                let wait = std::time::Duration::from_millis(500 * (1 << attempt.min(5)));
+            Err(e)
+                if e.failure == Failure::Network
+                    && attempt <= client.retries
+                    && client.may_retry(deadline, wait) =>
+            {
                 eprintln!(
                     "nixoci: upload of {} failed ({e}); retrying in {:.1}s ({attempt}/{})",
                     blob.digest,
@@ -438,14 +490,24 @@ fn with_digest(location: &str, digest: &str) -> String {
     format!("{location}{sep}digest={digest}")
 }
 
+/// The upload URL a reply names, resolved against the request it answered.
 fn location(client: &Client, reply: &client::Reply) -> Result<String, PushError> {
-    reply
-        .header("location")
-        .map(|l| client.absolute(l))
+    let raw = reply.header("location").ok_or_else(|| {
+        PushError::new(
+            Failure::Network,
+            format!("{}: upload session without a Location", client.registry),
+        )
+    })?;
+    url::resolve(&reply.url, raw)
+        .filter(|resolved| url::origin(resolved).is_some())
         .ok_or_else(|| {
             PushError::new(
                 Failure::Network,
-                format!("{}: upload session without a Location", client.registry),
+                format!(
+                    "{}: the upload Location `{}` is not a usable http(s) URL",
+                    client.registry,
+                    client::printable(raw)
+                ),
             )
         })
 }
@@ -475,7 +537,7 @@ fn upload_once(
         }
         _ => {
             return Err(PushError::new(
-                Failure::Network,
+                Failure::for_status(session.status),
                 format!("starting an upload: {}", session.registry_error()),
             ))
         }
@@ -548,7 +610,7 @@ fn upload_once(
         )?;
         if reply.status != 202 {
             return Err(PushError::new(
-                Failure::Network,
+                Failure::for_status(reply.status),
                 format!(
                     "uploading {} in chunks: {}",
                     blob.digest,
@@ -572,7 +634,7 @@ fn upload_once(
     match done.status {
         201 => Ok(Outcome::Uploaded),
         _ => Err(PushError::new(
-            Failure::Network,
+            Failure::for_status(done.status),
             format!(
                 "finishing the upload of {}: {}",
                 blob.digest,

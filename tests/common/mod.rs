@@ -372,19 +372,35 @@ impl Proxy {
         std::fs::write(&self.plan, plan.to_string()).unwrap();
     }
 
-    /// (blob bytes received, request lines) so far.
-    pub fn stats(&self) -> (u64, Vec<String>) {
-        let v: serde_json::Value = std::fs::read(&self.stats)
+    fn stats_json(&self) -> serde_json::Value {
+        std::fs::read(&self.stats)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_else(|| serde_json::json!({"blob_bytes": 0, "requests": []}));
-        let requests = v["requests"]
-            .as_array()
+            .unwrap_or_else(
+                || serde_json::json!({"blob_bytes": 0, "requests": [], "authorized": []}),
+            )
+    }
+
+    fn lines(v: &serde_json::Value) -> Vec<String> {
+        v.as_array()
             .unwrap()
             .iter()
             .map(|r| r.as_str().unwrap().to_string())
-            .collect();
-        (v["blob_bytes"].as_u64().unwrap(), requests)
+            .collect()
+    }
+
+    /// (blob bytes received, request lines) so far.
+    pub fn stats(&self) -> (u64, Vec<String>) {
+        let v = self.stats_json();
+        (
+            v["blob_bytes"].as_u64().unwrap(),
+            Self::lines(&v["requests"]),
+        )
+    }
+
+    /// The requests that carried an `Authorization` header.
+    pub fn authorized(&self) -> Vec<String> {
+        Self::lines(&self.stats_json()["authorized"])
     }
 }
 

@@ -5,11 +5,17 @@ usage: fault_proxy.py PORT UPSTREAM_PORT PLAN.json STATS.json
 
 PLAN.json (re-read on every request, so tests can change it):
   {"faults": [{"method": "PUT", "path_contains": "/blobs/uploads/",
-               "action": "500" | "drop" | "429", "retry_after": 1, "times": 1}],
+               "action": "500" | "drop" | "429" | "trickle" | "blackhole",
+               "retry_after": 1, "times": 1}],
+   # trickle: headers promising 1 MB, then a byte a second (for at most 30 s);
+   # blackhole: never reads the request body nor answers (for at most 30 s).
    "immutable_tags": true,     # zot create-only: PUT of an existing tag -> 403
    "hide_tags": true,          # HEAD/GET of manifests by tag -> 404 (403 on PUT still applies)
-   "refuse_monolithic": true}  # PUT of an upload with a body -> 400
-STATS.json: {"blob_bytes": N, "requests": ["METHOD path status", ...]}
+   "refuse_monolithic": true,  # PUT of an upload with a body -> 400
+   "location_to": "HOST:PORT", # upload Locations point at another host
+   "location_raw": "TEXT"}     # upload Locations are replaced by TEXT as is
+STATS.json: {"blob_bytes": N, "requests": ["METHOD path status", ...],
+             "authorized": ["METHOD path", ...]}  (requests that carried Authorization)
 """
 
 import http.client
@@ -17,13 +23,14 @@ import json
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 port, upstream_port, plan_file, stats_file = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 UPSTREAM = f"127.0.0.1:{upstream_port}"
 PROXY = f"127.0.0.1:{port}"
 lock = threading.Lock()
-stats = {"blob_bytes": 0, "requests": []}
+stats = {"blob_bytes": 0, "requests": [], "authorized": []}
 used = {}
 
 
@@ -73,6 +80,9 @@ class Proxy(BaseHTTPRequestHandler):
 
     def handle_any(self):
         p = plan()
+        if self.headers.get("Authorization"):
+            with lock:
+                stats["authorized"].append(f"{self.command} {self.path.split('?')[0]}")
         length = int(self.headers.get("Content-Length") or 0)
         is_upload = "/blobs/uploads/" in self.path and self.command in ("PUT", "PATCH")
         fault = self.fault(p)
@@ -83,7 +93,26 @@ class Proxy(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             return
+        if fault and fault["action"] == "blackhole":
+            record(f"{self.command} {self.path.split('?')[0]} BLACKHOLE")
+            time.sleep(30)
+            self.close_connection = True
+            return
         body = self.rfile.read(length) if length else b""
+        if fault and fault["action"] == "trickle":
+            record(f"{self.command} {self.path.split('?')[0]} TRICKLE")
+            self.send_response(202)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            try:
+                for _ in range(30):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(1)
+            except OSError:
+                pass
+            self.close_connection = True
+            return
         if fault:
             status = int(fault["action"])
             headers = {"Retry-After": str(fault.get("retry_after", 1))} if status == 429 else {}
@@ -113,7 +142,14 @@ class Proxy(BaseHTTPRequestHandler):
         for k, v in response.getheaders():
             if k.lower() in ("content-length", "connection", "transfer-encoding"):
                 continue
-            out[k] = v.replace(UPSTREAM, PROXY) if k.lower() == "location" else v
+            if k.lower() == "location":
+                if p.get("location_raw") is not None:
+                    v = p["location_raw"]
+                else:
+                    v = v.replace(UPSTREAM, p.get("location_to") or PROXY)
+                    if v.startswith("/") and p.get("location_to"):
+                        v = "http://" + p["location_to"] + v
+            out[k] = v
         record(f"{self.command} {self.path.split('?')[0]} {response.status}", len(body) if is_upload else 0)
         self.send_response(response.status)
         for k, v in out.items():
