@@ -11,9 +11,6 @@
         inherit system;
         overlays = [ self.overlays.default ];
       };
-      # The authentik source as pinned in mirrors/authentik.toml (no hash is written twice).
-      pins = builtins.fromTOML (builtins.readFile ./mirrors/authentik.toml);
-      authentikPin = builtins.head (builtins.filter (s: s.name == "authentik") pins.source);
     in
     {
       overlays.default = final: prev: {
@@ -24,14 +21,6 @@
           pkgs = final;
           inherit system;
         };
-        # authentik built from our mirror at the pinned tag and hash.
-        authentik-mirrored = prev.authentik.overrideAttrs (_: {
-          src = final.fetchgit {
-            url = authentikPin.mirror;
-            rev = authentikPin.rev;
-            hash = authentikPin.hash;
-          };
-        });
       };
 
       lib = import ./nix {
@@ -41,16 +30,11 @@
 
       packages.${system} = {
         inherit (pkgs) nixoci nixoci-entrypoint;
+        # Built only from the sources mirrors/authentik.toml pins.
         authentik-image = import ./containers/authentik {
           inherit pkgs system;
           inherit (pkgs) nixoci nixoci-entrypoint;
           nixociLib = self.lib;
-          ak = pkgs.authentik-mirrored;
-          parts = import ./nix/authentik-parts.nix {
-            authentik = pkgs.authentik-mirrored;
-            inherit (pkgs) bash coreutils;
-            inherit system;
-          };
         };
         default = pkgs.nixoci;
       };

@@ -219,8 +219,16 @@ struct PushArgs {
 
 #[derive(Args)]
 struct VerifyArgs {
-    /// Pin files (default: every mirrors/*.toml).
+    /// Pin files (default: every mirrors/*.toml); with --drv, the derivations (`.drv`) come first.
+    #[arg(value_name = "[DRV…] MANIFEST")]
     manifests: Vec<PathBuf>,
+    /// Read the derivation closure of the given .drv files and classify every fixed-output
+    /// derivation: mirrored, pinned upstream, network build or unpinned. Exits 1 on any unpinned one.
+    #[arg(long)]
+    drv: bool,
+    /// With --drv: accept fixed-output derivations whose hash is pinned but that fetch from upstream.
+    #[arg(long, requires = "drv")]
+    allow_upstream: bool,
     /// Directory holding the mirrors (bare git repositories, tarballs, artifact caches).
     #[arg(long, value_name = "DIR")]
     mirror_root: Option<PathBuf>,
@@ -425,7 +433,19 @@ fn run_push(args: PushArgs) -> Result<()> {
 }
 
 fn run_verify(args: VerifyArgs) -> Result<()> {
-    let manifests = if args.manifests.is_empty() {
+    // `nix-instantiate` prints plain paths; `nix path-info` may add `!out`.
+    let (drvs, given): (Vec<PathBuf>, Vec<PathBuf>) = args
+        .manifests
+        .iter()
+        .map(|p| PathBuf::from(p.to_string_lossy().trim_end_matches("!out")))
+        .partition(|p| p.extension().is_some_and(|x| x == "drv"));
+    if !drvs.is_empty() && !args.drv {
+        return Err(anyhow!(
+            "{} is a derivation: pass --drv to check a derivation graph",
+            drvs[0].display()
+        ));
+    }
+    let manifests = if given.is_empty() {
         let mut found: Vec<PathBuf> = std::fs::read_dir("mirrors")
             .map_err(|_| anyhow!("no pin files given and no ./mirrors directory"))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -434,8 +454,11 @@ fn run_verify(args: VerifyArgs) -> Result<()> {
         found.sort();
         found
     } else {
-        args.manifests.clone()
+        given
     };
+    if args.drv {
+        return run_verify_drv(&args, &drvs, &manifests);
+    }
     let rows = nixoci::verify::verify(
         &manifests,
         &nixoci::verify::Options {
@@ -452,6 +475,45 @@ fn run_verify(args: VerifyArgs) -> Result<()> {
     let failed = rows.iter().filter(|r| r.status.is_failure()).count();
     if failed > 0 {
         return Err(anyhow!("{failed} pin(s) did not verify"));
+    }
+    Ok(())
+}
+
+fn run_verify_drv(args: &VerifyArgs, drvs: &[PathBuf], manifests: &[PathBuf]) -> Result<()> {
+    use nixoci::verify::provenance::{self, Class};
+    if drvs.is_empty() {
+        return Err(anyhow!(
+            "--drv needs derivation paths, e.g. nixoci verify --drv $(nix-instantiate containers/authentik)"
+        ));
+    }
+    let roots: Vec<String> = drvs
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let fetches = provenance::classify(&args.store, &roots, manifests)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&fetches)?);
+    } else {
+        print!("{}", provenance::render(&fetches));
+    }
+    let refused: Vec<&str> = fetches
+        .iter()
+        .filter(|f| {
+            f.class == Class::Unpinned || (f.class == Class::PinnedUpstream && !args.allow_upstream)
+        })
+        .map(|f| f.drv.as_str())
+        .collect();
+    if !refused.is_empty() {
+        return Err(anyhow!(
+            "{} fixed-output derivation(s) not proven to come from the mirrors{}: {}",
+            refused.len(),
+            if args.allow_upstream {
+                ""
+            } else {
+                " (pinned upstream ones pass with --allow-upstream)"
+            },
+            refused.join(" ")
+        ));
     }
     Ok(())
 }

@@ -1,6 +1,9 @@
-# The authentik image our users run (blumeops), rebuilt on nixoci. Every
-# component is an argument, so the flake can wire them; `nix-build
-# containers/authentik` takes them from <nixpkgs>.
+# The authentik image our users run (blumeops), built by nixoci from the
+# mirrored supply chain only: every source, fixed-output hash and revision
+# comes from mirrors/authentik.toml (or `pinsFile`), and every component is
+# built here, not taken from nixpkgs' authentik package.
+# `nix-build containers/authentik` takes nixpkgs from <nixpkgs>;
+# `nix-build containers/authentik -A components.webui` builds one part.
 {
   pkgs ? import <nixpkgs> { },
   system ? pkgs.system or builtins.currentSystem,
@@ -8,47 +11,71 @@
   nixoci-entrypoint ?
     pkgs.nixoci-entrypoint or ((pkgs.pkgsStatic or pkgs).callPackage ../../nix/entrypoint.nix { }),
   nixociLib ? import ../../nix { inherit nixoci nixoci-entrypoint pkgs system; },
-  parts ? import ../../nix/authentik-parts.nix {
-    inherit (pkgs) authentik coreutils;
-    bash = pkgs.bash or pkgs.bashInteractive;
-    inherit system;
-  },
-  ak ? pkgs.authentik,
-  authentik-django ? parts.authentik-django,
-  authentik-server ? parts.authentik-server,
-  bashInteractive ? pkgs.bashInteractive,
-  coreutils ? pkgs.coreutils,
-  cacert ? pkgs.cacert,
-  tzdata ? pkgs.tzdata,
+  # The pins; tests pass pins of their fixture mirrors.
+  pinsFile ? ../../mirrors/authentik.toml,
 }:
 let
-  # CI tags images v<version>-<sha7>-nix from the first line like this one.
+  # CI tags images v<version>-<sha7>-nix from the first line like this one;
+  # evaluation fails unless the pins say the same.
   version = "2026.2.0";
+  pins = import ./pins.nix { inherit pinsFile version system; };
+  # Every component gets the one version, if it takes one.
+  call = file: args:
+    let f = import file;
+    in pkgs.callPackage f ((if builtins.functionArgs f ? version then { inherit version; } else { }) // args);
+
+  sources = call ./sources.nix { inherit pins; };
+  inherit (sources) src client-go-src opencontainers-src;
+  components = rec {
+    inherit src client-go-src opencontainers-src;
+    python-deps = call ./python-deps.nix { inherit src; outputHash = pins.pythonDepsHash; };
+    webui-deps = call ./webui-deps.nix { inherit src; outputHash = pins.webuiDepsHash; };
+    client-ts = call ./client-ts.nix { inherit src webui-deps; };
+    client-go = call ./client-go.nix { inherit src client-go-src; };
+    webui = call ./webui.nix { inherit src webui-deps client-ts; };
+    authentik-django = call ./authentik-django.nix { inherit src python-deps opencontainers-src webui; };
+    api-go-vendor-hook = call ./api-go-vendor-hook.nix { inherit client-go; };
+    authentik-server = call ./authentik-server.nix {
+      inherit src authentik-django webui api-go-vendor-hook;
+      inherit (pins) vendorHash;
+    };
+    ak = call ./ak.nix { inherit authentik-django authentik-server; };
+  };
+  inherit (components) ak authentik-django authentik-server;
+  blueprintsDir = "/blueprints";
+  tmpDir = "/tmp";
 in
 nixociLib.buildLayeredImage {
   name = "blumeops/authentik";
   tag = "v${version}";
-  contents = [ ak authentik-django authentik-server bashInteractive coreutils cacert tzdata ];
+  contents = [ ak authentik-django authentik-server pkgs.bashInteractive pkgs.coreutils pkgs.cacert pkgs.tzdata ];
   config = {
     # Built-in blueprints are linked into /blueprints as real directories with
     # a symlink per file (authentik's rglob skips symlinked directories); a
-    # ConfigMap mounted at /blueprints/custom is left alone.
+    # ConfigMap mounted at /blueprints/custom is left alone. The wrapper and
+    # the image set the same TMPDIR and blueprint directory.
     Entrypoint = nixociLib.mkEntrypoint {
-      links = [ { from = "${authentik-django}/blueprints"; to = "/blueprints"; } ];
-      env = { AUTHENTIK_BLUEPRINTS_DIR = "/blueprints"; };
+      links = [ { from = "${authentik-django}/blueprints"; to = blueprintsDir; } ];
+      env = { AUTHENTIK_BLUEPRINTS_DIR = blueprintsDir; TMPDIR = tmpDir; };
       exec = [ "${ak}/bin/ak" ];
     };
     Env = [
-      "SSL_CERT_FILE=${cacert}/etc/ssl/certs/ca-bundle.crt"
-      "TZDIR=${tzdata}/share/zoneinfo"
-      "TMPDIR=/tmp"
+      "SSL_CERT_FILE=${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt"
+      "TZDIR=${pkgs.tzdata}/share/zoneinfo"
+      "TMPDIR=${tmpDir}"
+      # Also for `kubectl exec … ak`, which does not run the entrypoint.
+      "AUTHENTIK_BLUEPRINTS_DIR=${blueprintsDir}"
     ];
     ExposedPorts = { "9000/tcp" = { }; "9443/tcp" = { }; };
     User = "65534";
   };
   rootEntries = [
-    { type = "directory"; path = "/tmp"; mode = "1777"; }
-    { type = "directory"; path = "/blueprints"; mode = "0777"; }
+    { type = "directory"; path = tmpDir; mode = "1777"; }
+    { type = "directory"; path = blueprintsDir; mode = "0777"; }
+    # authentik's file storage (storage.media.file.path) and certificate
+    # discovery write here as the image's user.
+    { type = "directory"; path = "/media"; mode = "0755"; uid = 65534; gid = 65534; }
+    { type = "directory"; path = "/certs"; mode = "0755"; uid = 65534; gid = 65534; }
   ];
-  passthru = { inherit version; };
+  passthru = { inherit version components; };
 }

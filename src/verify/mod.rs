@@ -7,6 +7,7 @@
 
 pub mod git;
 pub mod locks;
+pub mod provenance;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,8 @@ use crate::progress::Progress;
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub image: Option<String>,
+    /// The version every pin and component of the image is at.
+    pub version: Option<String>,
     #[serde(default, rename = "source")]
     pub sources: Vec<Source>,
     #[serde(default, rename = "fod")]
@@ -70,6 +73,8 @@ pub struct Fod {
     pub output_hash: String,
     #[serde(default = "recursive")]
     pub output_hash_mode: String,
+    /// The platform the hash holds for, where it depends on one.
+    pub system: Option<String>,
     pub note: Option<String>,
 }
 

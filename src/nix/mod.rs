@@ -1,8 +1,10 @@
 //! Nix formats: store paths, nix32, hash spellings (SRI, nix32, hex) and the NAR
-//! serialisation used for `narHash`.
+//! serialisation used for `narHash`, and derivation files ([`drv`]).
 //!
 //! Everything nixoci knows about Nix's own byte formats lives here, so that a
 //! complete implementation (such as `nix-compat`) could replace it in one place.
+
+pub mod drv;
 
 use std::fmt;
 use std::fs;

@@ -1,0 +1,11 @@
+# Puts the Go client generated from this version's schema in place of the
+# one go.sum names. Skipped inside the fixed-output goModules derivation, so
+# that vendorHash covers upstream's modules only.
+authentikApiGoVendor() {
+  if [ -n "${outputHash-}" ]; then return 0; fi
+  rm -rf vendor/goauthentik.io/api/v3
+  mkdir -p vendor/goauthentik.io/api
+  cp -r @client@ vendor/goauthentik.io/api/v3
+  chmod -R u+w vendor/goauthentik.io/api/v3
+}
+postConfigureHooks+=(authentikApiGoVendor)

@@ -1,0 +1,35 @@
+# The web UI's npm packages: `npm ci --ignore-scripts` in web/, every
+# node_modules tree kept (workspace members have their own). A
+# fixed-output derivation: its hash is per platform (native esbuild, rollup
+# and SWC packages).
+{ stdenvNoCC, nodejs_24, src, version, outputHash }:
+stdenvNoCC.mkDerivation {
+  pname = "authentik-webui-deps";
+  inherit version src outputHash;
+  nativeBuildInputs = [ nodejs_24 ];
+
+  dontConfigure = true;
+  buildPhase = ''
+    runHook preBuild
+    export HOME=$TMPDIR
+    cd web
+    npm ci --cache ./cache --ignore-scripts
+    rm -rf cache node_modules/.package-lock.json
+    runHook postBuild
+  '';
+  installPhase = ''
+    runHook preInstall
+    mkdir -p $out
+    find . -name node_modules -prune -type d | sort | while read -r dir; do
+      mkdir -p "$out/$(dirname "$dir")"
+      cp -r "$dir" "$out/$dir"
+    done
+    runHook postInstall
+  '';
+
+  dontCheckForBrokenSymlinks = true;
+  dontPatchShebangs = true;
+  dontFixup = true;
+  outputHashMode = "recursive";
+  outputHashAlgo = "sha256";
+}

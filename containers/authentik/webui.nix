@@ -1,0 +1,41 @@
+# The web UI: the npm packages, with @goauthentik/api replaced by the client
+# generated from this version's schema, built with `npm run build` and
+# `npm run build:sfe`. Outputs dist/ and authentik/ (icons, assets).
+{ stdenvNoCC, nodejs_24, src, webui-deps, client-ts, version }:
+stdenvNoCC.mkDerivation {
+  pname = "authentik-webui";
+  inherit version src;
+  nativeBuildInputs = [ nodejs_24 ];
+  NODE_ENV = "production";
+  NODE_OPTIONS = "--openssl-legacy-provider";
+
+  # The version comes from package.json through an import assertion, which
+  # fails in the sandbox: write it in.
+  postPatch = ''
+    echo 'export const VERSION = "${version}";' > web/packages/core/version/node.js
+  '';
+
+  dontConfigure = true;
+  buildPhase = ''
+    runHook preBuild
+    export HOME=$TMPDIR
+    cd web
+    cp -r --no-preserve=mode ${webui-deps}/. .
+    rm -rf node_modules/@goauthentik/api
+    ln -s ${client-ts} node_modules/@goauthentik/api
+    if [ -d node_modules/.bin ]; then
+      chmod -R u+x node_modules/.bin/
+      patchShebangs node_modules/.bin/
+    fi
+    npm run build
+    npm run build:sfe
+    runHook postBuild
+  '';
+  installPhase = ''
+    runHook preInstall
+    mkdir -p $out
+    cp -r dist $out/dist
+    cp -r authentik $out/authentik
+    runHook postInstall
+  '';
+}
