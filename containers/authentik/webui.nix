@@ -20,13 +20,13 @@ stdenvNoCC.mkDerivation {
     runHook preBuild
     export HOME=$TMPDIR
     cd web
-    cp -r --no-preserve=mode ${webui-deps}/. .
+    cp -r ${webui-deps}/. .
+    chmod -R u+w .
     rm -rf node_modules/@goauthentik/api
     ln -s ${client-ts} node_modules/@goauthentik/api
-    if [ -d node_modules/.bin ]; then
-      chmod -R u+x node_modules/.bin/
-      patchShebangs node_modules/.bin/
-    fi
+    # The build tools (rollup, wireit, lit-localize, esbuild) start with
+    # `#!/usr/bin/env node`.
+    patchShebangs --build node_modules
     npm run build
     npm run build:sfe
     runHook postBuild

@@ -469,3 +469,175 @@ pub fn rand_suffix() -> u128 {
         .unwrap()
         .as_nanos()
 }
+
+/// The binary under test (cargo builds it for the integration tests).
+pub fn release_nixoci() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nixoci"))
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A copy of this repository (tracked and new files) and a stand-in nixpkgs
+/// holding the binaries cargo built.
+pub fn flake_dirs() -> &'static (PathBuf, PathBuf, tempfile::TempDir) {
+    static DIRS: OnceLock<(PathBuf, PathBuf, tempfile::TempDir)> = OnceLock::new();
+    DIRS.get_or_init(|| {
+        let dir = tempdir();
+        let copy = dir.path().join("repo");
+        let files = stdout(Command::new("git").arg("-C").arg(repo()).args([
+            "ls-files",
+            "-co",
+            "--exclude-standard",
+        ]));
+        for file in files.lines().filter(|f| !f.starts_with("target/")) {
+            let to = copy.join(file);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            if let Ok(meta) = std::fs::symlink_metadata(repo().join(file)) {
+                if meta.is_file() {
+                    std::fs::copy(repo().join(file), &to).unwrap();
+                }
+            }
+        }
+        let standin = dir.path().join("nixpkgs");
+        copy_tree(&repo().join("tests/fixtures/standin-nixpkgs"), &standin);
+        std::fs::create_dir_all(standin.join("bin")).unwrap();
+        std::fs::copy(release_nixoci(), standin.join("bin/nixoci")).unwrap();
+        std::fs::copy(static_entrypoint(), standin.join("bin/nixoci-entrypoint")).unwrap();
+        (copy, standin, dir)
+    })
+}
+
+/// Fixture mirrors at the real pins' URLs (`HOST/PATH` under the root that
+/// the stand-in's fetchers read from `NIXOCI_FIXTURE_MIRRORS`): authentik and
+/// its Go client as bare git repositories with the pinned tags, and the
+/// oci-python archive.
+pub fn fixture_mirrors() -> &'static Path {
+    static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let root = tempdir();
+        let fixtures = repo().join("tests/fixtures/mirrors");
+        for (name, path, tag) in [
+            (
+                "authentik",
+                "forge.ops.eblu.me/mirrors/authentik.git",
+                "version/2026.2.0",
+            ),
+            (
+                "authentik-client-go",
+                "forge.ops.eblu.me/mirrors/authentik-client-go.git",
+                "v3.2026.2.0",
+            ),
+        ] {
+            let work = root.path().join(format!("work-{name}"));
+            copy_tree(&fixtures.join(name), &work);
+            let git = |args: &[&str]| {
+                run(Command::new("git")
+                    .arg("-C")
+                    .arg(&work)
+                    .args([
+                        "-c",
+                        "user.name=fixture",
+                        "-c",
+                        "user.email=fixture@example.org",
+                    ])
+                    .args(args)
+                    .env("GIT_AUTHOR_DATE", "2026-03-01T00:00:00Z")
+                    .env("GIT_COMMITTER_DATE", "2026-03-01T00:00:00Z"));
+            };
+            git(&["init", "-q"]);
+            git(&["add", "-A"]);
+            git(&["commit", "-qm", "fixture"]);
+            git(&["tag", tag]);
+            run(Command::new("git")
+                .args(["clone", "-q", "--bare"])
+                .arg(&work)
+                .arg(root.path().join(path)));
+        }
+        let archive = root.path().join(
+            "github.com/vsoch/oci-python/archive/ceb4fcc090851717a3069d78e85ceb1e86c2740c.tar.gz",
+        );
+        std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
+        run(Command::new("tar")
+            .current_dir(&fixtures)
+            .args([
+                "--sort=name",
+                "--mtime=@1",
+                "--owner=0",
+                "--group=0",
+                "-czf",
+            ])
+            .arg(&archive)
+            .arg("--transform=s|^oci-python|oci-python-ceb4fcc|")
+            .arg("oci-python"));
+        root
+    })
+    .path()
+}
+
+/// `nix-build` of `containers/authentik` in the repository copy, against the
+/// stand-in nixpkgs and the fixture mirrors.
+pub fn nix_build_authentik(pins: &Path, extra: &[&str]) -> Output {
+    let (copy, standin, _) = flake_dirs();
+    Command::new("nix-build")
+        .arg("--no-out-link")
+        .arg(copy.join("containers/authentik"))
+        .arg("-I")
+        .arg(format!("nixpkgs={}", standin.display()))
+        .arg("--arg")
+        .arg("pinsFile")
+        .arg(pins)
+        .args(extra)
+        .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors())
+        .output()
+        .unwrap()
+}
+
+/// Pins of the fixture mirrors: mirrors/authentik.toml with each hash
+/// replaced by what building it gives, one fixed-output derivation at a
+/// time (the "fake hash dance" users do after a version bump).
+pub fn fixture_pins() -> &'static Path {
+    static PINS: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    PINS.get_or_init(|| {
+        let dir = tempdir();
+        let pins = dir.path().join("authentik.toml");
+        let mut text = std::fs::read_to_string(repo().join("mirrors/authentik.toml")).unwrap();
+        std::fs::write(&pins, &text).unwrap();
+        for _ in 0..10 {
+            let out = nix_build_authentik(&pins, &[]);
+            if out.status.success() {
+                // The repository copy's flake and CI recipe build from them too.
+                let (copy, _, _) = flake_dirs();
+                std::fs::copy(&pins, copy.join("mirrors/authentik.toml")).unwrap();
+                return (dir, pins);
+            }
+            let err = String::from_utf8_lossy(&out.stderr);
+            let word_after = |label: &str| {
+                err.split(label)
+                    .nth(1)
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .map(str::to_string)
+            };
+            let (Some(specified), Some(got)) = (word_after("specified:"), word_after("got:"))
+            else {
+                panic!("the fixture image does not build:\n{err}");
+            };
+            assert!(text.contains(&specified), "{specified} is not in the pins");
+            text = text.replace(&specified, &got);
+            std::fs::write(&pins, &text).unwrap();
+        }
+        panic!("the fixture pins did not settle");
+    })
+    .1
+    .as_path()
+}

@@ -1,0 +1,525 @@
+//! The authentik image (`containers/authentik`), the flake and the CI
+//! recipe, built with Debian's Nix 2.8 against the stand-in nixpkgs: every
+//! component from the fixture mirrors, and the derivation graph of the real
+//! pins checked for where each fixed-output derivation reads from.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::Value;
+
+/// `nix build --json` of one of the flake's packages.
+fn nix_flake_attr(attr: &str) -> Command {
+    let (copy, standin, _) = flake_dirs();
+    let mut cmd = Command::new("nix");
+    cmd.args(["build", "--no-link", "--json"])
+        .arg(format!("path:{}#{attr}", copy.display()))
+        .args(["--override-input", "nixpkgs"])
+        .arg(format!("path:{}", standin.display()))
+        .arg("--no-write-lock-file")
+        .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors());
+    cmd
+}
+
+fn nix_flake(args: &[&str]) -> Command {
+    let (copy, standin, _) = flake_dirs();
+    let mut cmd = Command::new("nix");
+    cmd.args(args)
+        .arg(format!("path:{}", copy.display()))
+        .args(["--override-input", "nixpkgs"])
+        .arg(format!("path:{}", standin.display()))
+        .arg("--no-write-lock-file")
+        .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors());
+    cmd
+}
+
+/// The pins as committed (real hashes: their fixed outputs are never built here).
+fn real_pins() -> PathBuf {
+    repo().join("mirrors/authentik.toml")
+}
+
+/// `nix-instantiate containers/authentik` of `repo_dir` with `pins`.
+fn instantiate(repo_dir: &Path, pins: &Path) -> Output {
+    let (_, standin, _) = flake_dirs();
+    Command::new("nix-instantiate")
+        .arg(repo_dir.join("containers/authentik"))
+        .arg("-I")
+        .arg(format!("nixpkgs={}", standin.display()))
+        .arg("--arg")
+        .arg("pinsFile")
+        .arg(pins)
+        .output()
+        .unwrap()
+}
+
+fn drv_of(repo_dir: &Path, pins: &Path) -> String {
+    let out = instantiate(repo_dir, pins);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn verify_drv(args: &[&str]) -> Output {
+    nixoci()
+        .arg("verify")
+        .arg("--drv")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A private copy of the repository copy, to edit.
+fn edited_copy(dir: &Path) -> PathBuf {
+    let (copy, _, _) = flake_dirs();
+    let target = dir.join("repo");
+    run(Command::new("cp").arg("-r").arg(copy).arg(&target));
+    target
+}
+
+#[test]
+fn the_image_is_built_from_the_mirrors_and_runs() {
+    fixture_pins();
+    let (copy, standin, dir) = flake_dirs();
+    let build = || {
+        let json = stdout(&mut nix_flake_attr("authentik-image"));
+        serde_json::from_str::<Value>(&json).unwrap()[0]["outputs"]["out"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let image = build();
+    // nix-build of the container gives the same image as the flake.
+    let by_nix_build = nix_build_authentik(&copy.join("mirrors/authentik.toml"), &[]);
+    assert!(by_nix_build.status.success());
+    assert_eq!(
+        fs::read(Path::new(&image).join("index.json")).unwrap(),
+        fs::read(
+            Path::new(String::from_utf8_lossy(&by_nix_build.stdout).trim()).join("index.json")
+        )
+        .unwrap()
+    );
+    let (_, config) = layout_manifest(Path::new(&image));
+    let c = &config["config"];
+    assert_eq!(c["User"], "65534");
+    assert!(
+        c["ExposedPorts"].get("9000/tcp").is_some() && c["ExposedPorts"].get("9443/tcp").is_some()
+    );
+    assert!(c.get("Cmd").is_none());
+    let env: Vec<&str> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    for wanted in ["TMPDIR=/tmp", "AUTHENTIK_BLUEPRINTS_DIR=/blueprints"] {
+        assert!(env.contains(&wanted), "{env:?}");
+    }
+    assert!(env
+        .iter()
+        .any(|e| e.starts_with("SSL_CERT_FILE=/nix/store/")));
+    let report = stdout(nixoci().arg("check").arg(&image));
+    assert!(report.contains("passed"), "{report}");
+
+    let bundle = Bundle::unpack(
+        Path::new(&image),
+        "v2026.2.0",
+        &dir.path().join("authentik"),
+    );
+    let rootfs = bundle.rootfs();
+    assert_eq!(
+        fs::metadata(rootfs.join("tmp")).unwrap().mode() & 0o7777,
+        0o1777
+    );
+    let media = fs::metadata(rootfs.join("media")).unwrap();
+    assert_eq!((media.uid(), media.gid()), (65534, 65534));
+
+    // Run it for real (runc, uid 65534): every component, built from the
+    // fixture mirrors, reports the one version.
+    let (code, text, err) = bundle.run(&["server"], |_| {});
+    assert_eq!(code, 0, "{text}{err}");
+    for line in [
+        "authentik server starting: server",
+        "AUTHENTIK_BLUEPRINTS_DIR=/blueprints TMPDIR=/tmp uid=65534",
+        "server 2026.2.0",
+        "django 2026.2.0",
+        "web ui 2026.2.0",
+        "api client 2026.2.0 (3 operations)",
+        "web assets found",
+        // lifecycle/ak wrote the mode file where the server reads it.
+        "mode server",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "`{line}` missing:\n{text}{err}"
+        );
+    }
+    // The wrapper linked the built-in blueprints as real directories, so a
+    // walk that skips directory symlinks (like authentik's rglob) finds them.
+    for blueprint in [
+        "default/flow-default-authentication-flow.yaml",
+        "system/bootstrap.yaml",
+        "system/nested/providers-oauth2.yaml",
+        "example/flows-enrollment-2-stage.yaml",
+    ] {
+        assert!(
+            text.contains(&format!("blueprint /blueprints/{blueprint}\n")),
+            "{text}"
+        );
+    }
+    // `kubectl exec … sh` does not run the entrypoint, and still sees both.
+    let (code, text, err) = bundle.run(&[], |config| {
+        config["process"]["args"] = serde_json::json!([
+            "/bin/sh",
+            "-c",
+            "echo dir=$AUTHENTIK_BLUEPRINTS_DIR tmp=$TMPDIR"
+        ]);
+    });
+    assert_eq!(
+        (code, text.trim()),
+        (0, "dir=/blueprints tmp=/tmp"),
+        "{err}"
+    );
+
+    // Build-only parts stay out of the runtime closure.
+    let mut closure = String::new();
+    for part in ["ak", "authentik-django", "authentik-server"] {
+        let out = nix_build_authentik(
+            &copy.join("mirrors/authentik.toml"),
+            &["-A", &format!("components.{part}")],
+        );
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        closure += &stdout(Command::new("nix-store").args(["-qR", &path]));
+    }
+    assert!(closure.contains("-authentik-webui-2026.2.0"), "{closure}");
+    for build_only in [
+        "python-deps",
+        "webui-deps",
+        "client-go",
+        "client-ts",
+        "-source",
+        "authentik-version-",
+    ] {
+        assert!(
+            !closure.contains(build_only),
+            "{build_only} is in the runtime closure:\n{closure}"
+        );
+    }
+    let _ = standin;
+}
+
+#[test]
+fn every_fixed_output_of_the_real_graph_is_pinned() {
+    let (copy, _, _) = flake_dirs();
+    let drv = drv_of(copy, &real_pins());
+    let pins = real_pins();
+    let pins = pins.to_str().unwrap();
+
+    let out = verify_drv(&["--allow-upstream", "--json", &drv, pins]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fetches: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fetches = fetches.as_array().unwrap();
+    let class_of = |name: &str| -> Vec<&str> {
+        fetches
+            .iter()
+            .filter(|f| f["name"].as_str().unwrap().contains(name))
+            .map(|f| f["class"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(class_of("authentik-version-2026.2.0"), ["mirrored"]);
+    assert_eq!(class_of("authentik-client-go-v3.2026.2.0"), ["mirrored"]);
+    assert_eq!(class_of("python-deps"), ["network-build"]);
+    assert_eq!(class_of("webui-deps"), ["network-build"]);
+    assert_eq!(class_of("go-modules"), ["network-build"]);
+    let upstream: Vec<&Value> = fetches
+        .iter()
+        .filter(|f| f["class"] == "pinned-upstream")
+        .collect();
+    assert_eq!(upstream.len(), 1, "{fetches:?}");
+    assert!(upstream[0]["urls"][0]
+        .as_str()
+        .unwrap()
+        .contains("github.com/vsoch/oci-python"));
+    assert_eq!(fetches.len(), 6, "{fetches:#?}");
+    let mirrored = fetches.iter().find(|f| f["class"] == "mirrored").unwrap();
+    assert_eq!(mirrored["mode"], "recursive");
+    assert!(mirrored["urls"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("https://forge.ops.eblu.me/mirrors/"));
+
+    // Without --allow-upstream the unmirrored archive fails the proof, by name.
+    let out = verify_drv(&[&drv, pins]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(upstream[0]["drv"].as_str().unwrap()), "{err}");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("0 unpinned"), "{report}");
+}
+
+#[test]
+fn an_upstream_fetch_added_to_any_component_is_caught() {
+    for (file, argument, anchor, fetch) in [
+        (
+            "webui.nix",
+            "fetchurl",
+            "stdenvNoCC.mkDerivation {",
+            r#"extraSource = fetchurl { url = "https://example.org/evil-1.0.tar.gz"; hash = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="; };"#,
+        ),
+        (
+            "python-deps.nix",
+            "fetchFromGitHub",
+            "stdenv.mkDerivation {",
+            r#"patchSource = fetchFromGitHub { owner = "evil"; repo = "patches"; rev = "v1"; hash = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="; };"#,
+        ),
+    ] {
+        let dir = tempdir();
+        let copy = edited_copy(dir.path());
+        let path = copy.join("containers/authentik").join(file);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains(anchor), "{file}");
+        let text = text
+            .replacen("{", &format!("{{\n  {argument},"), 1)
+            .replacen(anchor, &format!("{anchor}\n  {fetch}"), 1);
+        fs::write(&path, text).unwrap();
+        let drv = drv_of(&copy, &real_pins());
+        let out = verify_drv(&["--allow-upstream", &drv, real_pins().to_str().unwrap()]);
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{file}: {report}");
+        let line = report
+            .lines()
+            .find(|l| l.starts_with("UNPINNED"))
+            .unwrap_or_else(|| panic!("{report}"));
+        let evil = if argument == "fetchurl" {
+            "evil-1.0.tar.gz"
+        } else {
+            "source"
+        };
+        assert!(line.ends_with(evil), "{file}: {line}");
+        assert!(report.contains("1 unpinned"), "{report}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("1 fixed-output derivation(s) not proven"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn edited_pins_are_caught() {
+    let (copy, _, _) = flake_dirs();
+    let drv = drv_of(copy, &real_pins());
+    let dir = tempdir();
+    let text = fs::read_to_string(real_pins()).unwrap();
+
+    // A hash edited in the TOML no longer vouches for what the graph fetches.
+    let edited = dir.path().join("edited.toml");
+    fs::write(
+        &edited,
+        text.replace(
+            "sha256-pVQ34cZYX3hlk6hF1aZ/n32xMqTF4Jmp0G0VGDU7iXc=",
+            "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+        ),
+    )
+    .unwrap();
+    let out = verify_drv(&["--allow-upstream", &drv, edited.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("UNPINNED         authentik-version-2026.2.0"),
+        "{report}"
+    );
+    assert!(report.contains("its hash is not that pin's"), "{report}");
+
+    // The version, the tags and the fixed-output names must agree, or
+    // nothing evaluates.
+    for (from, to, message) in [
+        ("version = \"2026.2.0\"", "version = \"2026.2.1\"", "version is 2026.2.1, but containers/authentik/default.nix says 2026.2.0"),
+        ("rev = \"v3.2026.2.0\"", "rev = \"v3.2026.1.0\"", "`authentik-client-go` is pinned at rev `v3.2026.1.0`, but version 2026.2.0 needs `v3.2026.2.0`"),
+        ("name = \"authentik-webui-deps-2026.2.0\"", "name = \"authentik-webui-deps-2026.1.0\"", "no [[fod]] named `authentik-webui-deps-2026.2.0`"),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let pins = dir.path().join("bad.toml");
+        fs::write(&pins, text.replacen(from, to, 1)).unwrap();
+        let out = instantiate(copy, &pins);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains(message), "{message}:\n{err}");
+    }
+}
+
+#[test]
+fn override_attrs_really_rebuilds_a_component() {
+    let pins = fixture_pins();
+    let (copy, standin, _) = flake_dirs();
+    let expr = format!(
+        r#"let c = (import {}/containers/authentik {{ pkgs = import {} {{ }}; pinsFile = {}; }}).components;
+           in [ c.webui (c.webui.overrideAttrs (old: {{ postInstall = (old.postInstall or "") + "echo overridden > $out/overridden"; }})) ]"#,
+        copy.display(),
+        standin.display(),
+        pins.display()
+    );
+    let out = Command::new("nix-build")
+        .args(["--no-out-link", "-E", &expr])
+        .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let paths: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(paths.len(), 2);
+    assert_ne!(paths[0], paths[1]);
+    assert!(!Path::new(&paths[0]).join("overridden").exists());
+    assert_eq!(
+        fs::read_to_string(Path::new(&paths[1]).join("overridden")).unwrap(),
+        "overridden\n"
+    );
+    // The override kept the rest of the build.
+    assert_eq!(
+        fs::read(Path::new(&paths[0]).join("dist/index.js")).unwrap(),
+        fs::read(Path::new(&paths[1]).join("dist/index.js")).unwrap()
+    );
+}
+
+#[test]
+fn the_committed_lock_pins_nixpkgs_and_reads_offline() {
+    let (copy, _, _) = flake_dirs();
+    let out = Command::new("nix")
+        .args(["flake", "metadata", "--json"])
+        .arg(format!("path:{}", copy.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let locked = &meta["locks"]["nodes"]["nixpkgs"]["locked"];
+    assert_eq!(locked["rev"], "fabb8c9deee281e50b1065002c9828f2cf7b2239");
+    assert_eq!(
+        locked["narHash"],
+        "sha256-YaHht/C35INEX3DeJQNWjNaTcPjYmBwwjFJ2jdtr+5U="
+    );
+    assert_eq!(locked["lastModified"], 1772598333);
+    assert_eq!(
+        meta["locks"]["nodes"]["nixpkgs"]["original"]["ref"],
+        "nixos-25.11"
+    );
+}
+
+#[test]
+fn flake_evaluates_every_output() {
+    let out = nix_flake(&["flake", "check", "--no-build"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let show = nix_flake(&["flake", "show", "--json"]).output().unwrap();
+    let outputs: Value = serde_json::from_slice(&show.stdout).unwrap();
+    for (attr, names) in [
+        (
+            "packages",
+            vec!["nixoci", "nixoci-entrypoint", "authentik-image", "default"],
+        ),
+        ("apps", vec!["push"]),
+        ("devShells", vec!["default"]),
+        ("checks", vec!["authentik-image"]),
+    ] {
+        for n in names {
+            assert!(
+                outputs[attr]["x86_64-linux"].get(n).is_some(),
+                "{attr}.{n} missing: {outputs}"
+            );
+        }
+    }
+    assert!(
+        outputs.get("lib").is_some() && outputs.get("overlays").is_some(),
+        "{outputs}"
+    );
+}
+
+#[test]
+fn the_ci_recipe_builds_checks_and_pushes_a_container_once() {
+    fixture_pins();
+    let (copy, standin, _) = flake_dirs();
+    let registry = Registry::start(Auth::Htpasswd);
+    let script = |sha: &str| {
+        Command::new("bash")
+            .arg(copy.join(".forgejo/scripts/build-and-push.sh"))
+            .args(["authentik", sha])
+            .current_dir(copy)
+            .env("REGISTRY", format!("{}/blumeops", registry.host()))
+            .env("REGISTRY_USER", USER)
+            .env("ZOT_CI_API_KEY", PASSWORD)
+            .env("NIXOCI", release_nixoci())
+            .env(
+                "NIX_BUILD_FLAGS",
+                format!("-I nixpkgs={}", standin.display()),
+            )
+            .env("PUSH_FLAGS", "--insecure -q")
+            .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors())
+            .output()
+            .unwrap()
+    };
+    let out = script("2d4098e0123456789abcdef");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains(PASSWORD), "the key leaked: {text}");
+    let reference = format!(
+        "{}/blumeops/authentik:v2026.2.0-2d4098e-nix",
+        registry.host()
+    );
+    let marker = format!("pushed {}/blumeops/authentik@", registry.host());
+    let digest = text
+        .split(&marker)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{text}"));
+    let inspect: Value = serde_json::from_str(&stdout(
+        Command::new("skopeo")
+            .args([
+                "inspect",
+                "--tls-verify=false",
+                "--creds",
+                &format!("{USER}:{PASSWORD}"),
+            ])
+            .arg(format!("docker://{reference}")),
+    ))
+    .unwrap();
+    assert_eq!(
+        inspect["Digest"], digest,
+        "the tag holds the printed digest"
+    );
+    // Re-running the job for the same commit succeeds without touching the tag.
+    let again = script("2d4098e0123456789abcdef");
+    let text = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        again.status.success() && text.contains("already pushed"),
+        "{text}"
+    );
+}
