@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Shared by the benchmarks. Source it after setting `nixoci` and `work`.
 
-# make_bench_store SIZE_MIB: $work/store, $work/spec.json and $bytes (file
-# content in bytes), with the files in the page cache.
+# make_bench_store SIZE_MIB [--skewed]: $work/store, $work/spec.json and
+# $bytes (file content in bytes), with the files in the page cache.
 make_bench_store() {
   store=$work/store
   mkdir -p "$store"
-  python3 benches/make_store.py "$store" "$1" "$work/spec.json" "$nixoci"
+  python3 benches/make_store.py "$store" "$1" "$work/spec.json" "$nixoci" "${@:2}"
   bytes=$(du -sb --apparent-size "$store" | cut -f1)
   tar -C "$store" -cf - . > /dev/null
 }

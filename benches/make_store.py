@@ -2,7 +2,10 @@
 (binaries, libraries, text) for the benchmarks: 40 store paths, each
 referencing the previous one, and a spec with the graph and NAR hashes.
 
-usage: make_store.py STORE_DIR SIZE_MIB SPEC_OUT NIXOCI
+usage: make_store.py STORE_DIR SIZE_MIB SPEC_OUT NIXOCI [--skewed]
+
+--skewed puts three quarters of the bytes in the first path (a closure
+dominated by one big package), the rest spread over the other 39.
 """
 
 import hashlib
@@ -21,6 +24,15 @@ for root in ("/usr/lib/x86_64-linux-gnu", "/usr/share", "/usr/bin", "/usr/lib"):
             if os.path.isfile(p) and not os.path.islink(p):
                 files.append(p)
 groups, seen, total, paths, chunk = 40, set(), 0, [], []
+skewed = "--skewed" in sys.argv[5:]
+
+
+def threshold(done):
+    """Bytes the first `done + 1` paths hold together."""
+    if not skewed:
+        return budget // groups * (done + 1)
+    big = budget * 3 // 4
+    return big + (budget - big) // (groups - 1) * done
 for p in files:
     if total >= budget:
         break
@@ -30,7 +42,7 @@ for p in files:
     seen.add(st.st_ino)
     chunk.append(p)
     total += st.st_size
-    if total >= budget // groups * (len(paths) + 1):
+    if total >= threshold(len(paths)):
         paths.append(chunk)
         chunk = []
 if chunk:

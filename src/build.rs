@@ -3,9 +3,9 @@
 
 use std::fs;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
-use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -226,9 +226,18 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
     let total: u64 = prepared.closure.nodes().iter().map(|n| n.nar_size).sum();
     let bars = req.progress.start(total, prepared.plan.len() as u64 + 1);
     let on_bytes = |n: u64| bars.bytes(n);
+    // Layers run on `jobs` threads, biggest first; their compression runs on
+    // another `jobs` threads, so that one big layer still gets every core.
+    let compress_threads = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(req.jobs)
+            .thread_name(|i| format!("nixoci-compress-{i}"))
+            .build()
+            .context("cannot start compression threads")?,
+    );
     let opts = LayerOptions {
         compression,
-        zstd_workers: 1,
+        threads: &compress_threads,
         blob_dir: &blob_dir,
         on_bytes: &on_bytes,
     };
@@ -237,25 +246,48 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
         .build()
         .context("cannot start worker threads")?;
     let store_layer_count = prepared.plan.len();
-    let mut layers: Vec<LayerBlob> = pool.install(|| {
-        (0..=store_layer_count)
-            .into_par_iter()
-            .map(|i| {
+    let layer_size = |i: usize| -> u64 {
+        prepared.plan.get(i).map_or(0, |paths| {
+            paths
+                .iter()
+                .filter_map(|p| prepared.closure.get(p))
+                .map(|n| n.nar_size)
+                .sum()
+        })
+    };
+    let mut order: Vec<usize> = (0..=store_layer_count).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(layer_size(i)));
+    let slots: Vec<Mutex<Option<Result<LayerBlob>>>> =
+        (0..=store_layer_count).map(|_| Mutex::new(None)).collect();
+    pool.scope_fifo(|scope| {
+        for &i in &order {
+            let (slots, prepared, opts, bars, store_owner, root_owner) =
+                (&slots, &prepared, &opts, &bars, &store_owner, &root_owner);
+            let size = layer_size(i);
+            scope.spawn_fifo(move |_| {
                 let blob = if i < store_layer_count {
                     let paths = &prepared.plan[i];
                     let expected: Vec<Option<nix::Hash>> = paths
                         .iter()
                         .map(|p| prepared.closure.get(p).and_then(|n| n.nar_hash.clone()))
                         .collect();
-                    layer::build_store_layer(i, paths, &expected, &store_owner, &opts)
+                    layer::build_store_layer(i, paths, &expected, size, store_owner, opts)
                 } else {
-                    layer::build_root_layer(i, &prepared.tree, &root_owner, &opts)
+                    layer::build_root_layer(i, &prepared.tree, root_owner, opts)
                 };
                 bars.layer_done();
-                blob
-            })
-            .collect::<Result<Vec<_>>>()
-    })?;
+                *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(blob);
+            });
+        }
+    });
+    let mut layers: Vec<LayerBlob> = slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or_else(|| Err(anyhow!("a layer was not built")))
+        })
+        .collect::<Result<Vec<_>>>()?;
     bars.finish();
     if let Some(base) = &base {
         let mut all = base_layers(base, &blob_dir, compression == Compression::None)?;

@@ -209,15 +209,16 @@ fn digests_are_pinned_for_a_fixed_input() {
             .arg(dir.path().join(compression))));
         digests.push(layer_digests(&s)[..2].to_vec());
     }
-    // These change only if the tar writer, zlib-rs or libzstd changes its
+    // These change only if the tar writer, the gzip block format, zlib-rs or
+    // libzstd changes its
     // bytes; a change here means every user's layers change too.
     assert_eq!(
         digests,
         vec![
             vec![
-                "sha256:59f2eb0f548f682840bf0d42a6565a589feade54b668566b53720d7b4a0f995c"
+                "sha256:b83338cb0aa66ac1fb2aa14b13c450e0441239cffbc1de4136c09dede6141b11"
                     .to_string(),
-                "sha256:40c551842d134c6dbfaff647a4f131f58e0e694d04a954d1761201edd7e8e2d5"
+                "sha256:ba737ca14f5c952b97f870d71387e73bfae251cd6d152e4e0584338c87a2bee1"
                     .to_string()
             ],
             vec![
@@ -338,4 +339,55 @@ fn staging_left_by_a_killed_build_is_removed_by_the_next_one() {
         .args(["--graph", &f.attrs_json, "-q", "-o"])
         .arg(&out));
     assert!(!staging.exists(), "{} survived", staging.display());
+}
+
+#[test]
+fn big_layers_use_every_thread_and_give_the_same_bytes() {
+    // One 12 MiB path: many gzip blocks, and several zstd jobs (so zstd runs
+    // with as many workers as threads).
+    let dir = tempdir();
+    let store = dir.path().join("store");
+    let big = store.join("2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c2c-big");
+    fs::create_dir_all(&big).unwrap();
+    let mut data = Vec::with_capacity(12 << 20);
+    let mut x: u64 = 7;
+    while data.len() < 12 << 20 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        data.extend_from_slice(format!("{} {:x}\n", x % 1000, x >> 40).as_bytes());
+    }
+    fs::write(big.join("data"), &data).unwrap();
+    let graph = json!([{"path": big.display().to_string(), "references": []}]);
+    for compression in ["gzip", "zstd"] {
+        let spec =
+            json!({"storeDir": store, "graph": graph, "tag": "1", "compression": compression});
+        fs::write(dir.path().join("spec.json"), spec.to_string()).unwrap();
+        let mut digests = Vec::new();
+        for jobs in ["1", "2", "8"] {
+            let out = dir.path().join(format!("{compression}-{jobs}"));
+            let s = summary(&run(nixoci()
+                .arg("build")
+                .arg("--spec")
+                .arg(dir.path().join("spec.json"))
+                .args(["--json", "--jobs", jobs, "-o"])
+                .arg(&out)));
+            digests.push((s["digest"].clone(), layer_digests(&s)));
+            if compression == "gzip" && jobs == "8" {
+                let blob = blob_path(&out, s["layers"][0]["digest"].as_str().unwrap());
+                run(Command::new("gzip").arg("-t").arg(&blob));
+                let unpacked = stdout(Command::new("python3").args([
+                    "-c",
+                    "import gzip, hashlib, sys; print('sha256:' + hashlib.sha256(gzip.open(sys.argv[1]).read()).hexdigest())",
+                ]).arg(&blob));
+                assert_eq!(
+                    unpacked.trim(),
+                    s["layers"][0]["diff_id"],
+                    "Python's gzip reads it"
+                );
+            }
+        }
+        assert_eq!(digests[0], digests[1], "{compression}: 1 vs 2 threads");
+        assert_eq!(digests[0], digests[2], "{compression}: 1 vs 8 threads");
+    }
 }

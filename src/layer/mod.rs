@@ -3,6 +3,7 @@
 //! layer through one streaming pass of tar → sha256 (diff_id) → compression →
 //! sha256 (digest) → blob file, checking every store path's NAR hash on the way.
 
+pub mod compress;
 pub mod rootfs;
 pub mod tar;
 
@@ -17,31 +18,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use sha2::Digest as _;
 
 use crate::nix::{self, Hash, NarEncoder, Sha256Counter};
+pub use compress::Compression;
+use compress::Compressor;
 use tar::{Owner, TarWriter};
-
-/// Layer compression.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// gzip level 6 (zlib-rs): every runtime can pull it.
-    Gzip,
-    /// zstd level 3: faster and smaller; needs containerd 1.5+ / Docker 23+.
-    Zstd,
-    /// Plain tar.
-    None,
-}
-
-impl Compression {
-    pub fn media_type(self) -> &'static str {
-        match self {
-            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-            Compression::None => "application/vnd.oci.image.layer.v1.tar",
-        }
-    }
-}
 
 /// What one finished layer is.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -108,63 +87,6 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-enum Compressor<W: Write> {
-    Gzip(flate2::write::GzEncoder<W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
-    Plain(W),
-}
-
-impl<W: Write> Compressor<W> {
-    /// zstd always runs with at least one worker thread: its output is then the
-    /// same for any worker count, so digests do not depend on the machine.
-    /// Blobs are not fsynced: the atomic rename of the finished output is what
-    /// keeps an interrupted build from leaving anything half-made.
-    fn new(kind: Compression, out: W, zstd_workers: u32) -> io::Result<Self> {
-        Ok(match kind {
-            Compression::Gzip => Compressor::Gzip(flate2::write::GzEncoder::new(
-                out,
-                flate2::Compression::new(6),
-            )),
-            Compression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(out, 3)?;
-                enc.multithread(zstd_workers.max(1))?;
-                // 4 MiB jobs that do not re-read the previous job's tail:
-                // ~7% less CPU and half the memory of the defaults, for ~0.5%
-                // more bytes.
-                enc.set_parameter(zstd::zstd_safe::CParameter::OverlapSizeLog(1))?;
-                enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(4 << 20))?;
-                Compressor::Zstd(enc)
-            }
-            Compression::None => Compressor::Plain(out),
-        })
-    }
-
-    fn finish(self) -> io::Result<W> {
-        match self {
-            Compressor::Gzip(e) => e.finish(),
-            Compressor::Zstd(e) => e.finish(),
-            Compressor::Plain(w) => Ok(w),
-        }
-    }
-}
-
-impl<W: Write> Write for Compressor<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Compressor::Gzip(e) => e.write(buf),
-            Compressor::Zstd(e) => e.write(buf),
-            Compressor::Plain(w) => w.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Compressor::Gzip(e) => e.flush(),
-            Compressor::Zstd(e) => e.flush(),
-            Compressor::Plain(w) => w.flush(),
-        }
-    }
-}
-
 /// The pipe a layer tar is written into: diff_id hash, compressor, digest hash
 /// and the blob file.
 type LayerSink = HashingWriter<Compressor<HashingWriter<BufWriter<File>>>>;
@@ -172,14 +94,25 @@ type LayerSink = HashingWriter<Compressor<HashingWriter<BufWriter<File>>>>;
 /// Where and how layers are written.
 pub struct LayerOptions<'a> {
     pub compression: Compression,
-    pub zstd_workers: u32,
+    /// The threads that compress (gzip blocks, zstd workers).
+    pub threads: &'a std::sync::Arc<rayon::ThreadPool>,
     /// Directory the blob files go to (`<layout>/blobs/sha256`).
     pub blob_dir: &'a Path,
     /// Reports bytes of store content read, for progress.
     pub on_bytes: &'a (dyn Fn(u64) + Sync),
 }
 
-fn open_sink(opts: &LayerOptions, tmp_name: &str) -> Result<(LayerSink, PathBuf)> {
+/// zstd workers for a layer of about `size` bytes: every thread once it
+/// spans a few jobs (the output does not depend on it).
+fn zstd_workers(opts: &LayerOptions, size: u64) -> u32 {
+    if size >= 2 * compress::ZSTD_JOB {
+        opts.threads.current_num_threads() as u32
+    } else {
+        1
+    }
+}
+
+fn open_sink(opts: &LayerOptions, tmp_name: &str, size: u64) -> Result<(LayerSink, PathBuf)> {
     let tmp = opts.blob_dir.join(tmp_name);
     let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let buffered = BufWriter::with_capacity(256 * 1024, file);
@@ -188,7 +121,12 @@ fn open_sink(opts: &LayerOptions, tmp_name: &str) -> Result<(LayerSink, PathBuf)
         Compression::None => HashingWriter::counting(buffered),
         _ => HashingWriter::new(buffered),
     };
-    let compressor = Compressor::new(opts.compression, compressed, opts.zstd_workers)?;
+    let compressor = Compressor::new(
+        opts.compression,
+        compressed,
+        opts.threads,
+        zstd_workers(opts, size),
+    )?;
     Ok((HashingWriter::new(compressor), tmp))
 }
 
@@ -222,10 +160,11 @@ fn close_sink(
 fn build_layer(
     index: usize,
     opts: &LayerOptions,
+    size: u64,
     store_paths: Vec<String>,
     write: impl FnOnce(&mut TarWriter<LayerSink>) -> Result<()>,
 ) -> Result<LayerBlob> {
-    let (sink, tmp) = open_sink(opts, &format!(".tmp-layer-{index}"))?;
+    let (sink, tmp) = open_sink(opts, &format!(".tmp-layer-{index}"), size)?;
     let result = (|| {
         let mut tar = TarWriter::new(sink);
         write(&mut tar)?;
@@ -240,16 +179,18 @@ fn build_layer(
     }
 }
 
-/// Writes one store-path layer. `expected` gives each path's NAR hash from the
-/// graph, if known; a path whose content does not match is refused.
+/// Writes one store-path layer of about `size` bytes. `expected` gives each
+/// path's NAR hash from the graph, if known; a path whose content does not
+/// match is refused.
 pub fn build_store_layer(
     index: usize,
     paths: &[String],
     expected: &[Option<Hash>],
+    size: u64,
     owner: &Owner,
     opts: &LayerOptions,
 ) -> Result<LayerBlob> {
-    build_layer(index, opts, paths.to_vec(), |tar| {
+    build_layer(index, opts, size, paths.to_vec(), |tar| {
         write_store_paths(tar, paths, expected, owner, opts.on_bytes)
     })
 }
@@ -392,7 +333,7 @@ pub fn build_root_layer(
     owner: &Owner,
     opts: &LayerOptions,
 ) -> Result<LayerBlob> {
-    build_layer(index, opts, tree.store_references(), |tar| {
+    build_layer(index, opts, 0, tree.store_references(), |tar| {
         tree.write(tar, owner, opts.on_bytes)
     })
 }

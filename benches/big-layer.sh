@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Benchmark: a closure where one store path holds three quarters of the
+# bytes, so one layer dominates. nixoci must still use every core on it:
+# zstd against `tar | zstd -T0 -3`, gzip against `tar | pigz -6` (all
+# cores), in the same run on the same files, from the page cache.
+#
+# usage: bash benches/big-layer.sh [SIZE_MIB]   (default 760)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size_mib=${1:-760}
+cargo build --release --quiet
+nixoci=$PWD/target/release/nixoci
+work=$(mktemp -d /var/tmp/nixoci-bench.XXXXXX)
+out=$(mktemp -d /dev/shm/nixoci-bench.XXXXXX)
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work" "$out"' EXIT
+
+source benches/common.sh
+make_bench_store "$size_mib" --skewed
+
+printf '%-36s %9s %10s %12s\n' "pipeline" "seconds" "MB/s" "peak RSS MiB"
+row() { printf '%-36s %9.2f %10s %12.1f\n' "$1" "$2" "$(mbps "$2")" "$(python3 -c "print($3/1024)")"; }
+read -r t rss < <(best_of 3 bash -c "tar -C '$store' -cf - . | zstd -T0 -3 -q -c > /dev/null")
+row "tar | zstd -T0 -3" "$t" "$rss"; zstd_base=$t
+read -r t rss < <(best_of 3 bash -c "rm -rf '$out/zstd'; exec '$nixoci' build --spec '$work/spec.json' --compression zstd -q -o '$out/zstd'")
+row "nixoci build --compression zstd" "$t" "$rss"; zstd_ours=$t; zstd_rss=$rss
+read -r t rss < <(best_of 3 bash -c "tar -C '$store' -cf - . | pigz -6 -c > /dev/null")
+row "tar | pigz -6 (all cores)" "$t" "$rss"; gzip_base=$t
+read -r t rss < <(best_of 3 bash -c "rm -rf '$out/gzip'; exec '$nixoci' build --spec '$work/spec.json' --compression gzip -q -o '$out/gzip'")
+row "nixoci build --compression gzip" "$t" "$rss"; gzip_ours=$t; gzip_rss=$rss
+
+python3 - "$zstd_base" "$zstd_ours" "$gzip_base" "$gzip_ours" "$zstd_rss" "$gzip_rss" <<'PY'
+import sys
+zb, zo, gb, go, zr, gr = map(float, sys.argv[1:])
+print()
+print(f"zstd: nixoci takes {zo / zb:.2f}x the time of tar | zstd -T0 -3   (target <= 1.1x)")
+print(f"gzip: nixoci takes {go / gb:.2f}x the time of tar | pigz -6      (target <= 0.6x)")
+print(f"peak RSS: zstd {zr / 1024:.1f} MiB, gzip {gr / 1024:.1f} MiB   (target < 100 MiB)")
+PY
