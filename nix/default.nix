@@ -106,6 +106,9 @@ let
       # nixpkgs' archive compressor: "gz", "zstd" or "none" (mapped onto the layers).
       compressor ? null,
       rootEntries ? [ ],
+      # Layers made with buildLayer: they go first, and the store paths they
+      # hold leave the rest of the plan (nix2container's meaning).
+      layers ? [ ],
       passthru ? { },
       meta ? { },
       stream ? false,
@@ -131,6 +134,7 @@ let
         extraRoots = if extra == null then [ ] else [ "${extra}" ];
         excludePaths = if extra == null then [ ] else [ "${extra}" ];
         fromImage = if fromImage == null then null else "${fromImage}";
+        layers = map toString layers;
       };
       # Like nixpkgs, an untagged image is tagged by a hash of what it is made of.
       imageTag = if tag != null then tag else builtins.substring 0 32 (builtins.hashString "sha256" (toJSON spec));
@@ -172,6 +176,38 @@ in
     image to stdout as a docker-archive (`./result | docker load`).
   */
   streamLayeredImage = args: mkImage ((removeAttrs args [ "stream" ]) // { stream = true; });
+
+  /**
+    One layer as a derivation of its own (nix2container's buildLayer): the
+    closure of `deps`, less the store paths of the `layers` it builds on,
+    stored once as a compressed blob and meta.json, so that Nix and binary
+    caches keep it and an image that lists it in `layers` only points at it.
+  */
+  buildLayer =
+    {
+      deps,
+      layers ? [ ],
+      name ? "layer",
+      compression ? "gzip",
+      mtime ? "1970-01-01T00:00:01Z",
+      uid ? 0,
+      gid ? 0,
+      uname ? "root",
+      gname ? "root",
+    }:
+    derivation {
+      name = "${name}-layer";
+      inherit system;
+      builder = "${nixoci}/bin/nixoci";
+      args = [ "nix-helper" "layer" "--attrs" ".attrs.json" "-o" (placeholder "out") ];
+      __structuredAttrs = true;
+      exportReferencesGraph.graph = toList deps;
+      nixoci = {
+        contents = map toString (toList deps);
+        layers = map toString layers;
+        inherit compression mtime uid gid uname gname;
+      };
+    };
 
   /**
     The Entrypoint list for nixoci-entrypoint: mirror `links` (real

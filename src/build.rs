@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::closure::{self, Closure};
 use crate::image::{self, ConfigInput};
+use crate::layer::explicit::{self, ExplicitLayer};
 use crate::layer::rootfs::RootTree;
 use crate::layer::tar::Owner;
 use crate::layer::{self, Compression, LayerBlob, LayerOptions};
@@ -30,6 +31,8 @@ pub struct BuildRequest {
     pub destination: Destination,
     /// Replace an output that nixoci did not write (`--force`).
     pub force: bool,
+    /// A layer cache directory (`--cache`).
+    pub cache: Option<PathBuf>,
     pub jobs: usize,
     pub progress: Progress,
 }
@@ -118,6 +121,76 @@ pub fn resolve_closure(
     Ok(closure)
 }
 
+/// Builds one layer as an output of its own (the Nix library's `buildLayer`):
+/// the closure of the spec's `contents` less what its `layers` cover, into
+/// `out/blob` and `out/meta.json`.
+pub fn build_layer_output(
+    spec: &Spec,
+    spec_dir: Option<&std::path::Path>,
+    out: &std::path::Path,
+) -> Result<()> {
+    let below = spec
+        .layers
+        .iter()
+        .map(|dir| ExplicitLayer::read(std::path::Path::new(dir)))
+        .collect::<Result<Vec<_>>>()?;
+    let covered: Vec<String> = below
+        .iter()
+        .flat_map(|l| l.meta.covers.iter().cloned())
+        .collect();
+    let closure = resolve_closure(spec, spec_dir, &spec.contents, &[])?.without(&covered);
+    let mut paths: Vec<String> = closure.nodes().iter().map(|n| n.path.clone()).collect();
+    paths.sort();
+    let expected: Vec<Option<nix::Hash>> = paths
+        .iter()
+        .map(|p| closure.get(p).and_then(|n| n.nar_hash.clone()))
+        .collect();
+    let size = closure.nodes().iter().map(|n| n.nar_size).sum();
+    let mtime = image::resolve_time(spec.mtime.as_deref().unwrap_or(image::DEFAULT_CREATED))?;
+    let owner = Owner {
+        mtime: u64::try_from(mtime).map_err(|_| anyhow!("mtime may not be before 1970"))?,
+        uid: spec.uid.unwrap_or(0),
+        gid: spec.gid.unwrap_or(0),
+        uname: spec.uname.clone().unwrap_or_else(|| "root".into()),
+        gname: spec.gname.clone().unwrap_or_else(|| "root".into()),
+    };
+    let compression = spec.compression.unwrap_or(Compression::Gzip);
+    let threads = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .build()
+            .context("cannot start compression threads")?,
+    );
+    fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let blob = layer::build_store_layer(
+        0,
+        &paths,
+        &expected,
+        size,
+        &owner,
+        &LayerOptions {
+            compression,
+            threads: &threads,
+            blob_dir: out,
+            on_bytes: &|_| {},
+        },
+    )?;
+    fs::rename(&blob.file, out.join("blob"))?;
+    let mut covers = paths.clone();
+    covers.extend(covered);
+    covers.sort();
+    covers.dedup();
+    let meta = explicit::Meta {
+        digest: blob.digest,
+        diff_id: blob.diff_id,
+        size: blob.size,
+        media_type: compression.media_type().to_string(),
+        store_paths: paths,
+        covers,
+    };
+    fs::write(out.join("meta.json"), serde_json::to_vec_pretty(&meta)?)?;
+    Ok(())
+}
+
 /// Everything but the layers: closure, plan and root tree.
 pub struct Prepared {
     pub closure: Closure,
@@ -126,12 +199,14 @@ pub struct Prepared {
     pub config: serde_json::Map<String, Value>,
 }
 
-/// `base_layers` is how many layers a base image brings (they count against
-/// `maxLayers`, as in nixpkgs).
+/// `fixed_layers` is how many layers a base image and explicit layers bring
+/// (they count against `maxLayers`, as in nixpkgs); `covered` are the store
+/// paths the explicit layers hold, which the plan leaves out.
 pub fn prepare(
     spec: &Spec,
     spec_dir: Option<&std::path::Path>,
-    base_layers: usize,
+    fixed_layers: usize,
+    covered: &[String],
 ) -> Result<Prepared> {
     let store_dir = spec.store_dir.as_deref().unwrap_or(nix::DEFAULT_STORE_DIR);
     let config_value = spec.config.clone().unwrap_or(Value::Null);
@@ -160,11 +235,13 @@ pub fn prepare(
         roots.dedup();
     }
     let closure = if include {
-        resolve_closure(spec, spec_dir, &roots, &config_paths)?.without(&spec.exclude_paths)
+        resolve_closure(spec, spec_dir, &roots, &config_paths)?
+            .without(&spec.exclude_paths)
+            .without(covered)
     } else {
         Closure::default()
     };
-    let budget = layering::store_layer_budget(spec.max_layers.unwrap_or(100), base_layers)?;
+    let budget = layering::store_layer_budget(spec.max_layers.unwrap_or(100), fixed_layers)?;
     let plan = layering::plan(
         &closure,
         spec.layering.unwrap_or(Strategy::Popularity),
@@ -187,10 +264,23 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
         ),
         None => None,
     };
+    let explicit = spec
+        .layers
+        .iter()
+        .map(|dir| ExplicitLayer::read(std::path::Path::new(dir)))
+        .collect::<Result<Vec<_>>>()?;
+    let covered: Vec<String> = explicit
+        .iter()
+        .flat_map(|l| l.meta.covers.iter().cloned())
+        .collect();
+    if !explicit.is_empty() && req.format == Format::DockerArchive {
+        bail!("explicit layers are compressed blobs: build an OCI layout or oci-archive with them");
+    }
     let mut prepared = prepare(
         spec,
         req.spec_dir.as_deref(),
-        base.as_ref().map_or(0, |b| b.layers.len()),
+        base.as_ref().map_or(0, |b| b.layers.len()) + explicit.len(),
+        &covered,
     )?;
     if let Some(base) = &base {
         merge_base_env(&mut prepared.config, &base.config);
@@ -245,6 +335,11 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
         .num_threads(req.jobs)
         .build()
         .context("cannot start worker threads")?;
+    let cache = req
+        .cache
+        .as_deref()
+        .map(layer::cache::LayerCache::open)
+        .transpose()?;
     let store_layer_count = prepared.plan.len();
     let layer_size = |i: usize| -> u64 {
         prepared.plan.get(i).map_or(0, |paths| {
@@ -261,8 +356,15 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
         (0..=store_layer_count).map(|_| Mutex::new(None)).collect();
     pool.scope_fifo(|scope| {
         for &i in &order {
-            let (slots, prepared, opts, bars, store_owner, root_owner) =
-                (&slots, &prepared, &opts, &bars, &store_owner, &root_owner);
+            let (slots, prepared, opts, bars, store_owner, root_owner, cache) = (
+                &slots,
+                &prepared,
+                &opts,
+                &bars,
+                &store_owner,
+                &root_owner,
+                &cache,
+            );
             let size = layer_size(i);
             scope.spawn_fifo(move |_| {
                 let blob = if i < store_layer_count {
@@ -271,9 +373,48 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
                         .iter()
                         .map(|p| prepared.closure.get(p).and_then(|n| n.nar_hash.clone()))
                         .collect();
-                    layer::build_store_layer(i, paths, &expected, size, store_owner, opts)
+                    let key = cache.as_ref().and_then(|_| {
+                        layer::cache::LayerCache::key(paths, &expected, compression, store_owner)
+                    });
+                    match (cache, key) {
+                        (Some(cache), Some(key)) => {
+                            match cache.get(&key, opts.blob_dir, compression) {
+                                Some(hit) => {
+                                    bars.bytes(size);
+                                    Ok(hit)
+                                }
+                                None => layer::build_store_layer(
+                                    i,
+                                    paths,
+                                    &expected,
+                                    size,
+                                    store_owner,
+                                    opts,
+                                )
+                                .map(|blob| {
+                                    cache.put(&key, &blob);
+                                    LayerBlob {
+                                        cache: Some("miss"),
+                                        ..blob
+                                    }
+                                }),
+                            }
+                        }
+                        (cache, _) => {
+                            layer::build_store_layer(i, paths, &expected, size, store_owner, opts)
+                                .map(|blob| LayerBlob {
+                                    cache: cache.as_ref().map(|_| "uncached"),
+                                    ..blob
+                                })
+                        }
+                    }
                 } else {
-                    layer::build_root_layer(i, &prepared.tree, root_owner, opts)
+                    layer::build_root_layer(i, &prepared.tree, root_owner, opts).map(|blob| {
+                        LayerBlob {
+                            cache: cache.as_ref().map(|_| "uncached"),
+                            ..blob
+                        }
+                    })
                 };
                 bars.layer_done();
                 *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(blob);
@@ -289,11 +430,16 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
         })
         .collect::<Result<Vec<_>>>()?;
     bars.finish();
-    if let Some(base) = &base {
-        let mut all = base_layers(base, &blob_dir, compression == Compression::None)?;
-        all.append(&mut layers);
-        layers = all;
+    // Bottom to top: the base image, the explicit layers, the planned ones.
+    let mut all = match &base {
+        Some(base) => base_layers(base, &blob_dir, compression == Compression::None)?,
+        None => Vec::new(),
+    };
+    for layer in &explicit {
+        all.push(layer.link_into(&blob_dir)?);
     }
+    all.append(&mut layers);
+    layers = all;
 
     let config_bytes = image::config_json(
         &ConfigInput {
@@ -431,6 +577,7 @@ fn base_layers(
                     media_type: Compression::None.media_type(),
                     store_paths: vec![],
                     file: dest,
+                    cache: None,
                 });
             }
             let dest = blob_dir.join(hex(&layer.digest));
@@ -450,6 +597,7 @@ fn base_layers(
                 media_type,
                 store_paths: vec![],
                 file: dest,
+                cache: None,
             })
         })
         .collect()

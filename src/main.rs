@@ -80,6 +80,9 @@ enum Command {
     /// Print hashes the way `nix hash path` and `nix hash file` do.
     #[command(subcommand)]
     Hash(HashCommand),
+    /// Manage the layer cache of `nixoci build --cache`.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Helpers the Nix library runs as derivation builders.
     #[command(subcommand, hide = true)]
     NixHelper(NixHelper),
@@ -134,6 +137,9 @@ struct BuildArgs {
     /// Replace the output even if it is not an OCI layout or a file (a directory of yours is deleted).
     #[arg(long)]
     force: bool,
+    /// Reuse store-path layers built before (keyed by paths, NAR hashes and options) from this directory.
+    #[arg(long, env = "NIXOCI_CACHE", value_name = "DIR")]
+    cache: Option<PathBuf>,
     /// No progress bars.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -244,6 +250,22 @@ struct VerifyArgs {
 }
 
 #[derive(Subcommand)]
+enum CacheCommand {
+    /// Remove the least recently used layers until the cache holds at most SIZE.
+    #[command(
+        after_help = "Example:\n  nixoci cache prune --cache ~/.cache/nixoci --max-size 20G"
+    )]
+    Prune {
+        /// The cache directory.
+        #[arg(long, env = "NIXOCI_CACHE", value_name = "DIR")]
+        cache: PathBuf,
+        /// Size to keep: bytes, or with K, M, G or T (powers of 1024).
+        #[arg(long, value_name = "SIZE", value_parser = nixoci::layer::cache::parse_size)]
+        max_size: u64,
+    },
+}
+
+#[derive(Subcommand)]
 enum NixHelper {
     /// Write one attribute of a structured-attrs file as JSON (an entrypoint wrapper config).
     WriteJson {
@@ -251,6 +273,13 @@ enum NixHelper {
         attrs: PathBuf,
         #[arg(long)]
         key: String,
+        #[arg(short = 'o')]
+        output: PathBuf,
+    },
+    /// Build one layer as its own output (`buildLayer`): `blob` and `meta.json`.
+    Layer {
+        #[arg(long)]
+        attrs: PathBuf,
         #[arg(short = 'o')]
         output: PathBuf,
     },
@@ -294,6 +323,9 @@ fn main() -> ExitCode {
         Command::Check(args) => run_check(args),
         Command::Push(args) => run_push(*args),
         Command::Verify(args) => run_verify(args),
+        Command::Cache(CacheCommand::Prune { cache, max_size }) => {
+            run_cache_prune(&cache, max_size)
+        }
         Command::NixHelper(helper) => run_nix_helper(helper),
     };
     match result {
@@ -364,6 +396,7 @@ fn run_build(args: BuildArgs) -> Result<()> {
         format: args.format,
         destination: destination.clone(),
         force: args.force,
+        cache: args.cache.clone(),
         jobs,
         progress: Progress::from_quiet(args.quiet),
     })?;
@@ -518,6 +551,18 @@ fn run_verify_drv(args: &VerifyArgs, drvs: &[PathBuf], manifests: &[PathBuf]) ->
     Ok(())
 }
 
+fn run_cache_prune(cache: &std::path::Path, max_size: u64) -> Result<()> {
+    if !cache.is_dir() {
+        return Err(anyhow!("no layer cache at {}", cache.display()));
+    }
+    let (removed, kept) = nixoci::layer::cache::LayerCache::open(cache)?.prune(max_size)?;
+    eprintln!(
+        "removed {removed} layer(s); {kept} bytes kept in {}",
+        cache.display()
+    );
+    Ok(())
+}
+
 fn run_nix_helper(helper: NixHelper) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let read = |attrs: &PathBuf| -> Result<serde_json::Value> {
@@ -532,6 +577,10 @@ fn run_nix_helper(helper: NixHelper) -> Result<()> {
                 .get(&key)
                 .ok_or_else(|| anyhow!("{} has no `{key}`", attrs.display()))?;
             std::fs::write(&output, nixoci::image::canonical(item))?;
+        }
+        NixHelper::Layer { attrs, output } => {
+            let spec = nixoci::spec::Spec::read(&attrs)?;
+            build::build_layer_output(&spec, attrs.parent(), &output)?;
         }
         NixHelper::StreamScript { attrs, output } => {
             let value = read(&attrs)?;

@@ -218,7 +218,11 @@ fn commit(staged: &Path, dest: &Path) -> Result<()> {
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    if fs::metadata(from)?.is_dir() {
+    let meta = fs::symlink_metadata(from)?;
+    if meta.file_type().is_symlink() {
+        // Blobs of explicit layers point into the store: keep pointing.
+        std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
+    } else if meta.is_dir() {
         fs::create_dir(to)?;
         for entry in fs::read_dir(from)? {
             let entry = entry?;

@@ -33,6 +33,11 @@ pub struct Spec {
     /// Graph nodes that are not part of the image (helper store paths).
     #[serde(default)]
     pub exclude_paths: Vec<String>,
+    /// Layers built as their own derivations (the Nix library's
+    /// `buildLayer`): outputs holding `blob` and `meta.json`. They go first,
+    /// and the store paths they cover leave the rest of the plan.
+    #[serde(default)]
+    pub layers: Vec<String>,
     /// A base image (OCI layout, oci-archive or docker-archive) whose layers go first.
     pub from_image: Option<String>,
     pub max_layers: Option<usize>,

@@ -523,3 +523,91 @@ fn the_ci_recipe_builds_checks_and_pushes_a_container_once() {
         "{text}"
     );
 }
+
+/// `nix-build` of `containers/authentik` in `repo_dir` with its own pins.
+fn nix_build_in(repo_dir: &Path, extra: &[&str]) -> Output {
+    let (_, standin, _) = flake_dirs();
+    Command::new("nix-build")
+        .arg(repo_dir.join("containers/authentik"))
+        .arg("-I")
+        .arg(format!("nixpkgs={}", standin.display()))
+        .args(extra)
+        .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors())
+        .output()
+        .unwrap()
+}
+
+fn layer_digests_of(image: &Path) -> Vec<String> {
+    let (manifest, _) = layout_manifest(image);
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_changed_top_package_rebuilds_no_explicit_layer() {
+    fixture_pins();
+    let dir = tempdir();
+    let copy = edited_copy(dir.path());
+    let built = |out: &Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    };
+    let before = built(&nix_build_in(&copy, &["--no-out-link"]));
+    let before_layers = layer_digests_of(&before);
+    assert_eq!(
+        before_layers.len(),
+        8,
+        "4 explicit, 3 planned, 1 customisation"
+    );
+
+    let ak = copy.join("containers/authentik/ak.nix");
+    let text = fs::read_to_string(&ak).unwrap();
+    fs::write(
+        &ak,
+        text.replacen(
+            "export PYTHONDONTWRITEBYTECODE=1",
+            "export PYTHONDONTWRITEBYTECODE=1\n  export AK_EDITED=1",
+            1,
+        ),
+    )
+    .unwrap();
+    let dry = nix_build_in(&copy, &["--no-out-link", "--dry-run"]);
+    let plan = String::from_utf8_lossy(&dry.stderr);
+    assert!(plan.contains("-ak.drv"), "{plan}");
+    assert!(plan.contains("-authentik-oci.drv"), "{plan}");
+    assert!(
+        !plan.contains("-layer.drv"),
+        "an explicit layer would be rebuilt:\n{plan}"
+    );
+
+    let after = built(&nix_build_in(&copy, &["--no-out-link"]));
+    let after_layers = layer_digests_of(&after);
+    assert_eq!(
+        before_layers[..4],
+        after_layers[..4],
+        "the explicit layers are the same blobs"
+    );
+    assert_ne!(before_layers, after_layers);
+    // The explicit layers' blobs are links into their derivations' outputs.
+    let blob = after
+        .join("blobs/sha256")
+        .join(&after_layers[0]["sha256:".len()..]);
+    assert!(fs::read_link(&blob).unwrap().ends_with("blob"));
+    let report = stdout(nixoci().arg("check").arg(&after));
+    assert!(report.contains("passed"), "{report}");
+    let bundle = Bundle::unpack(&after, "v2026.2.0", &dir.path().join("run"));
+    let (code, text, err) = bundle.run(&["server"], |_| {});
+    assert_eq!(code, 0, "{text}{err}");
+    assert!(
+        text.contains("server 2026.2.0\n") && text.contains("web ui 2026.2.0\n"),
+        "{text}"
+    );
+}

@@ -41,7 +41,29 @@ let
     };
     ak = call ./ak.nix { inherit authentik-django authentik-server; };
   };
-  inherit (components) ak authentik-django authentik-server;
+  inherit (components) ak authentik-django authentik-server webui;
+  # The big, slow-changing parts get layers of their own (derivations that
+  # Nix keeps), so that a change to the wrapper or the config rebuilds none
+  # of them; each builds on the ones before it.
+  baseLayer = nixociLib.buildLayer {
+    name = "authentik-base";
+    deps = [ pkgs.bashInteractive pkgs.coreutils pkgs.cacert pkgs.tzdata ];
+  };
+  webuiLayer = nixociLib.buildLayer {
+    name = "authentik-webui";
+    deps = [ webui ];
+    layers = [ baseLayer ];
+  };
+  pythonLayer = nixociLib.buildLayer {
+    name = "authentik-python";
+    deps = [ authentik-django ];
+    layers = [ baseLayer webuiLayer ];
+  };
+  serverLayer = nixociLib.buildLayer {
+    name = "authentik-server";
+    deps = [ authentik-server ];
+    layers = [ baseLayer webuiLayer pythonLayer ];
+  };
   blueprintsDir = "/blueprints";
   tmpDir = "/tmp";
 in
@@ -49,6 +71,7 @@ nixociLib.buildLayeredImage {
   name = "blumeops/authentik";
   tag = "v${version}";
   contents = [ ak authentik-django authentik-server pkgs.bashInteractive pkgs.coreutils pkgs.cacert pkgs.tzdata ];
+  layers = [ baseLayer webuiLayer pythonLayer serverLayer ];
   config = {
     # Built-in blueprints are linked into /blueprints as real directories with
     # a symlink per file (authentik's rglob skips symlinked directories); a
@@ -77,5 +100,8 @@ nixociLib.buildLayeredImage {
     { type = "directory"; path = "/media"; mode = "0755"; uid = 65534; gid = 65534; }
     { type = "directory"; path = "/certs"; mode = "0755"; uid = 65534; gid = 65534; }
   ];
-  passthru = { inherit version components; };
+  passthru = {
+    inherit version components;
+    layers = { base = baseLayer; webui = webuiLayer; python = pythonLayer; server = serverLayer; };
+  };
 }

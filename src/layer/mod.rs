@@ -3,7 +3,9 @@
 //! layer through one streaming pass of tar → sha256 (diff_id) → compression →
 //! sha256 (digest) → blob file, checking every store path's NAR hash on the way.
 
+pub mod cache;
 pub mod compress;
+pub mod explicit;
 pub mod rootfs;
 pub mod tar;
 
@@ -37,6 +39,9 @@ pub struct LayerBlob {
     pub store_paths: Vec<String>,
     #[serde(skip)]
     pub file: PathBuf,
+    /// With a layer cache: `hit`, `miss`, or `uncached` (a layer it cannot key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
 }
 
 /// `Write` adapter that counts, and hashes unless told the hash is not needed.
@@ -152,6 +157,7 @@ fn close_sink(
         media_type: opts.compression.media_type(),
         store_paths,
         file: dest,
+        cache: None,
     })
 }
 

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Benchmark: the CI loop our users repeat all day. Build an image of a
+# synthetic closure and push it to a loopback registry, cold, then again
+# after one small store path is added on top. In the same run, on the same
+# files, each pipeline with its own registry:
+#   baseline  a docker-archive in nixpkgs' format (store layers byte-identical
+#             to nixpkgs' streamer; written by nixoci, which is faster than
+#             nixpkgs' Python, so the baseline is flattered) + `skopeo copy
+#             docker-archive: docker://` (gzip, with skopeo's blob-info cache);
+#   nixoci    `nixoci build --cache` (gzip) + `nixoci push`.
+# Prints wall and CPU seconds per step, and the ratios.
+#
+# usage: bash benches/ci-loop.sh [SIZE_MIB]   (default 2400)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size_mib=${1:-2400}
+cargo build --release --quiet
+nixoci=$PWD/target/release/nixoci
+work=$(mktemp -d /var/tmp/nixoci-bench.XXXXXX)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+source benches/common.sh
+make_bench_store "$size_mib" --skewed
+export XDG_CACHE_HOME=$work/xdg   # nothing from earlier runs helps either side
+
+start_registry() { # NAME PORT
+  printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s, secret: bench}\n' \
+    "$work/$1-data" "$2" > "$work/$1.yml"
+  docker-registry serve "$work/$1.yml" > "$work/$1.log" 2>&1 & pids+=($!)
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$2/v2/" && return; sleep 0.05; done
+  echo "registry $1 did not start" >&2; exit 1
+}
+start_registry base 5393
+start_registry ours 5394
+
+# timed LABEL CMD…: runs CMD, prints wall and CPU (user+sys) seconds.
+timed() {
+  local label=$1; shift
+  /usr/bin/time -f "%e %U %S" -o "$work/time" "$@" > /dev/null
+  read -r wall user sys < "$work/time"
+  cpu=$(python3 -c "print(f'{$user + $sys:.2f}')")
+  printf '%-52s %8.2f %8.2f\n' "$label" "$wall" "$cpu"
+  echo "$wall $cpu" > "$work/last"
+}
+
+baseline() { # TAG
+  rm -f "$work/image.tar"
+  "$nixoci" build --spec "$work/spec.json" --format docker-archive -q -o "$work/image.tar"
+  skopeo copy -q --dest-tls-verify=false "docker-archive:$work/image.tar" "docker://127.0.0.1:5393/bench/app:$1"
+}
+ours() { # TAG
+  "$nixoci" build --spec "$work/spec.json" --compression gzip --cache "$work/cache" -q -o "$work/layout"
+  "$nixoci" push --insecure -q "$work/layout" "127.0.0.1:5394/bench/app:$1"
+}
+export -f baseline ours; export nixoci work
+
+printf '%-52s %8s %8s\n' "step" "wall s" "CPU s"
+timed "cold: docker-archive + skopeo copy" bash -c 'baseline cold'; read -r base_cold base_cold_cpu < "$work/last"
+timed "cold: nixoci build --cache + nixoci push" bash -c 'ours cold'; read -r ours_cold ours_cold_cpu < "$work/last"
+
+# One small path added on top of the closure (the everyday change).
+python3 - "$work/spec.json" "$store" "$nixoci" <<'PY'
+import json, os, subprocess, sys
+spec_file, store, nixoci = sys.argv[1:]
+spec = json.load(open(spec_file))
+top = os.path.join(store, "z" * 32 + "-app-change")
+os.makedirs(os.path.join(top, "bin"))
+with open(os.path.join(top, "bin", "app"), "w") as f:
+    f.write("#!/bin/sh\necho changed\n")
+nar = subprocess.run([nixoci, "hash", "path", top], check=True, capture_output=True, text=True).stdout.strip()
+spec["graph"].append({"path": top, "references": [spec["graph"][-1]["path"]], "narHash": nar})
+json.dump(spec, open(spec_file, "w"))
+PY
+timed "one path added: docker-archive + skopeo copy" bash -c 'baseline changed'; read -r base_warm base_warm_cpu < "$work/last"
+timed "one path added: nixoci build --cache + nixoci push" bash -c 'ours changed'; read -r ours_warm ours_warm_cpu < "$work/last"
+
+python3 - "$base_cold" "$ours_cold" "$base_warm" "$ours_warm" "$base_cold_cpu" "$ours_cold_cpu" "$base_warm_cpu" "$ours_warm_cpu" <<'PY'
+import sys
+bc, oc, bw, ow, bcc, occ, bwc, owc = map(float, sys.argv[1:])
+print()
+print(f"cold:           nixoci is {bc / oc:.1f}x faster (wall), {bcc / occ:.1f}x less CPU   (target >= 1.5x for gzip)")
+print(f"one path added: nixoci is {bw / ow:.1f}x faster (wall), {bwc / owc:.1f}x less CPU   (target >= 20x)")
+PY

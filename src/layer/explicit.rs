@@ -1,0 +1,87 @@
+//! Layers built as derivations of their own (the Nix library's `buildLayer`,
+//! with nix2container's meaning): an output directory holding the compressed
+//! `blob` and `meta.json`, so that Nix and binary caches keep each layer,
+//! and an image that uses it only points at the blob.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::{Compression, LayerBlob};
+
+/// `meta.json` of a layer output.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Meta {
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub media_type: String,
+    /// The store paths in this layer.
+    pub store_paths: Vec<String>,
+    /// These and the paths of the layers it builds on: what an image using
+    /// it leaves out of its other layers.
+    pub covers: Vec<String>,
+}
+
+pub struct ExplicitLayer {
+    pub dir: PathBuf,
+    pub meta: Meta,
+}
+
+impl ExplicitLayer {
+    pub fn read(dir: &Path) -> Result<ExplicitLayer> {
+        let path = dir.join("meta.json");
+        let text = fs::read(&path)
+            .with_context(|| format!("{} is not a layer (no meta.json)", dir.display()))?;
+        let meta: Meta =
+            serde_json::from_slice(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let blob = fs::metadata(dir.join("blob"))
+            .with_context(|| format!("{} has no blob", dir.display()))?;
+        if blob.len() != meta.size || !is_sha256(&meta.digest) || !is_sha256(&meta.diff_id) {
+            bail!("{}: the blob does not match meta.json", dir.display());
+        }
+        Ok(ExplicitLayer {
+            dir: dir.to_path_buf(),
+            meta,
+        })
+    }
+
+    /// The layer in an image: `blob_dir/<hex>` is a symlink to the blob.
+    pub fn link_into(&self, blob_dir: &Path) -> Result<LayerBlob> {
+        let hex = &self.meta.digest["sha256:".len()..];
+        let dest = blob_dir.join(hex);
+        if fs::symlink_metadata(&dest).is_err() {
+            std::os::unix::fs::symlink(self.dir.join("blob"), &dest)
+                .with_context(|| format!("cannot link {}", dest.display()))?;
+        }
+        let media_type = [Compression::Gzip, Compression::Zstd, Compression::None]
+            .into_iter()
+            .map(Compression::media_type)
+            .find(|t| *t == self.meta.media_type)
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: unknown media type {}",
+                    self.dir.display(),
+                    self.meta.media_type
+                )
+            })?;
+        Ok(LayerBlob {
+            digest: self.meta.digest.clone(),
+            diff_id: self.meta.diff_id.clone(),
+            size: self.meta.size,
+            media_type,
+            store_paths: self.meta.store_paths.clone(),
+            file: dest,
+            cache: None,
+        })
+    }
+}
+
+fn is_sha256(digest: &str) -> bool {
+    digest
+        .strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|c| c.is_ascii_hexdigit()))
+}

@@ -1,0 +1,265 @@
+//! `nixoci build --cache`: unchanged layers are reused without reading the
+//! store, the bytes never depend on the cache, damaged entries are rebuilt,
+//! concurrent builds share it, and `nixoci cache prune` keeps it bounded.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A store of `paths` chained paths of ~`kib` KiB each, with NAR hashes in
+/// the graph (as Nix gives them); returns the spec file.
+fn store(dir: &Path, paths: usize, kib: usize) -> PathBuf {
+    let store = dir.join("store");
+    let mut graph = Vec::new();
+    let mut previous: Option<String> = None;
+    for i in 0..paths {
+        let path = store.join(format!("{:0>32}-pkg-{i}", i));
+        fs::create_dir_all(path.join("share")).unwrap();
+        let text: String = (0..kib * 32)
+            .map(|n| format!("pkg {i} line {n:>20}\n"))
+            .collect();
+        fs::write(path.join("share/data"), text).unwrap();
+        let path = path.display().to_string();
+        let nar = stdout(nixoci().args(["hash", "path", &path]));
+        graph.push(json!({"path": path, "references": previous.iter().collect::<Vec<_>>(), "narHash": nar.trim()}));
+        previous = Some(path);
+    }
+    let spec = dir.join("spec.json");
+    fs::write(
+        &spec,
+        json!({"storeDir": store, "graph": graph, "tag": "1"}).to_string(),
+    )
+    .unwrap();
+    spec
+}
+
+fn build(spec: &Path, out: &Path, extra: &[&str]) -> Value {
+    summary(&run(nixoci()
+        .arg("build")
+        .arg("--spec")
+        .arg(spec)
+        .args(["--json", "-q"])
+        .args(extra)
+        .arg("-o")
+        .arg(out)))
+}
+
+fn cache_states(summary: &Value) -> Vec<String> {
+    summary["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["cache"].as_str().unwrap_or("none").to_string())
+        .collect()
+}
+
+#[test]
+fn unchanged_layers_are_hits_and_the_bytes_never_depend_on_the_cache() {
+    let dir = tempdir();
+    let spec = store(dir.path(), 4, 600);
+    let cache = dir.path().join("cache");
+    let cache_arg = cache.to_str().unwrap();
+    for compression in ["gzip", "zstd"] {
+        let plain = build(
+            &spec,
+            &dir.path().join("plain"),
+            &["--compression", compression],
+        );
+        assert_eq!(
+            cache_states(&plain),
+            ["none"; 5],
+            "no cache, no cache field"
+        );
+        let first = build(
+            &spec,
+            &dir.path().join("first"),
+            &["--compression", compression, "--cache", cache_arg],
+        );
+        assert_eq!(
+            cache_states(&first),
+            ["miss", "miss", "miss", "miss", "uncached"]
+        );
+        for jobs in ["1", "2", "8"] {
+            let again = build(
+                &spec,
+                &dir.path().join(format!("again-{jobs}")),
+                &[
+                    "--compression",
+                    compression,
+                    "--cache",
+                    cache_arg,
+                    "--jobs",
+                    jobs,
+                ],
+            );
+            assert_eq!(
+                cache_states(&again),
+                ["hit", "hit", "hit", "hit", "uncached"]
+            );
+            assert_eq!(
+                again["digest"], plain["digest"],
+                "{compression} --jobs {jobs}"
+            );
+            assert_eq!(layer_digests(&again), layer_digests(&plain));
+        }
+        // The image from hits is whole: skopeo copies it, checking every blob.
+        run(Command::new("skopeo")
+            .arg("copy")
+            .arg(format!("oci:{}:1", dir.path().join("again-1").display()))
+            .arg(format!(
+                "oci:{}:1",
+                dir.path().join(format!("copy-{compression}")).display()
+            )));
+    }
+    // A hit reads no store path: after a path's content is changed behind
+    // Nix's back, the cached build still succeeds (nothing was read), while
+    // a build without the cache reads it and refuses it.
+    let data = dir
+        .path()
+        .join("store")
+        .join(format!("{:0>32}-pkg-0/share/data", 0));
+    fs::write(&data, "changed behind Nix's back\n").unwrap();
+    let from_cache = build(&spec, &dir.path().join("no-read"), &["--cache", cache_arg]);
+    assert_eq!(&cache_states(&from_cache)[..4], ["hit"; 4]);
+    let err = fails(
+        nixoci()
+            .arg("build")
+            .arg("--spec")
+            .arg(&spec)
+            .args(["-q", "-o"])
+            .arg(dir.path().join("x")),
+    );
+    assert!(
+        err.contains("does not match its registered NAR hash"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_damaged_entry_is_rebuilt_not_used() {
+    let dir = tempdir();
+    let spec = store(dir.path(), 2, 300);
+    let cache = dir.path().join("cache");
+    let first = build(
+        &spec,
+        &dir.path().join("a"),
+        &["--cache", cache.to_str().unwrap()],
+    );
+    // Flip one byte in one cached blob.
+    let entries: Vec<PathBuf> = fs::read_dir(cache.join("v1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 2);
+    let blob = entries[0].join("blob");
+    let mut bytes = fs::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::remove_file(&blob).unwrap();
+    fs::write(&blob, bytes).unwrap();
+    let second = build(
+        &spec,
+        &dir.path().join("b"),
+        &["--cache", cache.to_str().unwrap()],
+    );
+    let mut states = cache_states(&second);
+    states.sort();
+    assert_eq!(states, ["hit", "miss", "uncached"]);
+    assert_eq!(second["digest"], first["digest"]);
+    // The output holds good blobs only, and the entry is good again.
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:1", dir.path().join("b").display()))
+        .arg(dir.path().join("unpacked")));
+    let third = build(
+        &spec,
+        &dir.path().join("c"),
+        &["--cache", cache.to_str().unwrap()],
+    );
+    assert_eq!(&cache_states(&third)[..2], ["hit", "hit"]);
+}
+
+#[test]
+fn concurrent_builds_share_a_cache() {
+    let dir = tempdir();
+    let spec = store(dir.path(), 6, 400);
+    let cache = dir.path().join("cache");
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            nixoci()
+                .arg("build")
+                .arg("--spec")
+                .arg(&spec)
+                .args(["--json", "-q", "-o"])
+                .arg(dir.path().join(format!("out-{i}")))
+                .env("NIXOCI_CACHE", &cache)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let summaries: Vec<Value> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success());
+            serde_json::from_slice(&out.stdout).unwrap()
+        })
+        .collect();
+    assert_eq!(summaries[0]["digest"], summaries[1]["digest"]);
+    let after = build(
+        &spec,
+        &dir.path().join("after"),
+        &["--cache", cache.to_str().unwrap()],
+    );
+    assert_eq!(&cache_states(&after)[..6], ["hit"; 6]);
+    assert_eq!(after["digest"], summaries[0]["digest"]);
+    let leftovers: Vec<_> = fs::read_dir(cache.join("v1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn prune_removes_the_least_recently_used_first() {
+    let dir = tempdir();
+    let old = store(&dir.path().join("old"), 1, 300);
+    let new = store(&dir.path().join("new"), 1, 300);
+    let cache = dir.path().join("cache");
+    let c = cache.to_str().unwrap();
+    build(&old, &dir.path().join("a"), &["--cache", c]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    build(&new, &dir.path().join("b"), &["--cache", c]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Using the old one makes it the most recent.
+    build(&old, &dir.path().join("c"), &["--cache", c]);
+    let sizes: Vec<u64> = fs::read_dir(cache.join("v1"))
+        .unwrap()
+        .map(|e| fs::metadata(e.unwrap().path().join("blob")).unwrap().len())
+        .collect();
+    let keep = sizes.iter().max().unwrap().to_string();
+    run(nixoci().args(["cache", "prune", "--cache", c, "--max-size", &keep]));
+    let after = build(&old, &dir.path().join("d"), &["--cache", c]);
+    assert_eq!(
+        cache_states(&after)[0],
+        "hit",
+        "the recently used entry stays"
+    );
+    let after = build(&new, &dir.path().join("e"), &["--cache", c]);
+    assert_eq!(
+        cache_states(&after)[0],
+        "miss",
+        "the least recently used one went"
+    );
+    run(nixoci().args(["cache", "prune", "--cache", c, "--max-size", "0"]));
+    assert_eq!(fs::read_dir(cache.join("v1")).unwrap().count(), 0);
+    let err = fails(nixoci().args(["cache", "prune", "--cache", c, "--max-size", "ten"]));
+    assert!(err.contains("not a size"), "{err}");
+}
