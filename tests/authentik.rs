@@ -574,7 +574,10 @@ fn a_changed_top_package_rebuilds_no_explicit_layer() {
         &ak,
         text.replacen(
             "export PYTHONDONTWRITEBYTECODE=1",
-            "export PYTHONDONTWRITEBYTECODE=1\n  export AK_EDITED=1",
+            &format!(
+                "export PYTHONDONTWRITEBYTECODE=1\n  export AK_EDITED={}",
+                rand_suffix()
+            ),
             1,
         ),
     )
