@@ -216,7 +216,7 @@ fn digests_are_pinned_for_a_fixed_input() {
         digests,
         vec![
             vec![
-                "sha256:b83338cb0aa66ac1fb2aa14b13c450e0441239cffbc1de4136c09dede6141b11"
+                "sha256:8cbe08cb71cefccda2d40ec41fb34e89a235f24a823ff01fd79fb507fc32385e"
                     .to_string(),
                 "sha256:ba737ca14f5c952b97f870d71387e73bfae251cd6d152e4e0584338c87a2bee1"
                     .to_string()

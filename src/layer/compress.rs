@@ -41,8 +41,9 @@ impl Compression {
 
 /// gzip's level (zlib's default, what `gzip` and nixpkgs use).
 const GZIP_LEVEL: u32 = 6;
-/// Input bytes per gzip block: pigz's default. Part of the output format.
-pub const GZIP_BLOCK: usize = 128 << 10;
+/// Input bytes per gzip block (pigz uses 128 KiB; 1 MiB blocks spend ~7%
+/// less CPU on starting blocks here). Part of the output format.
+pub const GZIP_BLOCK: usize = 1 << 20;
 /// deflate's window: how much of the previous block primes the next.
 const WINDOW: usize = 32 << 10;
 /// zstd's level, and its job size (4 MiB jobs that do not re-read the
