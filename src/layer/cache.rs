@@ -6,17 +6,21 @@
 //! the ordered store paths and their NAR hashes, the compression, mtime and
 //! owner fields. An entry is a directory `v1/<key>/` holding `blob` and
 //! `meta.json`, made in a temporary directory and renamed into place, so
-//! concurrent builds never see half an entry. A hit is checked (size and
-//! sha256) while it is linked or copied into the output: a damaged entry is
-//! removed and the layer rebuilt. Using an entry touches it, and `prune`
-//! removes the least recently used entries first.
+//! concurrent builds never see half an entry. A hit is linked (or copied)
+//! into the output and checked there: its size, and the sha256 of every
+//! 32 MiB chunk, recorded when the entry was made from a blob whose digest
+//! the build had just computed. Chunks are checked in parallel, so a big
+//! layer does not wait on one core. A damaged entry is removed and the layer
+//! rebuilt. Using an entry touches it, and `prune` removes the least
+//! recently used entries first.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
@@ -29,6 +33,8 @@ use crate::nix::{self, Hash};
 /// pinned-digest test says when): older entries are then never hit.
 const FORMAT: &str = "nixoci-layer-v1";
 const ENTRIES: &str = "v1";
+/// Bytes per checked chunk of a cached blob.
+const CHUNK: u64 = 32 << 20;
 
 pub struct LayerCache {
     entries: PathBuf,
@@ -41,6 +47,23 @@ struct Meta {
     diff_id: String,
     size: u64,
     store_paths: Vec<String>,
+    /// sha256 (hex) of each `CHUNK` of the blob.
+    chunks: Vec<String>,
+    /// sha256 of the fields above, so a damaged meta.json is caught too.
+    seal: String,
+}
+
+impl Meta {
+    fn compute_seal(&self) -> String {
+        let fields = serde_json::json!([
+            self.digest,
+            self.diff_id,
+            self.size,
+            self.store_paths,
+            self.chunks
+        ]);
+        nix::hex(&sha2::Sha256::digest(fields.to_string().as_bytes()))
+    }
 }
 
 impl LayerCache {
@@ -83,12 +106,17 @@ impl LayerCache {
     /// copied if not) after its size and digest are checked.
     pub fn get(&self, key: &str, blob_dir: &Path, compression: Compression) -> Option<LayerBlob> {
         let entry = self.entries.join(key);
-        let meta: Meta = fs::read(entry.join("meta.json"))
+        let meta: Option<Meta> = fs::read(entry.join("meta.json"))
             .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())?;
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .filter(|meta: &Meta| meta.seal == meta.compute_seal());
+        let Some(meta) = meta else {
+            let _ = fs::remove_dir_all(&entry);
+            return None;
+        };
         let hex = meta.digest.strip_prefix("sha256:")?;
         let dest = blob_dir.join(hex);
-        if !place_checked(&entry.join("blob"), &dest, hex, meta.size) {
+        if !place_checked(&entry.join("blob"), &dest, &meta.chunks, meta.size) {
             // Damaged (or half-removed): never used, and rebuilt by the caller.
             let _ = fs::remove_dir_all(&entry);
             return None;
@@ -122,12 +150,15 @@ impl LayerCache {
             if fs::hard_link(&blob.file, tmp.join("blob")).is_err() {
                 fs::copy(&blob.file, tmp.join("blob"))?;
             }
-            let meta = Meta {
+            let mut meta = Meta {
                 digest: blob.digest.clone(),
                 diff_id: blob.diff_id.clone(),
                 size: blob.size,
                 store_paths: blob.store_paths.clone(),
+                chunks: chunk_hashes(&blob.file, blob.size)?,
+                seal: String::new(),
             };
+            meta.seal = meta.compute_seal();
             fs::write(tmp.join("meta.json"), serde_json::to_vec(&meta)?)?;
             // A concurrent build may have won: its entry is as good as ours.
             match fs::rename(&tmp, &entry) {
@@ -171,41 +202,41 @@ impl LayerCache {
     }
 }
 
-/// Links (or copies) `from` to `to` and checks that it has `size` bytes and
-/// sha256 `hex`; leaves nothing at `to` when it does not.
-fn place_checked(from: &Path, to: &Path, hex: &str, size: u64) -> bool {
+/// Links (or copies) `from` to `to` and checks its size and chunk hashes;
+/// leaves nothing at `to` when they do not match.
+fn place_checked(from: &Path, to: &Path, chunks: &[String], size: u64) -> bool {
     let _ = fs::remove_file(to);
-    let placed = match fs::hard_link(from, to) {
-        Ok(()) => hash_file(to, None),
-        Err(_) => File::create(to).and_then(|out| hash_file(from, Some(out))),
-    };
-    match placed {
-        Ok((got, len)) if got == hex && len == size => true,
-        _ => {
-            let _ = fs::remove_file(to);
-            false
-        }
+    let placed = fs::hard_link(from, to).or_else(|_| fs::copy(from, to).map(|_| ()));
+    let good = placed.is_ok()
+        && fs::metadata(to).is_ok_and(|m| m.len() == size)
+        && chunk_hashes(to, size).is_ok_and(|got| got == chunks);
+    if !good {
+        let _ = fs::remove_file(to);
     }
+    good
 }
 
-/// The sha256 (hex) and length of `path`, copied to `copy` on the way.
-fn hash_file(path: &Path, mut copy: Option<File>) -> io::Result<(String, u64)> {
-    let mut file = File::open(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        if let Some(out) = &mut copy {
-            out.write_all(&buf[..n])?;
-        }
-        len += n as u64;
-    }
-    Ok((nix::hex(&h.finalize()), len))
+/// The sha256 (hex) of each `CHUNK` of the `size`-byte file, in parallel.
+fn chunk_hashes(path: &Path, size: u64) -> io::Result<Vec<String>> {
+    let count = size.div_ceil(CHUNK).max(1);
+    (0..count)
+        .into_par_iter()
+        .map(|i| {
+            let mut file = File::open(path)?;
+            file.seek(SeekFrom::Start(i * CHUNK))?;
+            let mut chunk = file.take(CHUNK);
+            let mut h = sha2::Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = chunk.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            Ok(nix::hex(&h.finalize()))
+        })
+        .collect()
 }
 
 /// Parses sizes like `500M`, `10G`, `1.5GiB` or plain bytes (powers of 1024).
