@@ -269,7 +269,7 @@ fn parse_classic(text: &str, source: &str) -> Result<Vec<PathInfo>> {
             )
         })?;
         let refs_start = i + 3;
-        if refs_start + count > lines.len() {
+        if count > lines.len().saturating_sub(refs_start) {
             bail!(
                 "{source}: block for `{path}` promises {count} references but the file ends first"
             );

@@ -158,6 +158,16 @@ pub fn canonical(value: &Value) -> Vec<u8> {
 /// Resolves a `created`/`mtime` setting to Unix seconds: an RFC 3339 time,
 /// `now`, `SOURCE_DATE_EPOCH` (read from the environment) or `@SECONDS`.
 pub fn resolve_time(text: &str) -> Result<i64> {
+    // Years 1970 to 9999: what image tools can print and parse back.
+    const LATEST: i64 = 253_402_300_799;
+    let secs = resolve_any_time(text)?;
+    if !(0..=LATEST).contains(&secs) {
+        bail!("`{text}` is outside 1970-01-01T00:00:00Z ..= 9999-12-31T23:59:59Z");
+    }
+    Ok(secs)
+}
+
+fn resolve_any_time(text: &str) -> Result<i64> {
     match text {
         "now" => Ok(SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -214,6 +224,9 @@ fn parse_rfc3339(text: &str) -> Result<i64> {
             let sign = if tz.starts_with('-') { -1 } else { 1 };
             let hh: i64 = tz[1..3].parse().map_err(|_| bad())?;
             let mm: i64 = tz[4..6].parse().map_err(|_| bad())?;
+            if hh > 23 || mm > 59 {
+                return Err(bad());
+            }
             sign * (hh * 3600 + mm * 60)
         }
         _ => return Err(bad()),

@@ -474,6 +474,49 @@ fn bad_inputs_get_clear_errors_and_leave_nothing_behind() {
     );
     assert_nothing_left(&out);
 
+    // A classic graph whose reference count overflows is an error, not a crash.
+    let huge = dir.path().join("huge-count");
+    fs::write(&huge, format!("{}\n\n18446744073709551615\n", f.app)).unwrap();
+    let planned = nixoci()
+        .arg("plan")
+        .arg("--graph")
+        .arg(&huge)
+        .output()
+        .unwrap();
+    assert_eq!(planned.status.code(), Some(1), "{planned:?}");
+    assert!(
+        String::from_utf8_lossy(&planned.stderr).contains("promises"),
+        "{planned:?}"
+    );
+
+    // Root entries: host files, out-of-range modes and trailing junk.
+    let secret = dir.path().join("secret");
+    fs::write(&secret, "runner key").unwrap();
+    for (entry, expect) in [
+        ("file:/x:/etc/shadow".to_string(), "not in the store"),
+        (format!("file:/x:{}", secret.display()), "not in the store"),
+        (
+            format!("file:/x:{}/../../etc/shadow", f.note),
+            "not in the store",
+        ),
+        ("dir:/tmp:77777777".to_string(), "not an octal mode"),
+        ("dir:/tmp:1777:extra".to_string(), "is not one of"),
+        (
+            format!("file:/x:{}:0644:extra", f.note),
+            "not an octal mode",
+        ),
+    ] {
+        let err = fails(
+            nixoci()
+                .arg("build")
+                .arg(&f.app)
+                .args(["--root", &entry, "-o"])
+                .arg(&out),
+        );
+        assert!(err.contains(expect), "{entry}: {err}");
+        assert_nothing_left(&out);
+    }
+
     let config = dir.path().join("bad-config.json");
     fs::write(&config, r#"{"Entrypoint": "/bin/sh"}"#).unwrap();
     let err = fails(

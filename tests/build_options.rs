@@ -122,6 +122,23 @@ fn created_takes_now_source_date_epoch_and_rfc3339() {
             .env_remove("SOURCE_DATE_EPOCH"),
     );
     assert!(err.contains("SOURCE_DATE_EPOCH is not set"), "{err}");
+    // Times that image tools could not read back are refused.
+    for bad in [
+        "@-99999999999",
+        "@99999999999999",
+        "2026-03-01T15:44:00+99:99",
+        "2026-03-01T15:44:00+01:60",
+        "0000-01-01T00:00:00Z",
+    ] {
+        let err = fails(
+            nixoci()
+                .arg("build")
+                .arg(&f.app)
+                .args(["--created", bad, "-o"])
+                .arg(dir.path().join("x")),
+        );
+        assert!(err.contains(bad), "{bad}: {err}");
+    }
 }
 
 #[test]

@@ -270,3 +270,50 @@ fn check_catches_seeded_mistakes() {
         .iter()
         .any(|f| f["check"] == "wrapper" && f["status"] == "pass"));
 }
+
+#[test]
+fn concurrent_wrappers_on_a_fresh_target_both_link_everything_and_keep_operator_files() {
+    let bin = static_entrypoint();
+    let dir = tempdir();
+    let src = dir.path().join("blueprints");
+    for d in 0..60 {
+        let sub = src.join(format!("dir-{d:02}/nested"));
+        fs::create_dir_all(&sub).unwrap();
+        for f in 0..100 {
+            fs::write(sub.join(format!("f{f:03}.yaml")), "version: 1").unwrap();
+        }
+    }
+    for round in 0..5 {
+        let to = dir.path().join(format!("target-{round}"));
+        // An operator's own file where a built-in one would go.
+        fs::create_dir_all(to.join("dir-00/nested")).unwrap();
+        fs::write(to.join("dir-00/nested/f000.yaml"), "operator's").unwrap();
+        let config = dir.path().join(format!("config-{round}.json"));
+        fs::write(
+            &config,
+            json!({"links": [{"from": src, "to": to}], "exec": ["/bin/true"]}).to_string(),
+        )
+        .unwrap();
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                Command::new(bin)
+                    .arg(&config)
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+        }
+        let links = walk(&to)
+            .iter()
+            .filter(|p| fs::symlink_metadata(p).unwrap().file_type().is_symlink())
+            .count();
+        assert_eq!(links, 6000 - 1, "round {round}");
+        let operator = to.join("dir-00/nested/f000.yaml");
+        assert!(fs::symlink_metadata(&operator).unwrap().is_file());
+        assert_eq!(fs::read_to_string(&operator).unwrap(), "operator's");
+    }
+}

@@ -521,3 +521,81 @@ fn build_refuses_a_store_path_modified_after_registration() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn replace_refs_cannot_hide_a_moved_tag() {
+    let dir = tempdir();
+    let root = dir.path();
+    let (mirror, pins) = make_mirror(root);
+    let manifest = root.join("test.toml");
+    fs::write(
+        &manifest,
+        format!(
+            "[[source]]\nname = \"test\"\nkind = \"git\"\nmirror = \"https://forge.example/mirrors/test.git\"\nrev = \"v2\"\nhash = \"{}\"\n",
+            pins[1].0
+        ),
+    )
+    .unwrap();
+    assert!(verify(&manifest, root, false).status.success());
+    // An evil commit: the tag moves to it, and a replace ref makes plain git
+    // commands show the good commit in its place. `git clone` checks out the
+    // evil tree (replace refs are not fetched), so verify must see it too.
+    let work = root.join("work");
+    fs::write(work.join("README"), "evil\n").unwrap();
+    git(&work, &["commit", "-q", "-am", "evil"]);
+    let evil = git(&work, &["rev-parse", "HEAD"]);
+    run(Command::new("git")
+        .arg("--git-dir")
+        .arg(&mirror)
+        .args(["fetch", "-q"])
+        .arg(&work)
+        .arg("HEAD:refs/heads/evil"));
+    git(&mirror, &["tag", "-f", "v2", &evil]);
+    git(&mirror, &["replace", &evil, &pins[1].1]);
+    let shown = git(&mirror, &["cat-file", "-p", "v2:README"]);
+    assert_eq!(
+        shown, "v2",
+        "the replace ref hides the evil tree from plain git"
+    );
+    let out = verify(&manifest, root, false);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(table.contains("mismatch"), "{table}");
+}
+
+#[test]
+fn pins_cannot_read_outside_the_mirror_root() {
+    let dir = tempdir();
+    let root = dir.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let secret = dir.path().join("secret.tar.gz");
+    fs::write(&secret, "not for verify's eyes").unwrap();
+    // A symlink inside the root that points out of it.
+    symlink(&secret, root.join("escape.tar.gz")).unwrap();
+    let manifest = dir.path().join("evil.toml");
+    let mut text = String::new();
+    for (name, extra) in [
+        ("dotdot", "path = \"../secret.tar.gz\"".to_string()),
+        ("absolute", format!("path = \"{}\"", secret.display())),
+        (
+            "url",
+            "mirror = \"https://forge.example/../secret.tar.gz\"".to_string(),
+        ),
+        ("link", "path = \"escape.tar.gz\"".to_string()),
+    ] {
+        text.push_str(&format!(
+            "[[source]]\nname = \"{name}\"\nkind = \"file\"\n{extra}\n{}hash = \"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"\n",
+            if extra.starts_with("mirror") { "" } else { "mirror = \"https://forge.example/x\"\n" }
+        ));
+    }
+    fs::write(&manifest, text).unwrap();
+    let secret_hash = nix_hash("file", "--sri", &secret);
+    let out = verify(&manifest, &root, false);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert_eq!(table.matches("missing").count(), 4, "{table}");
+    assert!(
+        !table.contains(&secret_hash),
+        "the outside file was hashed:\n{table}"
+    );
+}

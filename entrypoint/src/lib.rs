@@ -137,8 +137,17 @@ fn mirror_dir(from: &Path, to: &Path) -> io::Result<()> {
                 Ok(m) if m.file_type().is_dir() => mirror_dir(&source, &dest)?,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir(&dest)?;
-                    mirror_dir(&source, &dest)?;
+                    // Another container starting on the same volume may make
+                    // it first: a real directory is as good as ours.
+                    match fs::create_dir(&dest) {
+                        Ok(()) => mirror_dir(&source, &dest)?,
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                            if fs::symlink_metadata(&dest)?.file_type().is_dir() {
+                                mirror_dir(&source, &dest)?;
+                            }
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 Err(e) => return Err(e),
             }

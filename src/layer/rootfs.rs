@@ -80,12 +80,16 @@ impl RootEntry {
         let mode = |m: Option<&&str>, default: u32| -> Result<u32> {
             m.map(|m| {
                 u32::from_str_radix(m, 8)
-                    .map_err(|_| anyhow!("mode `{m}` in `{text}` is not octal"))
+                    .ok()
+                    .filter(|mode| *mode <= 0o7777)
+                    .ok_or_else(|| {
+                        anyhow!("mode `{m}` in `{text}` is not an octal mode (0 to 7777)")
+                    })
             })
             .unwrap_or(Ok(default))
         };
         Ok(match parts.as_slice() {
-            ["dir", path, rest @ ..] => RootEntry::Directory {
+            ["dir", path, rest @ ..] if rest.len() <= 1 => RootEntry::Directory {
                 path: path.to_string(),
                 mode: mode(rest.first(), 0o755)?,
                 uid: 0,
@@ -226,9 +230,38 @@ impl RootTree {
                 uid,
                 gid,
             } => {
-                let meta = fs::metadata(source).with_context(|| {
+                // Only store content goes in: a spec must not be able to
+                // copy a runner's secrets (/etc/shadow, keys) into an image.
+                let store_path = source
+                    .strip_prefix(&format!("{}/", self.store_dir))
+                    .map(|rest| {
+                        format!(
+                            "{}/{}",
+                            self.store_dir,
+                            rest.split('/').next().unwrap_or("")
+                        )
+                    });
+                let inside = store_path
+                    .as_deref()
+                    .is_some_and(|p| nix::validate_store_path(&self.store_dir, p).is_ok())
+                    && !Path::new(source)
+                        .components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir));
+                if !inside {
+                    bail!("root entry {path}: source {source} is not in the store {}; only store paths can be copied into an image", self.store_dir);
+                }
+                let real = fs::canonicalize(source).with_context(|| {
                     format!("root entry {path}: source {source} does not exist")
                 })?;
+                let real_store = fs::canonicalize(&self.store_dir)
+                    .unwrap_or_else(|_| PathBuf::from(&self.store_dir));
+                if !real.starts_with(&real_store) {
+                    bail!(
+                        "root entry {path}: source {source} leads out of the store (to {})",
+                        real.display()
+                    );
+                }
+                let meta = fs::metadata(&real)?;
                 if !meta.is_file() {
                     bail!("root entry {path}: source {source} is not a regular file");
                 }

@@ -23,9 +23,13 @@ pub struct TreeNotes {
 
 fn git(repo: &Path) -> Command {
     let mut cmd = Command::new("git");
+    // Replace refs and grafts rewrite history behind a tag's back: a mirror
+    // must be read as `git clone` (and fetchgit) sees it, without them.
     cmd.arg("--git-dir")
         .arg(repo)
         .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_NO_REPLACE_OBJECTS", "1")
+        .env("GIT_GRAFT_FILE", "/dev/null")
         .env_remove("GIT_DIR");
     cmd
 }

@@ -76,7 +76,7 @@ pub fn verify(
         Err(e) => return vec![lock_row(lock, Status::Missing, format!("{e:#}"))],
     };
     let Some(cache) = mirror_root
-        .map(|r| r.join(&lock.cache))
+        .and_then(|r| super::under_root(r, &lock.cache))
         .filter(|c| c.is_dir())
     else {
         return vec![lock_row(
@@ -106,7 +106,14 @@ pub fn verify(
     let (mut checked, mut uncached) = (0, 0);
     let mut rows = Vec::new();
     for pin in &pins {
-        let Some(file) = pin.candidates.iter().find(|c| c.exists()) else {
+        // Names come from the lock file: only files inside the cache count.
+        let Some(file) = pin.candidates.iter().find(|c| {
+            c.strip_prefix(&cache)
+                .ok()
+                .and_then(|rel| rel.to_str())
+                .and_then(|rel| super::under_root(&cache, rel))
+                .is_some()
+        }) else {
             uncached += 1;
             continue;
         };

@@ -233,21 +233,40 @@ pub fn compare(name: &str, kind: &str, pin: &Hash, got: &Hash, what: &str) -> Ro
 /// mirror URL's path (`…/mirrors/authentik.git`), or its last component.
 fn mirror_dir(source: &Source, root: Option<&Path>) -> Option<PathBuf> {
     let root = root?;
-    let mut candidates = Vec::new();
+    let mut candidates: Vec<String> = Vec::new();
     if let Some(p) = &source.path {
-        candidates.push(root.join(p));
+        candidates.push(p.clone());
     }
     if let Some(url) = &source.mirror {
         let path = url.split_once("://").map(|(_, rest)| rest).unwrap_or(url);
         let path = path.split_once('/').map(|(_, p)| p).unwrap_or(path);
-        candidates.push(root.join(path));
+        candidates.push(path.to_string());
         if let Some(last) = path.rsplit('/').next() {
-            candidates.push(root.join(last));
+            candidates.push(last.to_string());
         }
     }
-    candidates.push(root.join(format!("{}.git", source.name)));
-    candidates.push(root.join(&source.name));
-    candidates.into_iter().find(|c| c.exists())
+    candidates.push(format!("{}.git", source.name));
+    candidates.push(source.name.clone());
+    candidates.iter().find_map(|c| under_root(root, c))
+}
+
+/// `root/relative` if it exists and stays under `root`: `relative` must be
+/// plain names (no `..`, not absolute), and no symlink may lead out of the
+/// root. Pins and lock files are untrusted input; the mirror root is the
+/// only place verify reads from.
+pub fn under_root(root: &Path, relative: &str) -> Option<PathBuf> {
+    let rel = Path::new(relative);
+    let plain = !relative.is_empty()
+        && rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain {
+        return None;
+    }
+    let joined = root.join(rel);
+    let real_root = fs::canonicalize(root).ok()?;
+    let real = fs::canonicalize(&joined).ok()?;
+    real.starts_with(&real_root).then_some(joined)
 }
 
 fn verify_source(source: &Source, opts: &Options) -> (Row, Option<String>) {
