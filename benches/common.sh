@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Shared by the benchmarks. Source it after setting `nixoci` and `work`.
+# shellcheck disable=SC2154  # nixoci and work are the sourcing script's
 
 # make_bench_store SIZE_MIB [--skewed]: $work/store, $work/spec.json and
 # $bytes (file content in bytes), with the files in the page cache.

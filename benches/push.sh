@@ -17,7 +17,7 @@ source benches/common.sh
 make_bench_store "$size_mib"
 "$nixoci" build --spec "$work/spec.json" --compression gzip -q -o "$work/layout"
 image_bytes=$(du -sb "$work/layout" | cut -f1)
-echo "image: $(ls "$work/layout/blobs/sha256" | wc -l) blobs, $((image_bytes / 1000000)) MB compressed"
+echo "image: $(find "$work/layout/blobs/sha256" -type f | wc -l) blobs, $((image_bytes / 1000000)) MB compressed"
 
 start_registry() { # NAME PORT
   printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s, secret: bench}\n' \

@@ -614,3 +614,81 @@ fn a_changed_top_package_rebuilds_no_explicit_layer() {
         "{text}"
     );
 }
+
+#[test]
+fn the_ci_recipe_refuses_hostile_inputs() {
+    let (copy, _, _) = flake_dirs();
+    let dir = tempdir();
+    let pwned = dir.path().join("pwned");
+    for (container, sha) in [
+        (
+            format!("x\"; touch {}; \"", pwned.display()),
+            "2d4098e".to_string(),
+        ),
+        ("../../etc".to_string(), "2d4098e".to_string()),
+        (
+            "authentik".to_string(),
+            format!("$(touch {})", pwned.display()),
+        ),
+        ("authentik".to_string(), "main; touch x".to_string()),
+    ] {
+        let out = Command::new("bash")
+            .arg(copy.join(".forgejo/scripts/build-and-push.sh"))
+            .args([&container, &sha])
+            .current_dir(copy)
+            .env("REGISTRY", "127.0.0.1:1/blumeops")
+            .env("REGISTRY_USER", "ci")
+            .env("NIXOCI", "/bin/false")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{container} {sha}: {out:?}");
+        assert!(!pwned.exists(), "{container} {sha} ran shell code");
+    }
+}
+
+#[test]
+fn the_workflow_passes_inputs_through_env_and_pins_actions() {
+    let text =
+        fs::read_to_string(repo().join(".forgejo/workflows/build-container-nix.yaml")).unwrap();
+    let mut in_run: Option<usize> = None;
+    let mut runs = 0;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let trimmed = line.trim_start().trim_start_matches("- ");
+        if let Some(run_indent) = in_run {
+            if line.trim().is_empty() || indent > run_indent {
+                assert!(
+                    !line.contains("${{"),
+                    "an expression inside a script: {line}"
+                );
+                continue;
+            }
+            in_run = None;
+        }
+        if let Some(script) = trimmed.strip_prefix("run:") {
+            runs += 1;
+            assert!(
+                !script.contains("${{"),
+                "an expression inside a script: {line}"
+            );
+            if script.trim() == "|" {
+                in_run = Some(indent);
+            }
+        }
+        if let Some(action) = trimmed.strip_prefix("uses:") {
+            let pin = action
+                .trim()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .rsplit_once('@')
+                .unwrap()
+                .1;
+            assert!(
+                pin.len() == 40 && pin.bytes().all(|c| c.is_ascii_hexdigit()),
+                "not pinned by commit: {line}"
+            );
+        }
+    }
+    assert!(runs >= 4, "{runs} run steps found");
+}

@@ -12,6 +12,16 @@ set -euo pipefail
 container=${1:?usage: build-and-push.sh CONTAINER COMMIT_SHA}
 sha=${2:?usage: build-and-push.sh CONTAINER COMMIT_SHA}
 nixoci=${NIXOCI:-nixoci}
+# Both arrive from workflow inputs: accept only a directory name under
+# containers/ and a commit SHA.
+if ! [[ "$container" =~ ^[a-z0-9][a-z0-9._-]*$ ]] || [ ! -d "containers/$container" ]; then
+  echo "no container named '$container' in containers/" >&2
+  exit 2
+fi
+if ! [[ "$sha" =~ ^[0-9a-f]{7,40}$ ]]; then
+  echo "'$sha' is not a commit SHA (7 to 40 hex digits)" >&2
+  exit 2
+fi
 file=containers/$container/default.nix
 if [ ! -f "$file" ]; then
   echo "no $file: $container is not a Nix container; skipping"
