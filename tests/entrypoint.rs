@@ -317,3 +317,39 @@ fn concurrent_wrappers_on_a_fresh_target_both_link_everything_and_keep_operator_
         assert_eq!(fs::read_to_string(&operator).unwrap(), "operator's");
     }
 }
+
+#[test]
+fn odd_link_configs_neither_nest_nor_leave_empty_directories() {
+    let bin = static_entrypoint();
+    let dir = tempdir();
+    let from = dir.path().join("from");
+    fs::create_dir_all(from.join("a")).unwrap();
+    fs::write(from.join("a/x.yaml"), "x").unwrap();
+    let config = dir.path().join("config.json");
+    // `to` inside `from`: refused before anything is made.
+    fs::write(
+        &config,
+        json!({"links": [{"from": from, "to": from.join("a/copy")}], "exec": ["/bin/true"]})
+            .to_string(),
+    )
+    .unwrap();
+    let out = Command::new(bin).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("one is inside the other"),
+        "{out:?}"
+    );
+    assert!(!from.join("a/copy").exists());
+    // A missing `from`: a warning, no empty `to`, and the app still runs.
+    let to = dir.path().join("to");
+    fs::write(
+        &config,
+        json!({"links": [{"from": dir.path().join("gone"), "to": to}], "exec": ["/bin/sh", "-c", "echo ran"]}).to_string(),
+    )
+    .unwrap();
+    let out = Command::new(bin).arg(&config).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
+    assert!(!out.stderr.is_empty(), "the missing source is reported");
+    assert!(!to.exists(), "an empty {} was made", to.display());
+}

@@ -96,6 +96,20 @@ pub fn load(path: &Path) -> Result<Config, (i32, String)> {
                 ));
             }
         }
+        // A `to` inside its `from` (or the other way round) would copy into
+        // itself without end.
+        let (from, to) = (Path::new(&link.from), Path::new(&link.to));
+        if to.starts_with(from) || from.starts_with(to) {
+            return Err((
+                EXIT_BAD_CONFIG,
+                format!(
+                    "config {}: link from {} to {}: one is inside the other",
+                    path.display(),
+                    link.from,
+                    link.to
+                ),
+            ));
+        }
     }
     Ok(config)
 }
@@ -106,6 +120,13 @@ pub fn load(path: &Path) -> Result<Config, (i32, String)> {
 /// mounts and operators' files win, reruns change nothing, and no symlink is
 /// ever followed out of `to`.
 pub fn mirror(from: &Path, to: &Path) -> io::Result<()> {
+    // Nothing to mirror: make nothing (an empty `to` would look linked).
+    if !fs::metadata(from)?.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a directory", from.display()),
+        ));
+    }
     match fs::symlink_metadata(to) {
         Ok(m) if m.file_type().is_dir() => {}
         Ok(_) => {
