@@ -408,3 +408,56 @@ fn big_layers_use_every_thread_and_give_the_same_bytes() {
         assert_eq!(digests[0], digests[2], "{compression}: 1 vs 8 threads");
     }
 }
+
+#[test]
+fn hostile_root_entries_cost_bounded_memory_and_no_crash() {
+    let dir = tempdir();
+    let store = dir.path().join("store");
+    let big_path = store.join("3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d-big");
+    fs::create_dir_all(&big_path).unwrap();
+    // 400 MiB, sparse: cheap to make, but read whole it would cost 400 MiB.
+    fs::File::create(big_path.join("blob"))
+        .unwrap()
+        .set_len(400 << 20)
+        .unwrap();
+    let spec = json!({
+        "storeDir": store, "graph": [], "tag": "1", "compression": "none",
+        "rootEntries": [{"type": "file", "path": "/big", "source": big_path.join("blob")}]
+    });
+    fs::write(dir.path().join("spec.json"), spec.to_string()).unwrap();
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "maxrss=%M"])
+        .arg(env!("CARGO_BIN_EXE_nixoci"))
+        .args(["build", "-q", "--spec"])
+        .arg(dir.path().join("spec.json"))
+        .arg("-o")
+        .arg(dir.path().join("big"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let rss_kib: u64 = err
+        .rsplit("maxrss=")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(rss_kib < 100 << 10, "{rss_kib} KiB for a 400 MiB root file");
+
+    // A path 8000 directories deep is refused, not a stack overflow.
+    let deep = format!("dir:{}", "/d".repeat(8000));
+    let out = nixoci()
+        .args(["build", "--graph"])
+        .arg(dir.path().join("spec.json"))
+        .args(["--root", &deep, "-o"])
+        .arg(dir.path().join("deep"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("components; at most"),
+        "{out:?}"
+    );
+    assert!(!dir.path().join("deep").exists());
+}

@@ -599,3 +599,72 @@ fn pins_cannot_read_outside_the_mirror_root() {
         "the outside file was hashed:\n{table}"
     );
 }
+
+#[test]
+fn a_huge_symlink_blob_costs_no_memory() {
+    let dir = tempdir();
+    let root = dir.path();
+    let work = root.join("work");
+    fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    // 200 MiB of zeros compress to about 200 KiB in the mirror.
+    let big = root.join("zeros");
+    fs::File::create(&big).unwrap().set_len(200 << 20).unwrap();
+    let blob = git(&work, &["hash-object", "-w", big.to_str().unwrap()]);
+    git(
+        &work,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("120000,{blob},link"),
+        ],
+    );
+    let tree = git(&work, &["write-tree"]);
+    let commit = stdout(Command::new("git").arg("-C").arg(&work).args([
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.com",
+        "commit-tree",
+        &tree,
+        "-m",
+        "huge link",
+    ]));
+    git(&work, &["tag", "v1", commit.trim()]);
+    fs::create_dir_all(root.join("mirrors")).unwrap();
+    run(Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(&work)
+        .arg(root.join("mirrors/huge.git")));
+    let manifest = root.join("huge.toml");
+    fs::write(
+        &manifest,
+        "[[source]]\nname = \"huge\"\nkind = \"git\"\nmirror = \"https://forge.example/mirrors/huge.git\"\nrev = \"v1\"\nhash = \"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"\n",
+    )
+    .unwrap();
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "maxrss=%M"])
+        .arg(env!("CARGO_BIN_EXE_nixoci"))
+        .args(["verify", "-q"])
+        .arg(&manifest)
+        .arg("--mirror-root")
+        .arg(root)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}{err}");
+    assert!(table.contains("no checkout can make it"), "{table}");
+    let rss_kib: u64 = err
+        .rsplit("maxrss=")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        rss_kib < 64 << 10,
+        "verify used {rss_kib} KiB for a 200 MiB symlink blob"
+    );
+}

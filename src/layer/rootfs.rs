@@ -336,10 +336,20 @@ impl RootTree {
     }
 }
 
+/// How deep a root entry may go (the tree is walked recursively).
+const MAX_ROOT_DEPTH: usize = 256;
+
 fn split_root_path(path: &str) -> Result<Vec<Vec<u8>>> {
     let p = Path::new(path);
     if !p.is_absolute() {
         bail!("root entry path `{path}` must be absolute");
+    }
+    let depth = p.components().count();
+    if depth > MAX_ROOT_DEPTH {
+        bail!(
+            "root entry path has {depth} components; at most {MAX_ROOT_DEPTH}: `{}…`",
+            path.chars().take(60).collect::<String>()
+        );
     }
     p.components()
         .filter(|c| !matches!(c, Component::RootDir | Component::CurDir))
@@ -452,11 +462,8 @@ fn collect_refs(node: &Node, store_dir: &str, found: &mut Vec<String>) {
         // A copied file needs what it mentions (a script's interpreter), not
         // its source, as Nix's reference scan of the layer would find.
         Node::File { source, .. } => {
-            if let Ok(bytes) = fs::read(source) {
-                found.extend(nix::store_paths_in(
-                    store_dir,
-                    &String::from_utf8_lossy(&bytes),
-                ));
+            if let Ok(paths) = nix::store_paths_in_file(store_dir, source) {
+                found.extend(paths);
             }
         }
     }

@@ -72,6 +72,35 @@ pub fn store_paths_in(store_dir: &str, text: &str) -> Vec<String> {
     found
 }
 
+/// Every store path a file mentions, read in chunks (any size, bounded
+/// memory): consecutive chunks overlap by the longest possible store path,
+/// so a path across a chunk boundary is found too.
+pub fn store_paths_in_file(store_dir: &str, path: &Path) -> io::Result<Vec<String>> {
+    const CHUNK: usize = 1 << 20;
+    // The store dir, `/`, the 32-character hash, `-` and a 211-byte name.
+    let overlap = store_dir.len() + 1 + 32 + 1 + 211;
+    let mut file = fs::File::open(path)?;
+    let mut window: Vec<u8> = Vec::with_capacity(CHUNK + overlap);
+    let mut found: Vec<String> = Vec::new();
+    loop {
+        let keep = window.len().min(overlap);
+        window.drain(..window.len() - keep);
+        let before = window.len();
+        window.resize(before + CHUNK, 0);
+        let n = file.read(&mut window[before..])?;
+        window.truncate(before + n);
+        if n == 0 {
+            break;
+        }
+        for p in store_paths_in(store_dir, &String::from_utf8_lossy(&window)) {
+            if !found.contains(&p) {
+                found.push(p);
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// The hash algorithms that appear in pins and lock files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HashAlgo {
@@ -535,6 +564,23 @@ pub fn flat_hash_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_paths_in_a_file_across_chunk_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("script");
+        let path = format!("/nix/store/{}-bash-5.2", "a".repeat(32));
+        let mut bytes = vec![b'x'; (1 << 20) - 20];
+        bytes.extend_from_slice(path.as_bytes());
+        bytes.extend_from_slice(b"/bin/bash\n");
+        bytes.extend(std::iter::repeat_n(b'y', 3 << 20));
+        bytes.extend_from_slice(path.as_bytes());
+        fs::write(&file, bytes).unwrap();
+        assert_eq!(
+            store_paths_in_file("/nix/store", &file).unwrap(),
+            vec![path]
+        );
+    }
 
     #[test]
     fn hash_spellings_round_trip() {

@@ -267,6 +267,13 @@ fn write_dir<R: BufRead>(
             }
             Entry::Symlink { id } => {
                 let size = next_object(objects, id)?;
+                // No checkout can make a longer link (Linux's PATH_MAX), and
+                // the object is untrusted: never allocate what it claims.
+                if size > SYMLINK_MAX {
+                    bail!(
+                        "git object {id} is a symlink target of {size} bytes: no checkout can make it (at most {SYMLINK_MAX})"
+                    );
+                }
                 let mut target = vec![0u8; size as usize];
                 objects
                     .read_exact(&mut target)
@@ -296,6 +303,9 @@ fn write_dir<R: BufRead>(
     }
     Ok(())
 }
+
+/// The longest symlink target a checkout can make.
+const SYMLINK_MAX: u64 = 4096;
 
 fn skip_newline(objects: &mut impl Read, id: &str) -> Result<()> {
     let mut nl = [0u8; 1];
