@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::image;
+use crate::layer::tar_guard::TarGuard;
 
 /// One layer blob of an image.
 #[derive(Clone, Debug)]
@@ -219,15 +220,18 @@ pub fn media_type_of(file: &Path) -> Result<&'static str> {
     })
 }
 
+/// The tar stream of a layer or archive, decompressed, behind the guard that
+/// bounds the memory its headers can ask for.
 fn decompressed(file: &Path) -> Result<Box<dyn Read>> {
     let reader = BufReader::new(
         File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
     );
-    Ok(match media_type_of(file)? {
+    let stream: Box<dyn Read> = match media_type_of(file)? {
         t if t.ends_with("+gzip") => Box::new(flate2::read::MultiGzDecoder::new(reader)),
         t if t.ends_with("+zstd") => Box::new(zstd::stream::read::Decoder::new(File::open(file)?)?),
         _ => Box::new(reader),
-    })
+    };
+    Ok(Box::new(TarGuard::new(stream)))
 }
 
 /// Unpacks an archive's regular files (and directories) into `dest`.

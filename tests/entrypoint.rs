@@ -353,3 +353,96 @@ fn odd_link_configs_neither_nest_nor_leave_empty_directories() {
     assert!(!out.stderr.is_empty(), "the missing source is reported");
     assert!(!to.exists(), "an empty {} was made", to.display());
 }
+
+/// An OCI layout around one gzip layer whose tar bytes `write_tar` streams.
+fn layout_with_layer(dir: &Path, write_tar: impl Fn(&mut dyn std::io::Write)) -> PathBuf {
+    use sha2::Digest as _;
+    let layout = dir.join("layout");
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let hex = nixoci::nix::hex(&sha2::Sha256::digest(bytes));
+        fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    struct Both(flate2::write::GzEncoder<Vec<u8>>, sha2::Sha256);
+    impl std::io::Write for Both {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.1.update(buf);
+            self.0.write_all(buf)?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut both = Both(
+        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
+        sha2::Sha256::new(),
+    );
+    write_tar(&mut both);
+    let diff_id = format!("sha256:{}", nixoci::nix::hex(&both.1.finalize()));
+    let (layer, layer_size) = put(&both.0.finish().unwrap());
+    let config = json!({"architecture": "amd64", "os": "linux", "config": {"Entrypoint": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]}});
+    let (config, config_size) = put(config.to_string().as_bytes());
+    let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": layer_size}]});
+    let (manifest, manifest_size) = put(manifest.to_string().as_bytes());
+    fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    fs::write(
+        layout.join("index.json"),
+        json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest, "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": "1"}}]})
+        .to_string(),
+    )
+    .unwrap();
+    layout
+}
+
+#[test]
+fn check_reads_a_hostile_layer_in_bounded_memory() {
+    let dir = tempdir();
+    // A PAX header of 300 MiB (all there, compressing to under 1 MiB).
+    let mut header = [0u8; 512];
+    header[..9].copy_from_slice(b"pax-bomb\0");
+    header[100..108].copy_from_slice(b"0000644\0");
+    header[124..136].copy_from_slice(format!("{:011o}\0", 300u64 << 20).as_bytes());
+    header[156] = b'x';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let layout = layout_with_layer(dir.path(), |out| {
+        out.write_all(&header).unwrap();
+        let chunk = vec![b'a'; 1 << 20];
+        for _ in 0..300 {
+            out.write_all(&chunk).unwrap();
+        }
+        out.write_all(&[0u8; 1024]).unwrap();
+    });
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "maxrss=%M"])
+        .arg(env!("CARGO_BIN_EXE_nixoci"))
+        .arg("check")
+        .arg(&layout)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("extension record"), "{err}");
+    let rss_kib: u64 = err
+        .rsplit("maxrss=")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(rss_kib < 64 << 10, "{rss_kib} KiB");
+}

@@ -8,6 +8,7 @@ pub mod compress;
 pub mod explicit;
 pub mod rootfs;
 pub mod tar;
+pub mod tar_guard;
 
 use std::cmp::Ordering;
 use std::fs::{self, File};

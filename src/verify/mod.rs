@@ -429,7 +429,7 @@ fn unpack_tarball(file: &Path, dest: &Path) -> Result<()> {
         }
         _ => Box::new(fs::File::open(file)?),
     };
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar::Archive::new(crate::layer::tar_guard::TarGuard::new(reader));
     archive.set_preserve_permissions(true);
     for entry in archive.entries()? {
         let mut entry = entry?;
