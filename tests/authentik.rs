@@ -677,7 +677,6 @@ fn the_workflow_passes_inputs_through_env_and_pins_actions() {
         }
         if let Some(action) = trimmed.strip_prefix("uses:") {
             let pin = action
-                .trim()
                 .split_whitespace()
                 .next()
                 .unwrap()
