@@ -461,3 +461,95 @@ fn hostile_root_entries_cost_bounded_memory_and_no_crash() {
     );
     assert!(!dir.path().join("deep").exists());
 }
+
+#[test]
+fn the_layering_strategy_decides_the_layers_built() {
+    let dir = tempdir();
+    let store = dir.path().join("store");
+    let path = |name: &str| {
+        store
+            .join(format!("{:a>32}-{name}", ""))
+            .display()
+            .to_string()
+    };
+    let mut graph = Vec::new();
+    for (name, refs, kib) in [
+        ("app", vec!["lib", "libc"], 1000),
+        ("lib", vec!["libc"], 10),
+        ("tool", vec!["libc"], 100),
+        ("libc", vec![], 500),
+    ] {
+        let p = store.join(format!("{:a>32}-{name}", ""));
+        fs::create_dir_all(&p).unwrap();
+        fs::write(p.join("data"), vec![b'x'; kib * 1024]).unwrap();
+        graph.push(json!({"path": path(name), "references": refs.iter().map(|r| path(r)).collect::<Vec<_>>()}));
+    }
+    let graph_file = dir.path().join("graph.json");
+    fs::write(&graph_file, serde_json::Value::Array(graph).to_string()).unwrap();
+    let mut plans = Vec::new();
+    for strategy in ["popularity", "auto"] {
+        let plan: serde_json::Value = serde_json::from_str(&stdout(
+            nixoci().args(["plan", "--graph"]).arg(&graph_file).args([
+                "--store-dir",
+                store.to_str().unwrap(),
+                "--strategy",
+                strategy,
+                "--max-layers",
+                "3",
+            ]),
+        ))
+        .unwrap();
+        let spec = json!({"storeDir": store, "graph": graph_file, "tag": "1"});
+        fs::write(dir.path().join("spec.json"), spec.to_string()).unwrap();
+        let built = summary(&run(nixoci()
+            .args(["build", "--json", "--spec"])
+            .arg(dir.path().join("spec.json"))
+            .args(["--strategy", strategy, "--max-layers", "3", "-o"])
+            .arg(dir.path().join(strategy))));
+        let layers: Vec<serde_json::Value> = built["layers"].as_array().unwrap()[..2]
+            .iter()
+            .map(|l| l["store_paths"].clone())
+            .collect();
+        assert_eq!(serde_json::Value::Array(layers), plan, "{strategy}");
+        plans.push(plan);
+    }
+    assert_ne!(
+        plans[0], plans[1],
+        "the strategies must differ here for this test to mean anything"
+    );
+}
+
+#[test]
+fn a_graph_nar_hash_is_checked_against_the_store() {
+    let dir = tempdir();
+    let store = dir.path().join("store");
+    let p = store.join(format!("{:b>32}-pkg", ""));
+    fs::create_dir_all(&p).unwrap();
+    fs::write(p.join("data"), "the real content").unwrap();
+    let real = stdout(nixoci().args(["hash", "path"]).arg(&p))
+        .trim()
+        .to_string();
+    for (hash, ok) in [
+        (real.as_str(), true),
+        ("sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=", false),
+    ] {
+        let spec = json!({"storeDir": store, "tag": "1",
+            "graph": [{"path": p, "references": [], "narHash": hash}]});
+        fs::write(dir.path().join("spec.json"), spec.to_string()).unwrap();
+        let out = nixoci()
+            .args(["build", "-q", "--spec"])
+            .arg(dir.path().join("spec.json"))
+            .arg("-o")
+            .arg(dir.path().join("image"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "{hash}: {err}");
+        if !ok {
+            assert!(
+                err.contains("does not match its registered NAR hash"),
+                "{err}"
+            );
+        }
+    }
+}

@@ -161,13 +161,15 @@ fn nixpkgs_docker_tools_assertions_hold() {
         String::from_utf8_lossy(&out.stderr)
     );
     fs::write(&archive, &out.stdout).unwrap();
-    let inspect = stdout(
+    let inspect: Value = serde_json::from_str(&stdout(
         Command::new("skopeo")
-            .arg("inspect")
+            .args(["inspect", "--config"])
             .arg(format!("docker-archive:{}", archive.display())),
-    );
-    assert!(
-        inspect.contains(&format!("{}/bin/app", f.app)) || inspect.contains("Layers"),
+    ))
+    .unwrap();
+    assert_eq!(
+        inspect["config"]["Entrypoint"],
+        serde_json::json!([format!("{}/bin/app", f.app)]),
         "{inspect}"
     );
     run(Command::new("skopeo")

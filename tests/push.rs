@@ -718,3 +718,46 @@ fn stalled_and_endless_registries_end_in_exit_5() {
         eprintln!("{marker}: exit 5 after {took:?}");
     }
 }
+
+#[test]
+fn a_registry_that_stores_another_digest_fails_the_push() {
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    proxy.set_plan(json!({"wrong_manifest_digest": true}));
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    let out = push(&[
+        layout.to_str().unwrap(),
+        &format!("{}/team/app:v1", proxy.host()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains(&format!("stored the manifest as sha256:{}", "0".repeat(64))),
+        "{err}"
+    );
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    proxy.set_plan(json!({"faults": [
+        {"method": "HEAD", "path_contains": "/blobs/", "action": "429", "retry_after": 3, "times": 1},
+    ]}));
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    let started = std::time::Instant::now();
+    push_ok(&[
+        "--parallel",
+        "1",
+        layout.to_str().unwrap(),
+        &format!("{}/team/app:v1", proxy.host()),
+    ]);
+    // The backoff without Retry-After would be well under a second.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -13,7 +13,8 @@ PLAN.json (re-read on every request, so tests can change it):
    "hide_tags": true,          # HEAD/GET of manifests by tag -> 404 (403 on PUT still applies)
    "refuse_monolithic": true,  # PUT of an upload with a body -> 400
    "location_to": "HOST:PORT", # upload Locations point at another host
-   "location_raw": "TEXT"}     # upload Locations are replaced by TEXT as is
+   "location_raw": "TEXT",     # upload Locations are replaced by TEXT as is
+   "wrong_manifest_digest": true}  # manifest PUTs answer another Docker-Content-Digest
 STATS.json: {"blob_bytes": N, "requests": ["METHOD path status", ...],
              "authorized": ["METHOD path", ...]}  (requests that carried Authorization)
 """
@@ -149,6 +150,8 @@ class Proxy(BaseHTTPRequestHandler):
                     v = v.replace(UPSTREAM, p.get("location_to") or PROXY)
                     if v.startswith("/") and p.get("location_to"):
                         v = "http://" + p["location_to"] + v
+            if k.lower() == "docker-content-digest" and p.get("wrong_manifest_digest") and self.command == "PUT" and "/manifests/" in self.path:
+                v = "sha256:" + "0" * 64
             out[k] = v
         record(f"{self.command} {self.path.split('?')[0]} {response.status}", len(body) if is_upload else 0)
         self.send_response(response.status)
