@@ -23,13 +23,6 @@ source benches/common.sh
 make_bench_store "$size_mib" --skewed
 export XDG_CACHE_HOME=$work/xdg   # nothing from earlier runs helps either side
 
-start_registry() { # NAME PORT
-  printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s, secret: bench}\n' \
-    "$work/$1-data" "$2" > "$work/$1.yml"
-  docker-registry serve "$work/$1.yml" > "$work/$1.log" 2>&1 & pids+=($!)
-  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$2/v2/" && return; sleep 0.05; done
-  echo "registry $1 did not start" >&2; exit 1
-}
 start_registry base 5393
 start_registry ours 5394
 

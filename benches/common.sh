@@ -37,3 +37,13 @@ best_of() {
   done
   echo "$best"
 }
+
+# start_registry NAME PORT: a CNCF registry on 127.0.0.1:PORT with its data
+# under $work; its PID joins the caller's `pids` array (killed on exit).
+start_registry() {
+  printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s, secret: bench}\n' \
+    "$work/$1-data" "$2" > "$work/$1.yml"
+  docker-registry serve "$work/$1.yml" > "$work/$1.log" 2>&1 & pids+=($!)
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$2/v2/" && return; sleep 0.05; done
+  echo "registry $1 did not start" >&2; exit 1
+}

@@ -19,13 +19,6 @@ make_bench_store "$size_mib"
 image_bytes=$(du -sb "$work/layout" | cut -f1)
 echo "image: $(find "$work/layout/blobs/sha256" -type f | wc -l) blobs, $((image_bytes / 1000000)) MB compressed"
 
-start_registry() { # NAME PORT
-  printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: 127.0.0.1:%s, secret: bench}\n' \
-    "$work/$1-data" "$2" > "$work/$1.yml"
-  docker-registry serve "$work/$1.yml" > "$work/$1.log" 2>&1 & pids+=($!)
-  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$2/v2/" && return; sleep 0.05; done
-  echo "registry $1 did not start" >&2; exit 1
-}
 start_registry ours 5391
 start_registry skopeo 5392
 export XDG_RUNTIME_DIR=$work # keep skopeo's blob-info cache out of the way

@@ -425,24 +425,14 @@ fn hostile_root_entries_cost_bounded_memory_and_no_crash() {
         "rootEntries": [{"type": "file", "path": "/big", "source": big_path.join("blob")}]
     });
     fs::write(dir.path().join("spec.json"), spec.to_string()).unwrap();
-    let out = Command::new("/usr/bin/time")
-        .args(["-f", "maxrss=%M"])
-        .arg(env!("CARGO_BIN_EXE_nixoci"))
-        .args(["build", "-q", "--spec"])
-        .arg(dir.path().join("spec.json"))
-        .arg("-o")
-        .arg(dir.path().join("big"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let rss_kib: u64 = err
-        .rsplit("maxrss=")
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (out, rss_kib) = run_measured(
+        nixoci()
+            .args(["build", "-q", "--spec"])
+            .arg(dir.path().join("spec.json"))
+            .arg("-o")
+            .arg(dir.path().join("big")),
+    );
+    assert!(out.status.success(), "{out:?}");
     assert!(rss_kib < 100 << 10, "{rss_kib} KiB for a 400 MiB root file");
 
     // A path 8000 directories deep is refused, not a stack overflow.

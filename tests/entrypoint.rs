@@ -427,22 +427,9 @@ fn check_reads_a_hostile_layer_in_bounded_memory() {
         }
         out.write_all(&[0u8; 1024]).unwrap();
     });
-    let out = Command::new("/usr/bin/time")
-        .args(["-f", "maxrss=%M"])
-        .arg(env!("CARGO_BIN_EXE_nixoci"))
-        .arg("check")
-        .arg(&layout)
-        .output()
-        .unwrap();
+    let (out, rss_kib) = run_measured(nixoci().arg("check").arg(&layout));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("extension record"), "{err}");
-    let rss_kib: u64 = err
-        .rsplit("maxrss=")
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     assert!(rss_kib < 64 << 10, "{rss_kib} KiB");
 }

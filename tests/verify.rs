@@ -658,26 +658,16 @@ fn a_huge_symlink_blob_costs_no_memory() {
         "[[source]]\nname = \"huge\"\nkind = \"git\"\nmirror = \"https://forge.example/mirrors/huge.git\"\nrev = \"v1\"\nhash = \"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"\n",
     )
     .unwrap();
-    let out = Command::new("/usr/bin/time")
-        .args(["-f", "maxrss=%M"])
-        .arg(env!("CARGO_BIN_EXE_nixoci"))
-        .args(["verify", "-q"])
-        .arg(&manifest)
-        .arg("--mirror-root")
-        .arg(root)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (out, rss_kib) = run_measured(
+        nixoci()
+            .args(["verify", "-q"])
+            .arg(&manifest)
+            .arg("--mirror-root")
+            .arg(root),
+    );
     let table = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{table}{err}");
+    assert_eq!(out.status.code(), Some(1), "{table}{out:?}");
     assert!(table.contains("no checkout can make it"), "{table}");
-    let rss_kib: u64 = err
-        .rsplit("maxrss=")
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     assert!(
         rss_kib < 64 << 10,
         "verify used {rss_kib} KiB for a 200 MiB symlink blob"

@@ -641,3 +641,22 @@ pub fn fixture_pins() -> &'static Path {
     .1
     .as_path()
 }
+
+/// Runs `cmd` under `/usr/bin/time`: its output (stderr without time's line)
+/// and its peak RSS in KiB.
+pub fn run_measured(cmd: &Command) -> (Output, u64) {
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .args(["-f", "maxrss=%M"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    let mut out = timed.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (rest, rss) = err.rsplit_once("maxrss=").expect("time printed no maxrss");
+    let rss_kib = rss.trim().parse().unwrap();
+    out.stderr = rest.as_bytes().to_vec();
+    (out, rss_kib)
+}
