@@ -57,62 +57,93 @@ fn package_name(path: &str) -> String {
 }
 
 /// Every path of the closure, most popular first, as closure-graph.py orders
-/// them: roots are the paths nothing else references; popularity is computed
-/// by its memoised recursion; ties go by `package_name`.
+/// them: roots are the paths nothing else references; ties go by
+/// `package_name`.
+///
+/// closure-graph.py computes popularity with a memoised recursion,
+/// contest(children) = Σ_c ({c: 1} + {q: v + 1 for (q, v) in contest(children(c))}),
+/// which needs memory quadratic in a chain's length and recursion as deep.
+/// Unrolled, a path q scores M(q) plus the sum of M(x) over its ancestors x,
+/// where M(x) counts the paths from the roots to x: both follow from one
+/// pass in topological order. A path with one referrer adds that referrer's
+/// sum; only paths with several referrers walk their ancestors.
 pub fn popularity_order(closure: &Closure) -> Vec<String> {
     let nodes = closure.nodes();
+    let n = nodes.len();
     let refs = closure.reference_indices();
-    let mut referenced = vec![false; nodes.len()];
-    for r in refs.iter().flatten() {
-        referenced[*r] = true;
+    let mut referrers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (from, targets) in refs.iter().enumerate() {
+        for &to in targets {
+            referrers[to].push(from);
+        }
     }
-    let roots: Vec<usize> = (0..nodes.len()).filter(|&i| !referenced[i]).collect();
+    // Kahn's order from the roots down; paths on a cycle (which Nix's
+    // reference graphs cannot have) are never reached and come last.
+    let mut waiting: Vec<usize> = referrers.iter().map(Vec::len).collect();
+    let mut order: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+    let mut next = 0;
+    while next < order.len() {
+        let x = order[next];
+        next += 1;
+        for &child in &refs[x] {
+            waiting[child] -= 1;
+            if waiting[child] == 0 {
+                order.push(child);
+            }
+        }
+    }
+    let mut paths_to = vec![0u128; n];
+    let mut ancestor_sum = vec![0u128; n];
+    let mut reached = vec![false; n];
+    for &x in &order {
+        reached[x] = true;
+        paths_to[x] = if referrers[x].is_empty() {
+            1
+        } else {
+            referrers[x]
+                .iter()
+                .fold(0u128, |sum, &p| sum.saturating_add(paths_to[p]))
+        };
+        ancestor_sum[x] = match referrers[x].as_slice() {
+            [] => 0,
+            [p] => ancestor_sum[*p].saturating_add(paths_to[*p]),
+            _ => {
+                let mut seen = vec![false; n];
+                let mut todo: Vec<usize> = referrers[x].clone();
+                let mut sum = 0u128;
+                while let Some(a) = todo.pop() {
+                    if !std::mem::replace(&mut seen[a], true) {
+                        sum = sum.saturating_add(paths_to[a]);
+                        todo.extend(&referrers[a]);
+                    }
+                }
+                sum
+            }
+        };
+    }
 
-    // contest(children) = Σ_c ({c: 1} + {q: v + 1 for (q, v) in contest(children(c))}),
-    // memoised per node exactly like the Python cache.
-    let mut memo: HashMap<usize, HashMap<usize, u64>> = HashMap::new();
-    let popularity = contest(&roots, &refs, &mut memo);
-
-    let mut ordered: Vec<(u64, String, usize)> = popularity
+    let mut ordered: Vec<(u128, String, usize)> = order
         .iter()
-        .map(|(&i, &p)| (p, package_name(&nodes[i].path), i))
+        .map(|&i| {
+            (
+                paths_to[i].saturating_add(ancestor_sum[i]),
+                package_name(&nodes[i].path),
+                i,
+            )
+        })
         .collect();
     ordered.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     let mut result: Vec<String> = ordered
         .into_iter()
         .map(|(_, _, i)| nodes[i].path.clone())
         .collect();
-    // Paths no root reaches (only possible in a cyclic graph) come last.
-    let mut missing: Vec<String> = nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !popularity.contains_key(i))
-        .map(|(_, n)| n.path.clone())
+    let mut missing: Vec<String> = (0..n)
+        .filter(|&i| !reached[i])
+        .map(|i| nodes[i].path.clone())
         .collect();
     missing.sort();
     result.extend(missing);
     result
-}
-
-fn contest(
-    children: &[usize],
-    refs: &[Vec<usize>],
-    memo: &mut HashMap<usize, HashMap<usize, u64>>,
-) -> HashMap<usize, u64> {
-    let mut popularity: HashMap<usize, u64> = HashMap::new();
-    for &child in children {
-        *popularity.entry(child).or_default() += 1;
-        if !memo.contains_key(&child) {
-            // Mark as in progress so that a cycle ends instead of recursing forever.
-            memo.insert(child, HashMap::new());
-            let sub = contest(&refs[child], refs, memo);
-            memo.insert(child, sub);
-        }
-        for (&q, &v) in &memo[&child] {
-            *popularity.entry(q).or_default() += v + 1;
-        }
-    }
-    popularity
 }
 
 /// The first `budget − 1` paths get a layer each; the rest share the last.
@@ -236,6 +267,98 @@ mod tests {
             Closure::from_nodes(nodes, "/nix/store", "test").unwrap(),
             names,
         )
+    }
+
+    /// closure-graph.py's recursion, as written, for comparison.
+    fn contest(
+        children: &[usize],
+        refs: &[Vec<usize>],
+        memo: &mut HashMap<usize, HashMap<usize, u128>>,
+    ) -> HashMap<usize, u128> {
+        let mut popularity: HashMap<usize, u128> = HashMap::new();
+        for &child in children {
+            *popularity.entry(child).or_default() += 1;
+            if !memo.contains_key(&child) {
+                let sub = contest(&refs[child], refs, memo);
+                memo.insert(child, sub);
+            }
+            for (&q, &v) in &memo[&child] {
+                *popularity.entry(q).or_default() += v + 1;
+            }
+        }
+        popularity
+    }
+
+    #[test]
+    fn linear_popularity_equals_the_recursive_contest() {
+        let mut seed: u64 = 12345;
+        let mut random = move |bound: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % bound.max(1)
+        };
+        for _ in 0..200 {
+            let n = 1 + random(30);
+            // Edges only from lower to higher indices: a DAG.
+            let refs: Vec<Vec<usize>> = (0..n)
+                .map(|i| {
+                    let mut r: Vec<usize> = (0..random(4))
+                        .map(|_| i + 1 + random(n - i))
+                        .filter(|&j| j < n)
+                        .collect();
+                    r.sort();
+                    r.dedup();
+                    r
+                })
+                .collect();
+            let nodes: Vec<PathInfo> = (0..n)
+                .map(|i| PathInfo {
+                    path: sp(i, &format!("p{i}")),
+                    nar_hash: None,
+                    nar_size: 1,
+                    references: refs[i].iter().map(|&j| sp(j, &format!("p{j}"))).collect(),
+                })
+                .collect();
+            let closure = Closure::from_nodes(nodes, "/nix/store", "test").unwrap();
+            let index = closure.reference_indices();
+            let mut referenced = vec![false; n];
+            index.iter().flatten().for_each(|&r| referenced[r] = true);
+            let roots: Vec<usize> = (0..n).filter(|&i| !referenced[i]).collect();
+            let expected = contest(&roots, &index, &mut HashMap::new());
+            let mut want: Vec<(u128, String, String)> = expected
+                .iter()
+                .map(|(&i, &p)| {
+                    let path = closure.nodes()[i].path.clone();
+                    (p, package_name(&path), path)
+                })
+                .collect();
+            want.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            let want: Vec<String> = want.into_iter().map(|w| w.2).collect();
+            assert_eq!(popularity_order(&closure), want, "{refs:?}");
+        }
+    }
+
+    #[test]
+    fn a_long_chain_plans_quickly() {
+        let n = 100_000;
+        let nodes: Vec<PathInfo> = (0..n)
+            .map(|i| PathInfo {
+                path: sp(i, "chain"),
+                nar_hash: None,
+                nar_size: 1,
+                references: if i + 1 < n {
+                    vec![sp(i + 1, "chain")]
+                } else {
+                    vec![]
+                },
+            })
+            .collect();
+        let closure = Closure::from_nodes(nodes, "/nix/store", "test").unwrap();
+        let order = popularity_order(&closure);
+        // The bottom of the chain is the most popular.
+        assert_eq!(order[0], sp(n - 1, "chain"));
+        assert_eq!(order.len(), n);
     }
 
     #[test]
