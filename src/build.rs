@@ -580,6 +580,7 @@ fn base_layers(
                     cache: None,
                 });
             }
+            crate::source::verify_blob(layer)?;
             let dest = blob_dir.join(hex(&layer.digest));
             if fs::hard_link(&layer.file, &dest).is_err() {
                 fs::copy(&layer.file, &dest)

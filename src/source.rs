@@ -67,10 +67,40 @@ impl ImageSource {
             .join(digest.trim_start_matches("sha256:"))
     }
 
-    /// The layer's tar stream, decompressed according to its content.
+    /// The layer's tar stream, decompressed according to its content, once
+    /// the blob is checked against its digest.
     pub fn layer_reader(&self, layer: &LayerRef) -> Result<Box<dyn Read>> {
+        verify_blob(layer)?;
         decompressed(&layer.file)
     }
+}
+
+/// Checks a layer blob's size and sha256 against its descriptor: a blob
+/// changed after the image was made is refused, never used.
+pub fn verify_blob(layer: &LayerRef) -> Result<()> {
+    let size = fs::metadata(&layer.file)
+        .with_context(|| format!("blob {} is missing", layer.digest))?
+        .len();
+    let got = crate::nix::flat_hash_file(&layer.file, crate::nix::HashAlgo::Sha256, &mut |_| {})
+        .with_context(|| format!("cannot read blob {}", layer.digest))?;
+    let got = format!("sha256:{}", got.to_hex());
+    if got != layer.digest || (layer.size != 0 && size != layer.size) {
+        bail!(
+            "blob {} is damaged: its content hashes to {got} ({size} bytes, {} expected)",
+            layer.digest,
+            layer.size
+        );
+    }
+    Ok(())
+}
+
+fn check_bytes(bytes: &[u8], digest: &str) -> Result<()> {
+    use sha2::Digest as _;
+    let got = format!("sha256:{}", crate::nix::hex(&sha2::Sha256::digest(bytes)));
+    if got != digest {
+        bail!("blob {digest} is damaged: its content hashes to {got}");
+    }
+    Ok(())
 }
 
 fn read_json(path: &Path) -> Result<(Value, Vec<u8>)> {
@@ -122,10 +152,12 @@ fn open_layout(
         .as_str()
         .ok_or_else(|| anyhow!("index.json: manifest without digest"))?;
     let (manifest, manifest_bytes) = read_json(&blob_file(root, digest)?)?;
+    check_bytes(&manifest_bytes, digest)?;
     let config_digest = manifest["config"]["digest"]
         .as_str()
         .ok_or_else(|| anyhow!("manifest without config"))?;
     let (config, config_bytes) = read_json(&blob_file(root, config_digest)?)?;
+    check_bytes(&config_bytes, config_digest)?;
     let layers = manifest["layers"]
         .as_array()
         .ok_or_else(|| anyhow!("manifest without layers"))?

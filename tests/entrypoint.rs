@@ -433,3 +433,54 @@ fn check_reads_a_hostile_layer_in_bounded_memory() {
     assert!(err.contains("extension record"), "{err}");
     assert!(rss_kib < 64 << 10, "{rss_kib} KiB");
 }
+
+#[test]
+fn a_tampered_blob_is_refused_by_check_and_from_image() {
+    let dir = tempdir();
+    let layout = layout_with_layer(dir.path(), |out| {
+        let mut tar = tar::Builder::new(out);
+        let mut h = tar::Header::new_ustar();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "hello.txt", &b"hello"[..]).unwrap();
+        tar.finish().unwrap();
+    });
+    let before = nixoci().arg("check").arg(&layout).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&before.stderr).contains("damaged"),
+        "{before:?}"
+    );
+    // Inject a file: the same layer name, other bytes.
+    let (manifest, _) = layout_manifest(&layout);
+    let blob = blob_path(&layout, manifest["layers"][0]["digest"].as_str().unwrap());
+    let injected = dir.path().join("injected");
+    fs::create_dir_all(&injected).unwrap();
+    fs::write(injected.join("evil"), "evil").unwrap();
+    run(Command::new("tar")
+        .arg("-czf")
+        .arg(&blob)
+        .arg("-C")
+        .arg(&injected)
+        .arg("."));
+    let out = nixoci().arg("check").arg(&layout).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is damaged"), "{err}");
+    // fromImage: the build refuses the base image instead of shipping it.
+    let spec = dir.path().join("spec.json");
+    fs::write(
+        &spec,
+        json!({"fromImage": layout, "graph": [], "tag": "1"}).to_string(),
+    )
+    .unwrap();
+    for format in ["oci-layout", "docker-archive"] {
+        let err = fails(
+            nixoci()
+                .args(["build", "--spec"])
+                .arg(&spec)
+                .args(["--format", format, "-o"])
+                .arg(dir.path().join(format)),
+        );
+        assert!(err.contains("is damaged"), "{format}: {err}");
+    }
+}
