@@ -3,7 +3,7 @@
 //! entrypoint and its `#!` interpreter, paths named in `Env`, directories the
 //! app must write to, and the entrypoint wrapper's own config.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
 
@@ -61,7 +61,22 @@ struct Node {
 
 /// The image's merged file system (paths are absolute, without trailing `/`).
 struct Fs {
-    nodes: HashMap<String, Node>,
+    /// Ordered, so that a whiteout removes a subtree as one key range.
+    nodes: BTreeMap<String, Node>,
+}
+
+/// Removes `target` and everything below it (`target/…`).
+fn remove_tree(nodes: &mut BTreeMap<String, Node>, target: &str) {
+    nodes.remove(target);
+    let prefix = format!("{}/", target.trim_end_matches('/'));
+    let doomed: Vec<String> = nodes
+        .range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in doomed {
+        nodes.remove(&k);
+    }
 }
 
 fn normalize(name: &str) -> String {
@@ -87,7 +102,7 @@ fn parent(path: &str) -> &str {
 
 impl Fs {
     fn read(source: &ImageSource) -> Result<Fs> {
-        let mut nodes: HashMap<String, Node> = HashMap::new();
+        let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
         nodes.insert(
             "/".into(),
             Node {
@@ -106,15 +121,18 @@ impl Fs {
                 let base = name.rsplit('/').next().unwrap_or_default().to_string();
                 // Whiteouts from base images delete lower entries.
                 if base == ".wh..wh..opq" {
+                    // An opaque directory: what lower layers put inside goes.
                     let dir = parent(&name).to_string();
-                    let prefix = format!("{}/", dir.trim_end_matches('/'));
-                    nodes.retain(|k, _| !k.starts_with(&prefix));
+                    let kept = nodes.get(&dir).cloned();
+                    remove_tree(&mut nodes, &dir);
+                    if let Some(node) = kept {
+                        nodes.insert(dir, node);
+                    }
                     continue;
                 }
                 if let Some(hidden) = base.strip_prefix(".wh.") {
                     let target = normalize(&format!("{}/{hidden}", parent(&name)));
-                    let prefix = format!("{target}/");
-                    nodes.retain(|k, _| k != &target && !k.starts_with(&prefix));
+                    remove_tree(&mut nodes, &target);
                     continue;
                 }
                 let header = entry.header();
@@ -144,8 +162,7 @@ impl Fs {
                 }
                 if kind != Kind::Dir {
                     // A non-directory replaces a whole subtree.
-                    let prefix = format!("{name}/");
-                    nodes.retain(|k, _| !k.starts_with(&prefix));
+                    remove_tree(&mut nodes, &name);
                 }
                 nodes.insert(
                     name,

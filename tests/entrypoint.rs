@@ -484,3 +484,40 @@ fn a_tampered_blob_is_refused_by_check_and_from_image() {
         assert!(err.contains("is damaged"), "{format}: {err}");
     }
 }
+
+#[test]
+fn check_handles_many_whiteouts_in_near_linear_time() {
+    let dir = tempdir();
+    let count = 150_000;
+    let layout = layout_with_layer(dir.path(), |out| {
+        let mut tar = tar::Builder::new(out);
+        let mut add = |name: String| {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(0);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, name, &b""[..]).unwrap();
+        };
+        add("bin/sh".to_string());
+        for i in 0..count {
+            add(format!("d/f{i:06}"));
+        }
+        for i in 0..count {
+            add(format!("d/.wh.f{i:06}"));
+        }
+        add(".wh.bin".to_string());
+        tar.finish().unwrap();
+    });
+    let started = std::time::Instant::now();
+    let out = nixoci().arg("check").arg(&layout).output().unwrap();
+    let took = started.elapsed();
+    let report = String::from_utf8_lossy(&out.stdout);
+    // The whiteout of /bin removed the entrypoint /bin/sh.
+    assert!(!out.status.success(), "{report}");
+    assert!(report.contains("/bin/sh"), "{report}");
+    // Quadratic whiteout handling takes about a minute here; linear, a few seconds.
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "check took {took:?}"
+    );
+}
