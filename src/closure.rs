@@ -149,7 +149,7 @@ pub fn parse_graph(text: &str, store_dir: &str, source: &str) -> Result<Closure>
     } else if trimmed.is_empty() {
         bail!("{source}: the graph file is empty")
     } else {
-        parse_classic(text, source)?
+        parse_classic(text, source, store_dir)?
     };
     if nodes.is_empty() {
         bail!("{source}: the graph lists no store paths");
@@ -249,7 +249,7 @@ fn node_from_json(item: &Value, key_path: Option<&str>, at: &str) -> Result<Path
 
 /// The classic `exportReferencesGraph` text: blocks of path, deriver line,
 /// reference count and references. It records no sizes or hashes.
-fn parse_classic(text: &str, source: &str) -> Result<Vec<PathInfo>> {
+fn parse_classic(text: &str, source: &str, store_dir: &str) -> Result<Vec<PathInfo>> {
     let lines: Vec<&str> = text.lines().collect();
     let mut nodes = Vec::new();
     let mut i = 0;
@@ -259,12 +259,17 @@ fn parse_classic(text: &str, source: &str) -> Result<Vec<PathInfo>> {
         }
         let path = lines[i];
         let line_no = i + 1;
+        // Nothing from a file that is not a graph is quoted back: it may be
+        // anything (`--graph /etc/shadow`).
+        if nix::validate_store_path(store_dir, path).is_err() {
+            bail!("{source}: line {line_no} is not a store path under {store_dir}: this is not a closure graph");
+        }
         let count_line = lines.get(i + 2).ok_or_else(|| {
             anyhow!("{source}: line {line_no}: block for `{path}` is truncated (expected deriver and reference count)")
         })?;
         let count: usize = count_line.trim().parse().map_err(|_| {
             anyhow!(
-                "{source}: line {}: expected the reference count of `{path}`, found `{count_line}`",
+                "{source}: line {}: expected the reference count of `{path}`",
                 i + 3
             )
         })?;

@@ -489,6 +489,26 @@ fn bad_inputs_get_clear_errors_and_leave_nothing_behind() {
         "{planned:?}"
     );
 
+    // A file that is not a graph is not quoted back (it may hold secrets).
+    let shadow = dir.path().join("shadow");
+    fs::write(
+        &shadow,
+        "root:$6$secret-salt$hash:19000:0:99999:7:::\nuser:x\n3\n",
+    )
+    .unwrap();
+    let planned = nixoci()
+        .arg("plan")
+        .arg("--graph")
+        .arg(&shadow)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&planned.stderr);
+    assert_eq!(planned.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("not a closure graph") && !err.contains("secret"),
+        "{err}"
+    );
+
     // Root entries: host files, out-of-range modes and trailing junk.
     let secret = dir.path().join("secret");
     fs::write(&secret, "runner key").unwrap();

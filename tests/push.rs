@@ -653,6 +653,22 @@ fn a_4xx_that_cannot_pass_is_not_retried() {
         .filter(|r| r.starts_with("POST"))
         .count();
     assert_eq!(posts, 1, "{:?}", proxy.stats().1);
+
+    // A registry's error text reaches the terminal without its escapes.
+    proxy.set_plan(json!({"faults": [
+        {"method": "POST", "path_contains": "/blobs/uploads/", "action": "400", "times": 20,
+         "message": "\u{1b}]0;owned\u{7}\u{1b}[31mred\u{1b}[0m text"},
+    ]}));
+    let out = push(&[
+        layout.to_str().unwrap(),
+        &format!("{}/team/app:v2", proxy.host()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("red") && !err.contains('\u{1b}') && !err.contains('\u{7}'),
+        "{err:?}"
+    );
 }
 
 /// Runs a push that must end by itself; kills it (and fails) after `limit`.

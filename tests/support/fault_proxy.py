@@ -6,7 +6,7 @@ usage: fault_proxy.py PORT UPSTREAM_PORT PLAN.json STATS.json
 PLAN.json (re-read on every request, so tests can change it):
   {"faults": [{"method": "PUT", "path_contains": "/blobs/uploads/",
                "action": "500" | "drop" | "429" | "trickle" | "blackhole",
-               "retry_after": 1, "times": 1}],
+               "retry_after": 1, "times": 1, "message": "registry error text"}],
    # trickle: headers promising 1 MB, then a byte a second (for at most 30 s);
    # blackhole: never reads the request body nor answers (for at most 30 s).
    "immutable_tags": true,     # zot create-only: PUT of an existing tag -> 403
@@ -118,7 +118,9 @@ class Proxy(BaseHTTPRequestHandler):
             status = int(fault["action"])
             headers = {"Retry-After": str(fault.get("retry_after", 1))} if status == 429 else {}
             record(f"{self.command} {self.path.split('?')[0]} {status} (injected)")
-            return self.reply(status, headers, b'{"errors":[{"code":"UNAVAILABLE","message":"injected fault"}]}')
+            message = fault.get("message", "injected fault")
+            body = json.dumps({"errors": [{"code": "UNAVAILABLE", "message": message}]}).encode()
+            return self.reply(status, headers, body)
         is_tag = "/manifests/" in self.path and not self.path.rsplit("/", 1)[-1].startswith("sha256:")
         if p.get("hide_tags") and is_tag and self.command in ("HEAD", "GET"):
             record(f"{self.command} {self.path} 404 (hidden)")
