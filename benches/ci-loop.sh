@@ -7,7 +7,8 @@
 #             to nixpkgs' streamer; written by nixoci, which is faster than
 #             nixpkgs' Python, so the baseline is flattered) + `skopeo copy
 #             docker-archive: docker://` (gzip, with skopeo's blob-info cache);
-#   nixoci    `nixoci build --cache` (gzip) + `nixoci push`.
+#   nixoci    `nixoci build --cache` (gzip) + `nixoci push`;
+#   and, cold only, the same with zstd layers.
 # Prints wall and CPU seconds per step, and the ratios.
 #
 # usage: bash benches/ci-loop.sh [SIZE_MIB]   (default 2400)
@@ -25,6 +26,7 @@ export XDG_CACHE_HOME=$work/xdg   # nothing from earlier runs helps either side
 
 start_registry base 5393
 start_registry ours 5394
+start_registry zstd 5395
 
 # timed LABEL CMD…: runs CMD, prints wall and CPU (user+sys) seconds.
 timed() {
@@ -45,11 +47,16 @@ ours() { # TAG
   "$nixoci" build --spec "$work/spec.json" --compression gzip --cache "$work/cache" -q -o "$work/layout"
   "$nixoci" push --insecure -q "$work/layout" "127.0.0.1:5394/bench/app:$1"
 }
-export -f baseline ours; export nixoci work
+ours_zstd() { # TAG
+  "$nixoci" build --spec "$work/spec.json" --compression zstd -q -o "$work/layout-zstd"
+  "$nixoci" push --insecure -q "$work/layout-zstd" "127.0.0.1:5395/bench/app:$1"
+}
+export -f baseline ours ours_zstd; export nixoci work
 
 printf '%-52s %8s %8s\n' "step" "wall s" "CPU s"
 timed "cold: docker-archive + skopeo copy" bash -c 'baseline cold'; read -r base_cold base_cold_cpu < "$work/last"
 timed "cold: nixoci build --cache + nixoci push" bash -c 'ours cold'; read -r ours_cold ours_cold_cpu < "$work/last"
+timed "cold: nixoci build (zstd) + nixoci push" bash -c 'ours_zstd cold'; read -r zstd_cold _ < "$work/last"
 
 # One small path added on top of the closure (the everyday change).
 python3 - "$work/spec.json" "$store" "$nixoci" <<'PY'
@@ -67,10 +74,11 @@ PY
 timed "one path added: docker-archive + skopeo copy" bash -c 'baseline changed'; read -r base_warm base_warm_cpu < "$work/last"
 timed "one path added: nixoci build --cache + nixoci push" bash -c 'ours changed'; read -r ours_warm ours_warm_cpu < "$work/last"
 
-python3 - "$base_cold" "$ours_cold" "$base_warm" "$ours_warm" "$base_cold_cpu" "$ours_cold_cpu" "$base_warm_cpu" "$ours_warm_cpu" <<'PY'
+python3 - "$base_cold" "$ours_cold" "$base_warm" "$ours_warm" "$base_cold_cpu" "$ours_cold_cpu" "$base_warm_cpu" "$ours_warm_cpu" "$zstd_cold" <<'PY'
 import sys
-bc, oc, bw, ow, bcc, occ, bwc, owc = map(float, sys.argv[1:])
+bc, oc, bw, ow, bcc, occ, bwc, owc, zc = map(float, sys.argv[1:])
 print()
 print(f"cold:           nixoci is {bc / oc:.1f}x faster (wall), {bcc / occ:.1f}x less CPU   (target >= 1.5x for gzip)")
+print(f"cold, zstd:     nixoci is {bc / zc:.1f}x faster (wall)   (target >= 3.5x)")
 print(f"one path added: nixoci is {bw / ow:.1f}x faster (wall), {bwc / owc:.1f}x less CPU   (target >= 20x)")
 PY
