@@ -141,13 +141,26 @@ pub fn index_json(manifest: Value, tag: &str, reference: &str) -> Vec<u8> {
     let mut manifest = manifest;
     manifest["annotations"] = json!({
         REF_NAME_ANNOTATION: tag,
-        "io.containerd.image.name": reference,
+        "io.containerd.image.name": normalized_name(reference),
     });
     canonical(&json!({
         "schemaVersion": 2,
         "mediaType": INDEX_MEDIA_TYPE,
         "manifests": [manifest],
     }))
+}
+
+/// A reference as containerd and the Kubernetes CRI look images up:
+/// `hello:1` is `docker.io/library/hello:1`, `team/app:1` is
+/// `docker.io/team/app:1`, and a name whose first part is a host
+/// (`registry.example.com/…`, `localhost:5000/…`) stays as it is.
+pub fn normalized_name(reference: &str) -> String {
+    let host = reference.split_once('/').map(|(first, _)| first);
+    match host {
+        Some(h) if h.contains('.') || h.contains(':') || h == "localhost" => reference.to_string(),
+        Some(_) => format!("docker.io/{reference}"),
+        None => format!("docker.io/library/{reference}"),
+    }
 }
 
 /// Compact JSON with keys sorted (serde_json's map is a BTreeMap here).

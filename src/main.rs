@@ -101,8 +101,8 @@ struct BuildArgs {
     /// Runtime config in nixpkgs' `config` shape: {"Entrypoint": […], "Env": […], …}.
     #[arg(long, value_name = "CONFIG.json")]
     config: Option<PathBuf>,
-    /// Image name and tag.
-    #[arg(long, value_name = "NAME:TAG")]
+    /// Image name and tag; NAME alone means NAME:latest.
+    #[arg(long, value_name = "NAME[:TAG]")]
     tag: Option<String>,
     /// Layer compression (docker-archive always stores plain tars).
     #[arg(long, value_enum)]
@@ -359,11 +359,16 @@ fn run_build(args: BuildArgs) -> Result<()> {
     if let Some(graph) = &args.graph {
         spec.graph = Some(serde_json::Value::String(graph.display().to_string()));
     }
-    if let Some(tag) = &args.tag {
-        let (name, tag) = tag
-            .rsplit_once(':')
-            .filter(|(n, t)| !n.is_empty() && !t.is_empty() && !t.contains('/'))
-            .ok_or_else(|| anyhow!("--tag `{tag}` must be NAME:TAG"))?;
+    if let Some(given) = &args.tag {
+        // NAME alone means NAME:latest, as docker and podman take it; a colon
+        // before the last `/` belongs to a registry host's port.
+        let (name, tag) = match given.rsplit_once(':') {
+            Some((n, t)) if !t.contains('/') => (n, t),
+            _ => (given.as_str(), "latest"),
+        };
+        if name.is_empty() || tag.is_empty() {
+            return Err(anyhow!("--tag `{given}` must be NAME or NAME:TAG"));
+        }
         spec.name = Some(name.to_string());
         spec.tag = Some(tag.to_string());
     }

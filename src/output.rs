@@ -247,11 +247,27 @@ pub struct Member {
 }
 
 /// Writes an uncompressed tar of regular files (the outer archive of
-/// docker-archive and oci-archive); directories are implied by member names.
+/// docker-archive and oci-archive), each directory entry (`blobs/`,
+/// `blobs/sha256/`) before the first member inside it, as strict readers want.
 pub fn write_archive<W: Write>(out: W, members: &[Member], mtime: u64) -> Result<W> {
     let mut tar = TarWriter::new(out);
     let owner = Owner::numeric_root(mtime);
+    let mut made: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     for m in members {
+        let mut dir = String::new();
+        for part in m
+            .name
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(&[][..], |(_, d)| d)
+        {
+            dir.push_str(part);
+            dir.push('/');
+            if made.insert(dir.clone()) {
+                tar.directory(dir.as_bytes(), 0o755, &owner)?;
+            }
+        }
         let mut file =
             File::open(&m.file).with_context(|| format!("cannot read {}", m.file.display()))?;
         let size = file.metadata()?.len();
