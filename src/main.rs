@@ -206,6 +206,10 @@ struct PushArgs {
     /// Chunk size in bytes when the registry refuses monolithic uploads.
     #[arg(long, default_value_t = 16 << 20)]
     chunk_size: u64,
+    /// Compress layers that are plain tars (docker-archives, nixpkgs' .tar.gz) before pushing;
+    /// deterministic, so a re-push finds them already there. Compressed layers are pushed as they are.
+    #[arg(long, value_enum)]
+    compression: Option<Compression>,
     /// Seconds with no byte moving before a transfer counts as failed (then it is retried).
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     stall_timeout: u64,
@@ -462,6 +466,7 @@ fn run_push(args: PushArgs) -> Result<()> {
                 stall: Duration::from_secs(args.stall_timeout),
                 total: Duration::from_secs(args.timeout),
             },
+            compression: args.compression,
         },
     )?;
     if args.json {

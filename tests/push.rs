@@ -777,3 +777,62 @@ fn retry_after_is_honoured() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_nixpkgs_style_tar_gz_pushes_with_compressed_layers_and_repushes_nothing() {
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    let dir = tempdir();
+    let f = fixture();
+    // nixpkgs' buildLayeredImage result: a docker-archive, gzipped whole.
+    let archive = dir.path().join("image.tar");
+    run(nixoci()
+        .arg("build")
+        .arg(&f.app)
+        .args(["--format", "docker-archive", "-q", "-o"])
+        .arg(&archive));
+    run(Command::new("gzip").arg("-n").arg(&archive));
+    let tar_gz = dir.path().join("image.tar.gz");
+    let archive_size = fs::metadata(&tar_gz).unwrap().len();
+
+    let reference = format!("{}/team/nixpkgs:v1", proxy.host());
+    let summary = push_ok(&[
+        "--compression",
+        "gzip",
+        tar_gz.to_str().unwrap(),
+        &reference,
+    ]);
+    let uploaded = proxy.stats().0;
+    assert!(uploaded > 0);
+    assert!(
+        uploaded as f64 <= archive_size as f64 * 1.1,
+        "{uploaded} blob bytes uploaded for a {archive_size}-byte archive"
+    );
+    let raw: Value = serde_json::from_str(&stdout(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}/team/nixpkgs:v1", registry.host())),
+    ))
+    .unwrap();
+    for layer in raw["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
+            "{raw}"
+        );
+    }
+    // Pulled back, every blob checks out (skopeo verifies digests).
+    run(Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/team/nixpkgs:v1", registry.host()))
+        .arg(format!("oci:{}:v1", dir.path().join("pulled").display())));
+    // The same bytes again, from a fresh process: nothing to upload.
+    let again = push_ok(&[
+        "--compression",
+        "gzip",
+        tar_gz.to_str().unwrap(),
+        &format!("{}/team/nixpkgs:v2", proxy.host()),
+    ]);
+    assert_eq!(again["digest"], summary["digest"]);
+    assert_eq!(again["bytes_uploaded"], 0);
+    assert_eq!(proxy.stats().0, uploaded, "blob bytes went up again");
+}

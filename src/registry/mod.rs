@@ -174,6 +174,8 @@ pub struct PushOptions {
     pub progress: Progress,
     pub verbose: bool,
     pub timeouts: client::Timeouts,
+    /// Compress plain-tar layers before pushing (digests known up front).
+    pub compression: Option<crate::layer::Compression>,
 }
 
 #[derive(Debug, Serialize)]
@@ -213,11 +215,18 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, appli
 
 /// Pushes the image at `src` under every reference in `refs`.
 pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSummary> {
-    let source = ImageSource::open(src, None)?;
+    let mut source = ImageSource::open(src, None)?;
+    let compressed_dir = tempfile::Builder::new().prefix("nixoci-push-").tempdir()?;
+    if let Some(compression) = opts.compression {
+        if compress_plain_layers(&mut source, compression, compressed_dir.path())? {
+            // The layers changed: the manifest is made anew for them.
+            source.manifest_bytes = None;
+        }
+    }
     let (manifest_bytes, media_type) = match &source.manifest_bytes {
         Some(bytes) => (bytes.clone(), source.manifest_media_type.clone()),
         None => (
-            docker_archive_manifest(&source),
+            manifest_for_layers(&source),
             image::MANIFEST_MEDIA_TYPE.to_string(),
         ),
     };
@@ -295,7 +304,45 @@ pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSu
 }
 
 /// An OCI manifest for a docker-archive, whose layers are pushed as they are.
-fn docker_archive_manifest(source: &ImageSource) -> Vec<u8> {
+/// Compresses every plain-tar layer of `source` into `dir` and points the
+/// layer at the result; returns whether any layer changed.
+fn compress_plain_layers(
+    source: &mut ImageSource,
+    compression: crate::layer::Compression,
+    dir: &Path,
+) -> Result<bool> {
+    use crate::layer::Compression;
+    if compression == Compression::None {
+        return Ok(false);
+    }
+    let threads = std::sync::Arc::new(rayon::ThreadPoolBuilder::new().build()?);
+    let mut changed = false;
+    for layer in &mut source.layers {
+        let plain = layer.media_type == Compression::None.media_type()
+            || layer.media_type == "application/vnd.docker.image.rootfs.diff.tar";
+        if !plain {
+            continue;
+        }
+        let (digest, size, file) = crate::layer::compress::compress_layer_file(
+            &layer.file,
+            &layer.digest,
+            compression,
+            dir,
+            &threads,
+        )?;
+        *layer = crate::source::LayerRef {
+            media_type: compression.media_type().to_string(),
+            digest,
+            size,
+            file,
+        };
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// An OCI manifest for the source's config and (possibly recompressed) layers.
+fn manifest_for_layers(source: &ImageSource) -> Vec<u8> {
     let config_digest = format!(
         "sha256:{}",
         crate::nix::hex(&sha2::Sha256::digest(&source.config_bytes))
