@@ -353,20 +353,21 @@ impl Checker {
         Some(resolved)
     }
 
-    fn check_writable_dir(&mut self, dir: &str, why: &str) {
+    /// `required`: the config names the directory; otherwise (a plain /tmp
+    /// that images run fine without) a problem is only a warning.
+    fn check_writable_dir(&mut self, dir: &str, why: &str, required: bool) {
+        let bad = if required { Status::Fail } else { Status::Warn };
         match self.fs.resolve(dir).map(|(p, n)| (p, n.clone())) {
             None => self.add(
-                Status::Fail,
+                bad,
                 "writable",
                 format!("{dir} ({why}) does not exist in the image"),
             ),
-            Some((_, node)) if node.kind != Kind::Dir => self.add(
-                Status::Fail,
-                "writable",
-                format!("{dir} ({why}) is not a directory"),
-            ),
+            Some((_, node)) if node.kind != Kind::Dir => {
+                self.add(bad, "writable", format!("{dir} ({why}) is not a directory"))
+            }
             Some((_, node)) if !self.user.may(&node, W | X) => self.add(
-                Status::Fail,
+                bad,
                 "writable",
                 format!(
                     "{dir} ({why}) is not writable by uid {} (mode {:o}, owner {}:{})",
@@ -520,6 +521,7 @@ pub fn check(source: &ImageSource, writable: &[String]) -> Result<Report> {
         }
     }
 
+    // Directories the app writes to; the config names all but the first.
     let mut dirs: Vec<(String, String)> = vec![("/tmp".into(), "temporary files".into())];
     for (key, value) in &env {
         if ["TMPDIR", "TMP", "TEMP"].contains(&key.as_str()) {
@@ -588,10 +590,12 @@ pub fn check(source: &ImageSource, writable: &[String]) -> Result<Report> {
     for (key, value) in &env {
         check_env_value(&mut c, key, value);
     }
+    let named: BTreeSet<String> = dirs.iter().skip(1).map(|(d, _)| normalize(d)).collect();
     let mut seen = BTreeSet::new();
-    for (dir, why) in dirs {
-        if seen.insert(dir.clone()) {
-            c.check_writable_dir(&dir, &why);
+    for (i, (dir, why)) in dirs.into_iter().enumerate() {
+        if seen.insert(normalize(&dir)) {
+            let required = i > 0 || named.contains(&normalize(&dir));
+            c.check_writable_dir(&dir, &why, required);
         }
     }
     if path_var.is_none() {

@@ -521,3 +521,31 @@ fn check_handles_many_whiteouts_in_near_linear_time() {
         "check took {took:?}"
     );
 }
+
+#[test]
+fn a_missing_tmp_only_warns_unless_the_config_names_it() {
+    let a = authentik();
+    let dir = tempdir();
+    let plain = json!({"Entrypoint": [format!("{}/bin/ak", a.ak)], "Env": [format!("PATH={}/bin", a.busybox)]});
+    let image = build_image(dir.path(), "no-tmp", plain.clone(), &[]);
+    let out = nixoci().arg("check").arg(&image).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("WARN") && l.contains("/tmp (temporary files) does not exist")),
+        "{text}"
+    );
+    // With TMPDIR=/tmp the app will write there: now it blocks the push.
+    let mut named = plain;
+    named["Env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("TMPDIR=/tmp"));
+    let image = build_image(dir.path(), "tmpdir-no-tmp", named, &[]);
+    check_fails(&image, "/tmp (temporary files) does not exist");
+    // A missing entrypoint always blocks it.
+    let gone = json!({"Entrypoint": ["/bin/no-such-app"]});
+    let image = build_image(dir.path(), "no-entrypoint", gone, &[]);
+    check_fails(&image, "/bin/no-such-app");
+}
