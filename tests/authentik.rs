@@ -691,3 +691,85 @@ fn the_workflow_passes_inputs_through_env_and_pins_actions() {
     }
     assert!(runs >= 4, "{runs} run steps found");
 }
+
+#[test]
+fn the_ci_recipe_finds_versions_in_dockerfiles_and_passthru() {
+    let (_, standin, _) = flake_dirs();
+    let dir = tempdir();
+    let copy = edited_copy(dir.path());
+    let image = |name: &str, version_attr: &str| {
+        format!(
+            r#"{{ pkgs ? import <nixpkgs> {{ }} }}:
+let
+  nixoci = pkgs.callPackage ../../nix/package.nix {{ }};
+  nixociLib = import ../../nix {{ inherit nixoci pkgs; system = builtins.currentSystem; }};
+in
+nixociLib.buildLayeredImage {{
+  name = "blumeops/{name}";
+  contents = [ pkgs.bashInteractive ];
+  config.Entrypoint = [ "${{pkgs.bashInteractive}}/bin/bash" "-c" "echo {name}" ];
+  {version_attr}
+}}
+"#
+        )
+    };
+    fs::create_dir_all(copy.join("containers/from-dockerfile")).unwrap();
+    fs::write(
+        copy.join("containers/from-dockerfile/default.nix"),
+        image("from-dockerfile", ""),
+    )
+    .unwrap();
+    fs::write(
+        copy.join("containers/from-dockerfile/Dockerfile"),
+        "FROM scratch\nARG CONTAINER_APP_VERSION=1.4.2\n",
+    )
+    .unwrap();
+    fs::create_dir_all(copy.join("containers/from-passthru")).unwrap();
+    fs::write(
+        copy.join("containers/from-passthru/default.nix"),
+        image("from-passthru", "passthru.version = \"0.9.1\";"),
+    )
+    .unwrap();
+    let registry = Registry::start(Auth::Htpasswd);
+    for (container, tag) in [
+        ("from-dockerfile", "v1.4.2-2d4098e-nix"),
+        ("from-passthru", "v0.9.1-2d4098e-nix"),
+    ] {
+        let out = Command::new("bash")
+            .arg(copy.join(".forgejo/scripts/build-and-push.sh"))
+            .args([container, "2d4098e0123456789abcdef"])
+            .current_dir(&copy)
+            .env("REGISTRY", format!("{}/blumeops", registry.host()))
+            .env("REGISTRY_USER", USER)
+            .env("ZOT_CI_API_KEY", PASSWORD)
+            .env("NIXOCI", release_nixoci())
+            .env(
+                "NIX_BUILD_FLAGS",
+                format!("-I nixpkgs={}", standin.display()),
+            )
+            .env("PUSH_FLAGS", "--insecure -q")
+            .env_remove("NIX_PATH")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{container}: {text}");
+        assert!(text.contains(&format!("({tag})")), "{container}: {text}");
+        stdout(
+            Command::new("skopeo")
+                .args([
+                    "inspect",
+                    "--tls-verify=false",
+                    "--creds",
+                    &format!("{USER}:{PASSWORD}"),
+                ])
+                .arg(format!(
+                    "docker://{}/blumeops/{container}:{tag}",
+                    registry.host()
+                )),
+        );
+    }
+}

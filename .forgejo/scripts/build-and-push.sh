@@ -27,9 +27,19 @@ if [ ! -f "$file" ]; then
   echo "no $file: $container is not a Nix container; skipping"
   exit 0
 fi
+# The version: a `version = "…";` line, else the Dockerfile's
+# `ARG CONTAINER_APP_VERSION=…`, else the expression's passthru.version.
 version=$(grep -m1 -E '^[[:space:]]*version[[:space:]]*=[[:space:]]*"' "$file" | sed -E 's/^[^"]*"([^"]+)".*/\1/' || true)
+dockerfile=containers/$container/Dockerfile
+if [ -z "$version" ] && [ -f "$dockerfile" ]; then
+  version=$(sed -n -E 's/^ARG[[:space:]]+CONTAINER_APP_VERSION=([^[:space:]]+).*/\1/p' "$dockerfile" | head -n1 | tr -d '"')
+fi
 if [ -z "$version" ]; then
-  echo "$file has no \`version = \"…\";\` line to tag the image with" >&2
+  # shellcheck disable=SC2086
+  version=$(nix-instantiate --eval ${NIX_BUILD_FLAGS:-} -A version "$file" 2>/dev/null | tr -d '"' || true)
+fi
+if ! [[ "$version" =~ ^[A-Za-z0-9._+-]+$ ]]; then
+  echo "$file has no version: add \`version = \"…\";\`, a Dockerfile \`ARG CONTAINER_APP_VERSION=…\`, or passthru.version" >&2
   exit 1
 fi
 tag="v${version#v}-${sha:0:7}-nix"
