@@ -101,7 +101,7 @@ let
       includeStorePaths ? true,
       architecture ? goArch,
       fromImage ? null,
-      layering ? "popularity",
+      layering ? "auto",
       compression ? "gzip",
       # nixpkgs' archive compressor: "gz", "zstd" or "none" (mapped onto the layers).
       compressor ? null,

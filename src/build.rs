@@ -244,7 +244,7 @@ pub fn prepare(
     let budget = layering::store_layer_budget(spec.max_layers.unwrap_or(100), fixed_layers)?;
     let plan = layering::plan(
         &closure,
-        spec.layering.unwrap_or(Strategy::Popularity),
+        spec.layering.unwrap_or(Strategy::Auto),
         budget,
     );
     Ok(Prepared {

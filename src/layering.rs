@@ -11,11 +11,11 @@ use crate::closure::Closure;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
-    /// nixpkgs' references-by-popularity: the N−1 most popular paths get a layer
-    /// each and the rest share the last one.
+    /// nixpkgs' references-by-popularity (its default before 25.05): the N−1
+    /// most popular paths get a layer each and the rest share the last one.
     Popularity,
-    /// nixpkgs' current default (auto-layer): big paths get their own layers and
-    /// absorb the dependencies only they use.
+    /// nixpkgs' default since 25.05 (auto-layer), and nixoci's: big paths get
+    /// their own layers and absorb the dependencies only they use.
     Auto,
 }
 

@@ -116,7 +116,7 @@ struct BuildArgs {
     /// Layer budget including the customisation layer (nixpkgs' maxLayers).
     #[arg(long)]
     max_layers: Option<usize>,
-    /// Layering strategy.
+    /// Layering strategy [default: auto, as nixpkgs since 25.05].
     #[arg(long, value_enum)]
     strategy: Option<Strategy>,
     /// A root entry: dir:PATH[:MODE], symlink:PATH:TARGET or file:PATH:SOURCE[:MODE]. Repeatable.
@@ -153,7 +153,7 @@ struct PlanArgs {
     /// Closure graph (exportReferencesGraph JSON or text, or nix path-info --json).
     #[arg(long, value_name = "FILE")]
     graph: PathBuf,
-    #[arg(long, value_enum, default_value = "popularity")]
+    #[arg(long, value_enum, default_value = "auto")]
     strategy: Strategy,
     /// Layer budget including the customisation layer (nixpkgs' maxLayers).
     #[arg(long, default_value_t = 100)]

@@ -55,12 +55,12 @@ fn worked_example_from_closure_graph_py() {
         node("G", &[]),
     ]);
     assert_eq!(
-        names(&plan(graph.clone(), &[])),
+        names(&plan(graph.clone(), &["--strategy", "popularity"])),
         singles(&["F", "E", "D", "C", "B", "G", "A"])
     );
     // maxLayers 3 leaves 2 store layers: the most popular path, then the rest in order.
     assert_eq!(
-        names(&plan(graph, &["--max-layers", "3"])),
+        names(&plan(graph, &["--strategy", "popularity", "--max-layers", "3"])),
         vec![
             vec!["F".to_string()],
             ["E", "D", "C", "B", "G", "A"]
@@ -96,7 +96,7 @@ fn order_by_popularity_unit_test_ties_go_by_name() {
         node("tux", &[])
     ]);
     assert_eq!(
-        names(&plan(graph, &[])),
+        names(&plan(graph, &["--strategy", "popularity"])),
         singles(&["baz", "tux", "bar", "foo"])
     );
 }
@@ -112,7 +112,7 @@ fn find_roots_unit_test_graph() {
     ]);
     // tux: 3, bar: 2, foo 1, hello 1 (ties by name).
     assert_eq!(
-        names(&plan(graph, &[])),
+        names(&plan(graph, &["--strategy", "popularity"])),
         singles(&["tux", "bar", "foo", "hello"])
     );
 }
@@ -144,8 +144,17 @@ fn auto_layer_partition() {
         ]
     );
     assert_eq!(
-        plan(graph, &["--strategy", "auto", "--max-layers", "2"]).len(),
+        plan(graph.clone(), &["--strategy", "auto", "--max-layers", "2"]).len(),
         1
+    );
+    // auto-layer is the default, as in nixpkgs since 25.05.
+    assert_eq!(
+        plan(graph.clone(), &["--max-layers", "4"]),
+        plan(graph.clone(), &["--strategy", "auto", "--max-layers", "4"])
+    );
+    assert_ne!(
+        plan(graph.clone(), &["--max-layers", "4"]),
+        plan(graph, &["--strategy", "popularity", "--max-layers", "4"])
     );
 }
 
