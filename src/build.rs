@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::closure::{self, Closure};
 use crate::image::{self, ConfigInput};
-use crate::layer::explicit::{self, ExplicitLayer};
+use crate::layer::explicit;
 use crate::layer::rootfs::RootTree;
 use crate::layer::tar::Owner;
 use crate::layer::{self, Compression, LayerBlob, LayerOptions};
@@ -129,15 +129,7 @@ pub fn build_layer_output(
     spec_dir: Option<&std::path::Path>,
     out: &std::path::Path,
 ) -> Result<()> {
-    let below = spec
-        .layers
-        .iter()
-        .map(|dir| ExplicitLayer::read(std::path::Path::new(dir)))
-        .collect::<Result<Vec<_>>>()?;
-    let covered: Vec<String> = below
-        .iter()
-        .flat_map(|l| l.meta.covers.iter().cloned())
-        .collect();
+    let (_, covered) = explicit::read_all(&spec.layers)?;
     let closure = resolve_closure(spec, spec_dir, &spec.contents, &[])?.without(&covered);
     let mut paths: Vec<String> = closure.nodes().iter().map(|n| n.path.clone()).collect();
     paths.sort();
@@ -242,11 +234,7 @@ pub fn prepare(
         Closure::default()
     };
     let budget = layering::store_layer_budget(spec.max_layers.unwrap_or(100), fixed_layers)?;
-    let plan = layering::plan(
-        &closure,
-        spec.layering.unwrap_or(Strategy::Auto),
-        budget,
-    );
+    let plan = layering::plan(&closure, spec.layering.unwrap_or(Strategy::Auto), budget);
     Ok(Prepared {
         closure,
         plan,
@@ -264,15 +252,7 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
         ),
         None => None,
     };
-    let explicit = spec
-        .layers
-        .iter()
-        .map(|dir| ExplicitLayer::read(std::path::Path::new(dir)))
-        .collect::<Result<Vec<_>>>()?;
-    let covered: Vec<String> = explicit
-        .iter()
-        .flat_map(|l| l.meta.covers.iter().cloned())
-        .collect();
+    let (explicit, covered) = explicit::read_all(&spec.layers)?;
     if !explicit.is_empty() && req.format == Format::DockerArchive {
         bail!("explicit layers are compressed blobs: build an OCI layout or oci-archive with them");
     }

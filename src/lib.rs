@@ -1,10 +1,13 @@
 //! nixoci turns Nix store closures into layered, deterministic OCI images.
 //!
-//! Each module owns one concern: [`nix`] (Nix formats), [`closure`] (the
-//! reference graph), [`layering`] (partitioning into layers), [`layer`] (tar
-//! and layer blobs), [`image`] (config and manifests), [`output`] (layout and
-//! archives), [`spec`] (the build spec), [`build`] (the pipeline) and
-//! [`progress`].
+//! Each module owns one concern: [`nix`] (Nix formats: store paths, hashes,
+//! NAR, derivation files), [`closure`] (the reference graph), [`layering`]
+//! (partitioning into layers), [`layer`] (tar, compression, layer blobs, the
+//! layer cache and Nix-built layers), [`image`] (config and manifests),
+//! [`output`] (layout and archives), [`source`] (reading built images),
+//! [`spec`] (the build spec), [`build`] (the pipeline), [`check`] (pre-push
+//! checks), [`registry`] (push), [`verify`] (supply-chain pins and
+//! provenance) and [`progress`].
 
 pub mod build;
 pub mod check;

@@ -87,7 +87,7 @@ fn edited_copy(dir: &Path) -> PathBuf {
 #[test]
 fn the_image_is_built_from_the_mirrors_and_runs() {
     fixture_pins();
-    let (copy, standin, dir) = flake_dirs();
+    let (copy, _, dir) = flake_dirs();
     let build = || {
         let json = stdout(&mut nix_flake_attr("authentik-image"));
         serde_json::from_str::<Value>(&json).unwrap()[0]["outputs"]["out"]
@@ -212,7 +212,6 @@ fn the_image_is_built_from_the_mirrors_and_runs() {
             "{build_only} is in the runtime closure:\n{closure}"
         );
     }
-    let _ = standin;
 }
 
 #[test]
@@ -462,26 +461,9 @@ fn flake_evaluates_every_output() {
 #[test]
 fn the_ci_recipe_builds_checks_and_pushes_a_container_once() {
     fixture_pins();
-    let (copy, standin, _) = flake_dirs();
+    let (copy, _, _) = flake_dirs();
     let registry = Registry::start(Auth::Htpasswd);
-    let script = |sha: &str| {
-        Command::new("bash")
-            .arg(copy.join(".forgejo/scripts/build-and-push.sh"))
-            .args(["authentik", sha])
-            .current_dir(copy)
-            .env("REGISTRY", format!("{}/blumeops", registry.host()))
-            .env("REGISTRY_USER", USER)
-            .env("ZOT_CI_API_KEY", PASSWORD)
-            .env("NIXOCI", release_nixoci())
-            .env(
-                "NIX_BUILD_FLAGS",
-                format!("-I nixpkgs={}", standin.display()),
-            )
-            .env("PUSH_FLAGS", "--insecure -q")
-            .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors())
-            .output()
-            .unwrap()
-    };
+    let script = |sha: &str| recipe(copy, "authentik", sha, &registry).output().unwrap();
     let out = script("2d4098e0123456789abcdef");
     let text = format!(
         "{}{}",
@@ -522,6 +504,27 @@ fn the_ci_recipe_builds_checks_and_pushes_a_container_once() {
         again.status.success() && text.contains("already pushed"),
         "{text}"
     );
+}
+
+/// The CI recipe for `container` at `sha` in `repo_dir`, pushing to `registry`
+/// with the stand-in nixpkgs and the fixture mirrors.
+fn recipe(repo_dir: &Path, container: &str, sha: &str, registry: &Registry) -> Command {
+    let (_, standin, _) = flake_dirs();
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo_dir.join(".forgejo/scripts/build-and-push.sh"))
+        .args([container, sha])
+        .current_dir(repo_dir)
+        .env("REGISTRY", format!("{}/blumeops", registry.host()))
+        .env("REGISTRY_USER", USER)
+        .env("ZOT_CI_API_KEY", PASSWORD)
+        .env("NIXOCI", release_nixoci())
+        .env(
+            "NIX_BUILD_FLAGS",
+            format!("-I nixpkgs={}", standin.display()),
+        )
+        .env("PUSH_FLAGS", "--insecure -q")
+        .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors());
+    cmd
 }
 
 /// `nix-build` of `containers/authentik` in `repo_dir` with its own pins.
@@ -694,7 +697,6 @@ fn the_workflow_passes_inputs_through_env_and_pins_actions() {
 
 #[test]
 fn the_ci_recipe_finds_versions_in_dockerfiles_and_passthru() {
-    let (_, standin, _) = flake_dirs();
     let dir = tempdir();
     let copy = edited_copy(dir.path());
     let image = |name: &str, version_attr: &str| {
@@ -735,19 +737,7 @@ nixociLib.buildLayeredImage {{
         ("from-dockerfile", "v1.4.2-2d4098e-nix"),
         ("from-passthru", "v0.9.1-2d4098e-nix"),
     ] {
-        let out = Command::new("bash")
-            .arg(copy.join(".forgejo/scripts/build-and-push.sh"))
-            .args([container, "2d4098e0123456789abcdef"])
-            .current_dir(&copy)
-            .env("REGISTRY", format!("{}/blumeops", registry.host()))
-            .env("REGISTRY_USER", USER)
-            .env("ZOT_CI_API_KEY", PASSWORD)
-            .env("NIXOCI", release_nixoci())
-            .env(
-                "NIX_BUILD_FLAGS",
-                format!("-I nixpkgs={}", standin.display()),
-            )
-            .env("PUSH_FLAGS", "--insecure -q")
+        let out = recipe(&copy, container, "2d4098e0123456789abcdef", &registry)
             .env_remove("NIX_PATH")
             .output()
             .unwrap();

@@ -60,7 +60,10 @@ fn worked_example_from_closure_graph_py() {
     );
     // maxLayers 3 leaves 2 store layers: the most popular path, then the rest in order.
     assert_eq!(
-        names(&plan(graph, &["--strategy", "popularity", "--max-layers", "3"])),
+        names(&plan(
+            graph,
+            &["--strategy", "popularity", "--max-layers", "3"]
+        )),
         vec![
             vec!["F".to_string()],
             ["E", "D", "C", "B", "G", "A"]

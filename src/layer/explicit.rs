@@ -80,6 +80,19 @@ impl ExplicitLayer {
     }
 }
 
+/// Reads the layers at `dirs`, and every store path they cover.
+pub fn read_all(dirs: &[String]) -> Result<(Vec<ExplicitLayer>, Vec<String>)> {
+    let layers = dirs
+        .iter()
+        .map(|dir| ExplicitLayer::read(Path::new(dir)))
+        .collect::<Result<Vec<_>>>()?;
+    let covered = layers
+        .iter()
+        .flat_map(|l| l.meta.covers.iter().cloned())
+        .collect();
+    Ok((layers, covered))
+}
+
 fn is_sha256(digest: &str) -> bool {
     digest
         .strip_prefix("sha256:")
