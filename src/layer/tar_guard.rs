@@ -116,7 +116,8 @@ fn pax_size(records: &[u8]) -> Option<u64> {
     while !rest.is_empty() {
         let space = rest.iter().position(|&b| b == b' ')?;
         let len: usize = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
-        if len == 0 || len > rest.len() {
+        // The length counts itself, the space and the record.
+        if len <= space + 1 || len > rest.len() {
             return None;
         }
         let record = &rest[space + 1..len];
@@ -222,5 +223,8 @@ mod tests {
         );
         assert_eq!(pax_size(b"20 path=some/file\n"), None);
         assert_eq!(pax_size(b"99 size=1\n"), None);
+        // A length shorter than its own digits (found by the fuzzer).
+        assert_eq!(pax_size(b"1 size=5\n"), None);
+        assert_eq!(pax_size(b"00000 "), None);
     }
 }
