@@ -549,3 +549,133 @@ fn a_missing_tmp_only_warns_unless_the_config_names_it() {
     let image = build_image(dir.path(), "no-entrypoint", gone, &[]);
     check_fails(&image, "/bin/no-such-app");
 }
+
+/// A file added to the store with `mode`.
+fn store_file(dir: &Path, name: &str, text: &str, mode: u32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let file = dir.join(name);
+    fs::write(&file, text).unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
+    stdout(Command::new("nix-store").arg("--add").arg(&file))
+        .trim()
+        .to_string()
+}
+
+fn check_report(image: &Path, extra: &[&str]) -> (bool, String) {
+    let out = nixoci()
+        .arg("check")
+        .arg(image)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn check_follows_env_shebangs_volumes_writable_dirs_and_named_users() {
+    let a = authentik();
+    let dir = tempdir();
+    let salt = rand_suffix();
+    let script = store_file(
+        dir.path(),
+        "run",
+        &format!("#!/usr/bin/env sh\n# {salt}\necho hi\n"),
+        0o555,
+    );
+    let passwd = store_file(
+        dir.path(),
+        "passwd",
+        &format!("# {salt}\napp:x:1000:1000::/:/bin/sh\n"),
+        0o444,
+    );
+    let path_env = format!("PATH={}/bin", a.busybox);
+    let base = json!({"Entrypoint": [script.clone()], "Env": [path_env.clone()]});
+    let tmp = ["--root", "dir:/tmp:1777"];
+
+    // `#!/usr/bin/env sh` needs /usr/bin/env in the image, then sh on PATH.
+    let image = build_image(dir.path(), "env-missing", base.clone(), &tmp);
+    let (ok, report) = check_report(&image, &[]);
+    assert!(!ok && report.contains("/usr/bin/env"), "{report}");
+    let env_link = format!("symlink:/usr/bin/env:{}/bin/env", a.busybox);
+    let image = build_image(
+        dir.path(),
+        "env-present",
+        base.clone(),
+        &[&tmp[..], &["--root", &env_link]].concat(),
+    );
+    let (ok, report) = check_report(&image, &[]);
+    assert!(ok, "{report}");
+
+    // Volumes and --writable directories must exist and be writable.
+    let mut with_volume = base.clone();
+    with_volume["Volumes"] = json!({"/data": {}});
+    let image = build_image(
+        dir.path(),
+        "volume",
+        with_volume,
+        &[
+            &tmp[..],
+            &["--root", &env_link, "--root", "dir:/cache:0755"],
+        ]
+        .concat(),
+    );
+    let (ok, report) = check_report(&image, &[]);
+    assert!(
+        !ok && report.contains("/data (a Volume) does not exist"),
+        "{report}"
+    );
+    let (_, report) = check_report(&image, &["--writable", "/cache"]);
+    assert!(
+        report.contains("/cache (--writable) is writable by uid 0"),
+        "{report}"
+    );
+
+    // A named user is looked up in the image's /etc/passwd and checked as that uid.
+    let mut named = base.clone();
+    named["User"] = json!("app");
+    let passwd_entry = format!("file:/etc/passwd:{passwd}");
+    let image = build_image(
+        dir.path(),
+        "named-user",
+        named.clone(),
+        &[
+            &tmp[..],
+            &[
+                "--root",
+                &env_link,
+                "--root",
+                &passwd_entry,
+                "--root",
+                "dir:/cache:0755",
+            ],
+        ]
+        .concat(),
+    );
+    let (ok, report) = check_report(&image, &["--writable", "/cache"]);
+    assert!(
+        !ok && report.contains("/cache (--writable) is not writable by uid 1000"),
+        "{report}"
+    );
+    let image = build_image(
+        dir.path(),
+        "unknown-user",
+        named,
+        &[&tmp[..], &["--root", &env_link]].concat(),
+    );
+    let (ok, report) = check_report(&image, &[]);
+    assert!(!ok && report.contains("does not define it"), "{report}");
+
+    // No PATH: a warning, not a failure.
+    let no_path = json!({"Entrypoint": [format!("{}/bin/sh", a.busybox)]});
+    let image = build_image(dir.path(), "no-path", no_path, &tmp);
+    let (ok, report) = check_report(&image, &[]);
+    assert!(
+        ok && report
+            .lines()
+            .any(|l| l.starts_with("WARN") && l.contains("PATH is not set")),
+        "{report}"
+    );
+}
