@@ -836,3 +836,34 @@ fn a_nixpkgs_style_tar_gz_pushes_with_compressed_layers_and_repushes_nothing() {
     assert_eq!(again["bytes_uploaded"], 0);
     assert_eq!(proxy.stats().0, uploaded, "blob bytes went up again");
 }
+
+#[test]
+fn tls_is_verified_by_default() {
+    let registry = Registry::start_with(Auth::Htpasswd, true);
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    let reference = format!("{}/team/app:v1", registry.host());
+    let c = creds();
+    // Without --insecure: an untrusted certificate is a failure, and no
+    // credential is sent over the connection it refused.
+    let out = nixoci()
+        .args(["push", "-q", "--creds", &c])
+        .arg(&layout)
+        .arg(&reference)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    let log = fs::read_to_string(registry.dir.path().join("registry.log")).unwrap_or_default();
+    assert!(
+        !log.contains(USER),
+        "the registry saw the user over an untrusted connection: {log}"
+    );
+    // --insecure accepts it (for loopback registries) and the push works over TLS.
+    let summary = push_ok(&["--creds", &c, layout.to_str().unwrap(), &reference]);
+    assert_eq!(summary["pushed"][0]["status"], "pushed");
+}

@@ -260,9 +260,38 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(auth: Auth) -> Registry {
+        Registry::start_with(auth, false)
+    }
+
+    /// With `tls`, the registry speaks HTTPS with a self-signed certificate
+    /// for 127.0.0.1 (which no client trusts).
+    pub fn start_with(auth: Auth, tls: bool) -> Registry {
         let dir = tempdir();
         let d = dir.path();
         let port = free_port();
+        let tls_yaml = if tls {
+            run(Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ])
+                .arg("-keyout")
+                .arg(d.join("tls-key.pem"))
+                .arg("-out")
+                .arg(d.join("tls-cert.pem")));
+            format!(
+                ", tls: {{certificate: {}, key: {}}}",
+                d.join("tls-cert.pem").display(),
+                d.join("tls-key.pem").display()
+            )
+        } else {
+            String::new()
+        };
         let auth_yaml = match auth {
             Auth::Anonymous => String::new(),
             Auth::Htpasswd => {
@@ -312,7 +341,7 @@ impl Registry {
             auth_yaml
         };
         let config = format!(
-            "version: 0.1\nlog: {{level: info}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: 127.0.0.1:{port}, secret: nixoci-test}}\n{auth_yaml}",
+            "version: 0.1\nlog: {{level: info}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: 127.0.0.1:{port}, secret: nixoci-test{tls_yaml}}}\n{auth_yaml}",
             d.join("data").display()
         );
         std::fs::write(d.join("config.yml"), config).unwrap();
