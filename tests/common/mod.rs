@@ -214,12 +214,23 @@ impl Drop for Server {
     }
 }
 
+/// A port nothing listens on, never handed out twice in this process: the
+/// kernel may give a just-released port to the next bind, and two servers
+/// of parallel tests must not meet on one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn spawn(cmd: &mut Command, port: u16, log: PathBuf) -> Server {
@@ -231,8 +242,15 @@ fn spawn(cmd: &mut Command, port: u16, log: PathBuf) -> Server {
         .unwrap_or_else(|e| {
             panic!("cannot start {cmd:?}: {e} (is it installed? .ci/setup installs it)")
         });
-    let server = Server { child, port, log };
+    let mut server = Server { child, port, log };
     for _ in 0..200 {
+        // A server that could not bind has exited: whatever answers is not it.
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!(
+                "{cmd:?} exited ({status}): {}",
+                std::fs::read_to_string(&server.log).unwrap_or_default()
+            );
+        }
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return server;
         }
