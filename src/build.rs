@@ -121,6 +121,18 @@ pub fn resolve_closure(
     Ok(closure)
 }
 
+/// The mtime and owner fields of store-path layers, from the spec.
+fn store_owner(spec: &Spec) -> Result<Owner> {
+    let mtime = image::resolve_time(spec.mtime.as_deref().unwrap_or(image::DEFAULT_CREATED))?;
+    Ok(Owner {
+        mtime: u64::try_from(mtime).map_err(|_| anyhow!("mtime may not be before 1970"))?,
+        uid: spec.uid.unwrap_or(0),
+        gid: spec.gid.unwrap_or(0),
+        uname: spec.uname.clone().unwrap_or_else(|| "root".into()),
+        gname: spec.gname.clone().unwrap_or_else(|| "root".into()),
+    })
+}
+
 /// Builds one layer as an output of its own (the Nix library's `buildLayer`):
 /// the closure of the spec's `contents` less what its `layers` cover, into
 /// `out/blob` and `out/meta.json`.
@@ -138,14 +150,7 @@ pub fn build_layer_output(
         .map(|p| closure.get(p).and_then(|n| n.nar_hash.clone()))
         .collect();
     let size = closure.nodes().iter().map(|n| n.nar_size).sum();
-    let mtime = image::resolve_time(spec.mtime.as_deref().unwrap_or(image::DEFAULT_CREATED))?;
-    let owner = Owner {
-        mtime: u64::try_from(mtime).map_err(|_| anyhow!("mtime may not be before 1970"))?,
-        uid: spec.uid.unwrap_or(0),
-        gid: spec.gid.unwrap_or(0),
-        uname: spec.uname.clone().unwrap_or_else(|| "root".into()),
-        gname: spec.gname.clone().unwrap_or_else(|| "root".into()),
-    };
+    let owner = store_owner(spec)?;
     let compression = spec.compression.unwrap_or(Compression::Gzip);
     let threads = Arc::new(
         rayon::ThreadPoolBuilder::new()
@@ -267,8 +272,8 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
     }
     let created_text = spec.created.as_deref().unwrap_or(image::DEFAULT_CREATED);
     let created = image::format_rfc3339(image::resolve_time(created_text)?);
-    let mtime = image::resolve_time(spec.mtime.as_deref().unwrap_or(image::DEFAULT_CREATED))?;
-    let mtime = u64::try_from(mtime).map_err(|_| anyhow!("mtime may not be before 1970"))?;
+    let store_owner = store_owner(spec)?;
+    let mtime = store_owner.mtime;
     let compression = match req.format {
         // docker-archive holds uncompressed layers, as `docker save` writes them.
         Format::DockerArchive => Compression::None,
@@ -284,13 +289,6 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
 
     let staging = Staging::new(&req.destination, req.force)?;
     let blob_dir = staging.blob_dir()?;
-    let store_owner = Owner {
-        mtime,
-        uid: spec.uid.unwrap_or(0),
-        gid: spec.gid.unwrap_or(0),
-        uname: spec.uname.clone().unwrap_or_else(|| "root".into()),
-        gname: spec.gname.clone().unwrap_or_else(|| "root".into()),
-    };
     let root_owner = Owner::numeric_root(mtime);
 
     let total: u64 = prepared.closure.nodes().iter().map(|n| n.nar_size).sum();
