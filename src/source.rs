@@ -35,6 +35,8 @@ pub struct ImageSource {
     /// Directory the blobs live in.
     pub root: PathBuf,
     _unpacked: Option<tempfile::TempDir>,
+    /// Layers whose blob was checked already (`check` reads each twice).
+    verified: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl ImageSource {
@@ -70,7 +72,12 @@ impl ImageSource {
     /// The layer's tar stream, decompressed according to its content, once
     /// the blob is checked against its digest.
     pub fn layer_reader(&self, layer: &LayerRef) -> Result<Box<dyn Read>> {
-        verify_blob(layer)?;
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if !verified.contains(&layer.digest) {
+            verify_blob(layer)?;
+            verified.insert(layer.digest.clone());
+        }
+        drop(verified);
         decompressed(&layer.file)
     }
 }
@@ -186,6 +193,7 @@ fn open_layout(
         manifest_bytes: Some(manifest_bytes),
         root: root.to_path_buf(),
         _unpacked: unpacked,
+        verified: Default::default(),
     })
 }
 
@@ -238,6 +246,7 @@ fn open_docker(tmp: tempfile::TempDir) -> Result<ImageSource> {
         manifest_media_type: image::MANIFEST_MEDIA_TYPE.to_string(),
         root,
         _unpacked: Some(tmp),
+        verified: Default::default(),
     })
 }
 
