@@ -50,17 +50,20 @@ let
   tools = if pkgs == null then [ ] else filter (p: p != null) [ (pkgs.coreutils or null) (pkgs.findutils or null) ];
   toolPath = if tools == [ ] then "/usr/bin:/bin" else builtins.concatStringsSep ":" (map (p: "${p}/bin") tools);
 
-  # What extraCommands and fakeRootCommands make: `root/`, and the mode of
-  # every entry recorded inside the build (the store resets modes): `modes`,
-  # or `owners` with the uid and gid fakeroot saw, when fakeRootCommands ran.
+  # What extraCommands and fakeRootCommands make: `root/` (the merged
+  # `contents`, as symlinkJoin makes them, changed by the commands), and the
+  # mode of every entry recorded inside the build (the store resets modes):
+  # `modes`, or `owners` with the uid and gid fakeroot saw, when
+  # fakeRootCommands ran.
   customisation =
-    { name, extraCommands, fakeRootCommands }:
+    { name, contents, extraCommands, fakeRootCommands }:
     let
       fakeroot =
         if pkgs != null && pkgs ? fakeroot then "${pkgs.fakeroot}/bin/fakeroot"
         else throw "fakeRootCommands needs pkgs with fakeroot";
       script = ''
         mkdir -p $out/root
+        ${nixoci}/bin/nixoci nix-helper link-contents -o $out/root ${toString contents}
         cd $out/root
         . "$extraCommandsPath"
       '' + (if fakeRootCommands == "" then ''
@@ -78,9 +81,46 @@ let
       args = [ "-ec" script ];
     };
 
+  # includeNixDB: nixpkgs' commands, put before extraCommands. They register
+  # the closure of `contents` in nix/var/nix/db with `nix-store --load-db`
+  # (registration times reset, so the layer is reproducible) and add a GC
+  # root per content.
+  nixDbCommands =
+    { name, contents }:
+    let
+      need = attr: if pkgs != null && pkgs ? ${attr} then pkgs.${attr} else throw "includeNixDB needs pkgs with ${attr}";
+      registration = derivation {
+        name = "${name}-nix-db-registration";
+        inherit system;
+        builder = "${nixoci}/bin/nixoci";
+        args = [ "nix-helper" "registration" "--attrs" ".attrs.json" "-o" (placeholder "out") ];
+        __structuredAttrs = true;
+        exportReferencesGraph.graph = contents;
+      };
+    in
+    ''
+      NIX_REMOTE="local?root=$PWD" USER=nobody ${need "nix"}/bin/nix-store --load-db < ${registration}
+      ${need "sqlite"}/bin/sqlite3 nix/var/nix/db/db.sqlite "UPDATE ValidPaths SET registrationTime = 315532800"
+      mkdir -p nix/var/nix/gcroots/docker
+      for path in ${toString contents}; do
+        ln -s "$path" "nix/var/nix/gcroots/docker/''${path##*/}"
+      done
+    '';
+
+  # nixpkgs' `compressor` of a docker-archive result: nixoci's setting and
+  # the file name's extension.
+  compressors = {
+    gz = { archive = "gzip"; ext = ".gz"; layers = "gzip"; };
+    zstd = { archive = "zstd"; ext = ".zst"; layers = "zstd"; };
+    none = { archive = "none"; ext = ""; layers = "none"; };
+  };
+
   /**
-    The image as an OCI layout directory (nixpkgs' buildLayeredImage
-    arguments, plus `layering`, `compression` and `rootEntries`).
+    The image. With `format = "docker-archive"` (nixpkgs' result, the
+    default) a docker-archive file compressed whole by `compressor`; with
+    `format = "oci"` an OCI image layout directory, whose layers take
+    `compression` (or `compressor`'s kind). `stream` gives
+    streamLayeredImage's script instead.
   */
   mkImage =
     {
@@ -99,12 +139,19 @@ let
       fakeRootCommands ? "",
       enableFakechroot ? false,
       includeStorePaths ? true,
+      includeNixDB ? false,
       architecture ? goArch,
       fromImage ? null,
       layering ? "auto",
-      compression ? "gzip",
-      # nixpkgs' archive compressor: "gz", "zstd" or "none" (mapped onto the layers).
-      compressor ? null,
+      # nixpkgs' experimental partitioner: a list of [ op args… ], or a JSON
+      # file holding one. It sets the store layers itself (maxLayers is not
+      # applied to them).
+      layeringPipeline ? null,
+      debug ? false,
+      format ? "docker-archive",
+      compressor ? "gz",
+      # Layer compression of an OCI layout (default: `compressor`'s kind).
+      compression ? null,
       rootEntries ? [ ],
       # Layers made with buildLayer: they go first, and the store paths they
       # hold leave the rest of the plan (nix2container's meaning).
@@ -113,24 +160,30 @@ let
       meta ? { },
       stream ? false,
     }:
-    assert maxLayers > 1;
-    assert !enableFakechroot || throw "enableFakechroot is not supported: use rootEntries or fakeRootCommands";
+    assert layeringPipeline != null || maxLayers > 1 || throw "maxLayers must be at least 2 (the customisation layer takes one)";
+    assert !enableFakechroot || throw "enableFakechroot is not supported by nixoci: fakeRootCommands already run in the image's root directory, so write relative paths there (etc/passwd, not /etc/passwd), or declare entries with rootEntries";
+    assert builtins.elem format [ "docker-archive" "oci" ] || throw "format must be \"docker-archive\" (nixpkgs' result) or \"oci\" (an OCI layout directory), not \"${format}\"";
+    assert compressors ? ${compressor} || throw "compressor must be \"gz\", \"zstd\" or \"none\", not \"${compressor}\"";
+    assert layers == [ ] || (format == "oci" && !stream) || throw "layers (buildLayer) are compressed blobs: use format = \"oci\"";
     let
       baseName = baseNameOf name;
+      contentsList = map toString (toList contents);
+      allExtraCommands = (if includeNixDB then nixDbCommands { name = baseName; contents = toList contents; } else "") + extraCommands;
       extra =
-        if extraCommands == "" && fakeRootCommands == "" then
+        if allExtraCommands == "" && fakeRootCommands == "" then
           null
         else
-          customisation { name = baseName; inherit extraCommands fakeRootCommands; };
-      layerCompression =
-        if compressor == null then compression
-        else { gz = "gzip"; zstd = "zstd"; none = "none"; }.${compressor};
+          customisation { name = baseName; contents = toList contents; extraCommands = allExtraCommands; inherit fakeRootCommands; };
+      archive = format == "docker-archive" && !stream;
+      compress = compressors.${compressor};
       spec = {
         name = lowerName name;
-        contents = map toString (toList contents);
-        inherit config created mtime maxLayers uid gid uname gname architecture includeStorePaths rootEntries;
+        # With commands, `contents` arrive merged in their output.
+        contents = if extra == null then contentsList else [ ];
+        inherit config created mtime maxLayers uid gid uname gname architecture includeStorePaths rootEntries debug;
         layering = layering;
-        compression = layerCompression;
+        layeringPipeline = layeringPipeline;
+        compression = if compression != null then compression else compress.layers;
         extraRoots = if extra == null then [ ] else [ "${extra}" ];
         excludePaths = if extra == null then [ ] else [ "${extra}" ];
         fromImage = if fromImage == null then null else "${fromImage}";
@@ -140,18 +193,23 @@ let
       imageTag = if tag != null then tag else builtins.substring 0 32 (builtins.hashString "sha256" (toJSON spec));
       roots =
         if includeStorePaths then
-          storePathsIn { inherit contents config rootEntries; } ++ (if extra == null then [ ] else [ extra ])
+          storePathsIn ({ inherit config rootEntries; } // (if extra == null then { inherit contents; } else { }))
+          ++ (if extra == null then [ ] else [ extra ])
         else
           [ ];
       drv = derivation {
-        name = if stream then "stream-${baseName}" else "${baseName}-oci";
+        name =
+          if stream then "stream-${baseName}"
+          else if archive then "${baseName}.tar${compress.ext}"
+          else "${baseName}-oci";
         inherit system;
         builder = "${nixoci}/bin/nixoci";
         args =
           if stream then
             [ "nix-helper" "stream-script" "--attrs" ".attrs.json" "-o" (placeholder "out") ]
           else
-            [ "build" "--spec" ".attrs.json" "--quiet" "-o" (placeholder "out") ];
+            [ "build" "--spec" ".attrs.json" "--quiet" "-o" (placeholder "out") ]
+            ++ (if archive then [ "--format" "docker-archive" "--archive-compression" compress.archive ] else [ ]);
         __structuredAttrs = true;
         exportReferencesGraph.graph = roots;
         nixoci = spec // { tag = imageTag; };
@@ -166,10 +224,18 @@ let
 in
 {
   /**
-    Like nixpkgs' dockerTools.buildLayeredImage, but the result is an OCI
-    image layout directory (what `nixoci push` and `skopeo copy oci:` take).
+    nixpkgs' dockerTools.buildLayeredImage: a docker-archive file
+    (`<name>.tar.gz` by default; `compressor` "gz", "zstd" or "none") for
+    `docker load`, `podman load` and `skopeo copy docker-archive:`. With
+    `format = "oci"`, an OCI image layout directory instead: registry-ready
+    compressed layers, what `nixoci push` and `skopeo copy oci:` take.
   */
-  buildLayeredImage = args: mkImage (removeAttrs args [ "stream" ]);
+  buildLayeredImage =
+    args:
+    let
+      image = mkImage (removeAttrs args [ "stream" ]);
+    in
+    image // { stream = mkImage ((removeAttrs args [ "stream" "format" "compressor" "compression" ]) // { stream = true; }); };
 
   /**
     Like nixpkgs' dockerTools.streamLayeredImage: a script that writes the

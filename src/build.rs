@@ -28,6 +28,8 @@ pub struct BuildRequest {
     /// Directory relative graph paths in the spec are read from.
     pub spec_dir: Option<PathBuf>,
     pub format: Format,
+    /// The whole archive's compression (archive formats only).
+    pub archive_compression: Compression,
     pub destination: Destination,
     /// Replace an output that nixoci did not write (`--force`).
     pub force: bool,
@@ -238,8 +240,27 @@ pub fn prepare(
     } else {
         Closure::default()
     };
-    let budget = layering::store_layer_budget(spec.max_layers.unwrap_or(100), fixed_layers)?;
-    let plan = layering::plan(&closure, spec.layering.unwrap_or(Strategy::Auto), budget);
+    let plan = match &spec.layering_pipeline {
+        // As in nixpkgs, a pipeline makes the store layers itself: maxLayers
+        // and the base image's layers are not counted against it.
+        Some(pipeline) if closure.nodes().is_empty() => {
+            layering::pipeline::load(pipeline, spec_dir)?;
+            Vec::new()
+        }
+        Some(pipeline) => {
+            layering::pipeline::run(&closure, &layering::pipeline::load(pipeline, spec_dir)?)?
+        }
+        None => {
+            let budget =
+                layering::store_layer_budget(spec.max_layers.unwrap_or(100), fixed_layers)?;
+            layering::plan(&closure, spec.layering.unwrap_or(Strategy::Auto), budget)
+        }
+    };
+    if spec.debug == Some(true) {
+        for (i, layer) in plan.iter().enumerate() {
+            eprintln!("store layer {}: {layer:?}", i + 1);
+        }
+    }
     Ok(Prepared {
         closure,
         plan,
@@ -450,14 +471,26 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
     let layout = staging.layout_dir();
     output::finish_layout(&layout, &image::index_json(manifest_desc, &tag, &reference))?;
 
+    let archive = output::ArchiveCompression {
+        kind: req.archive_compression,
+        threads: &compress_threads,
+        zstd_workers: req.jobs as u32,
+    };
     match (req.format, &req.destination) {
+        (Format::OciLayout, _) if req.archive_compression != Compression::None => {
+            bail!("--archive-compression applies to the archive formats; an OCI layout's layers take --compression")
+        }
         (Format::OciLayout, Destination::Path(dest)) => staging.commit(&layout, dest)?,
         (Format::OciLayout, Destination::Stdout) => {
             bail!("an OCI layout is a directory and cannot go to stdout; use --format oci-archive or docker-archive")
         }
-        (Format::OciArchive, dest) => {
-            output::emit_archive(&staging, dest, &output::layout_members(&layout)?, mtime)?
-        }
+        (Format::OciArchive, dest) => output::emit_archive(
+            &staging,
+            dest,
+            &output::layout_members(&layout)?,
+            mtime,
+            &archive,
+        )?,
         (Format::DockerArchive, dest) => {
             let members = docker_archive_members(
                 &staging,
@@ -466,7 +499,7 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
                 &config_bytes,
                 &reference,
             )?;
-            output::emit_archive(&staging, dest, &members, mtime)?
+            output::emit_archive(&staging, dest, &members, mtime, &archive)?
         }
     }
     Ok(BuildSummary {

@@ -157,6 +157,40 @@ pub fn parse_graph(text: &str, store_dir: &str, source: &str) -> Result<Closure>
     Closure::from_nodes(nodes, store_dir, source)
 }
 
+/// A graph in `nix-store --load-db` form (closureInfo's `registration`):
+/// per path, sorted, its NAR hash and size, no deriver, and its references
+/// as the graph gives them (self-references included, which
+/// [`Closure::from_nodes`] drops). Every path needs a NAR hash.
+pub fn registration(nodes: &[PathInfo], store_dir: &str) -> Result<String> {
+    let mut nodes: Vec<&PathInfo> = nodes.iter().collect();
+    nodes.sort_by(|a, b| a.path.cmp(&b.path));
+    nodes.dedup_by(|a, b| a.path == b.path);
+    let mut text = String::new();
+    for node in nodes {
+        nix::validate_store_path(store_dir, &node.path).map_err(|e| anyhow!(e))?;
+        let hash = node
+            .nar_hash
+            .as_ref()
+            .ok_or_else(|| anyhow!("{} has no NAR hash to register", node.path))?;
+        let mut refs = node.references.clone();
+        refs.sort();
+        refs.dedup();
+        text.push_str(&format!(
+            "{}\nsha256:{}\n{}\n\n{}\n",
+            node.path,
+            hash.to_hex(),
+            node.nar_size,
+            refs.len()
+        ));
+        for r in refs {
+            nix::validate_store_path(store_dir, &r).map_err(|e| anyhow!(e))?;
+            text.push_str(&r);
+            text.push('\n');
+        }
+    }
+    Ok(text)
+}
+
 /// JSON shapes: a list of `{path, narHash, narSize, references}` (structured
 /// exportReferencesGraph, or `nix path-info --json` before Nix 2.19), an object
 /// keyed by store path (newer `nix path-info`), or an object holding exactly one

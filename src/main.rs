@@ -110,6 +110,10 @@ struct BuildArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "oci-layout")]
     format: Format,
+    /// Compress a docker-archive or oci-archive as a whole, as nixpkgs' `compressor` does
+    /// (`gzip` gives `docker load`'s `.tar.gz`); deterministic for any --jobs.
+    #[arg(long, value_enum, default_value = "none", value_name = "COMPRESSION")]
+    archive_compression: Compression,
     /// Worker threads (default: all cores). Digests do not depend on it.
     #[arg(long, short = 'j')]
     jobs: Option<usize>,
@@ -155,6 +159,10 @@ struct PlanArgs {
     graph: PathBuf,
     #[arg(long, value_enum, default_value = "auto")]
     strategy: Strategy,
+    /// nixpkgs' layeringPipeline instead of a strategy: a JSON list of steps, or a file holding one,
+    /// e.g. '[["popularity_contest"],["limit_layers",10]]'.
+    #[arg(long, value_name = "JSON|FILE", conflicts_with = "strategy")]
+    pipeline: Option<String>,
     /// Layer budget including the customisation layer (nixpkgs' maxLayers).
     #[arg(long, default_value_t = 100)]
     max_layers: usize,
@@ -287,6 +295,19 @@ enum NixHelper {
         #[arg(short = 'o')]
         output: PathBuf,
     },
+    /// Write the `nix-store --load-db` registration of the graph in ATTRS (includeNixDB).
+    Registration {
+        #[arg(long)]
+        attrs: PathBuf,
+        #[arg(short = 'o')]
+        output: PathBuf,
+    },
+    /// Merge store paths into DIR as symlinkJoin does, for extraCommands to run in.
+    LinkContents {
+        #[arg(short = 'o')]
+        output: PathBuf,
+        paths: Vec<PathBuf>,
+    },
     /// Write the `streamLayeredImage` script: it builds the image to stdout.
     StreamScript {
         #[arg(long)]
@@ -403,6 +424,7 @@ fn run_build(args: BuildArgs) -> Result<()> {
         spec,
         spec_dir,
         format: args.format,
+        archive_compression: args.archive_compression,
         destination: destination.clone(),
         force: args.force,
         cache: args.cache.clone(),
@@ -429,11 +451,19 @@ fn run_build(args: BuildArgs) -> Result<()> {
 
 fn run_plan(args: PlanArgs) -> Result<()> {
     let mut closure = closure::read_graph_file(&args.graph, &args.store_dir)?;
-    if args.strategy == Strategy::Auto {
+    if args.strategy == Strategy::Auto || args.pipeline.is_some() {
         closure.fill_missing_sizes()?;
     }
-    let budget = layering::store_layer_budget(args.max_layers, 0)?;
-    let plan = layering::plan(&closure, args.strategy, budget);
+    let plan = match &args.pipeline {
+        Some(text) => layering::pipeline::run(
+            &closure,
+            &layering::pipeline::load(&serde_json::Value::String(text.clone()), None)?,
+        )?,
+        None => {
+            let budget = layering::store_layer_budget(args.max_layers, 0)?;
+            layering::plan(&closure, args.strategy, budget)
+        }
+    };
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &plan)?;
     writeln!(out)?;
@@ -591,6 +621,21 @@ fn run_nix_helper(helper: NixHelper) -> Result<()> {
         NixHelper::Layer { attrs, output } => {
             let spec = nixoci::spec::Spec::read(&attrs)?;
             build::build_layer_output(&spec, attrs.parent(), &output)?;
+        }
+        NixHelper::Registration { attrs, output } => {
+            let nodes =
+                nixoci::closure::nodes_from_json(&read(&attrs)?, &attrs.display().to_string())?;
+            std::fs::write(
+                &output,
+                nixoci::closure::registration(&nodes, nix::DEFAULT_STORE_DIR)?,
+            )?;
+        }
+        NixHelper::LinkContents { output, paths } => {
+            let mut tree = nixoci::layer::rootfs::RootTree::new(nix::DEFAULT_STORE_DIR);
+            for path in &paths {
+                tree.merge_content(path)?;
+            }
+            tree.materialize(&output)?;
         }
         NixHelper::StreamScript { attrs, output } => {
             let value = read(&attrs)?;

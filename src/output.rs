@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
+use std::sync::Arc;
+
 use crate::image;
+use crate::layer::compress::{Compression, Compressor};
 use crate::layer::tar::{Owner, TarWriter};
 
 /// The output format.
@@ -283,23 +286,39 @@ pub fn write_archive<W: Write>(out: W, members: &[Member], mtime: u64) -> Result
     Ok(tar.finish()?)
 }
 
-/// Writes an archive to the destination: stdout, or a temp file renamed into place.
+/// How a whole archive is compressed (nixpkgs' `compressor`), with the
+/// threads that do it.
+pub struct ArchiveCompression<'a> {
+    pub kind: Compression,
+    pub threads: &'a Arc<rayon::ThreadPool>,
+    pub zstd_workers: u32,
+}
+
+impl ArchiveCompression<'_> {
+    fn writer<W: Write>(&self, out: W) -> io::Result<Compressor<W>> {
+        Compressor::new(self.kind, out, self.threads, self.zstd_workers)
+    }
+}
+
+/// Writes an archive, compressed as asked, to the destination: stdout, or a
+/// temp file renamed into place.
 pub fn emit_archive(
     staging: &Staging,
     dest: &Destination,
     members: &[Member],
     mtime: u64,
+    compression: &ArchiveCompression,
 ) -> Result<()> {
     match dest {
         Destination::Stdout => {
-            let stdout = io::stdout().lock();
-            let mut w = write_archive(BufWriter::new(stdout), members, mtime)?;
+            let stdout = BufWriter::new(io::stdout().lock());
+            let mut w = write_archive(compression.writer(stdout)?, members, mtime)?.finish()?;
             w.flush()?;
         }
         Destination::Path(path) => {
             let tmp = staging.dir.join("archive.tar");
-            let file = File::create(&tmp)?;
-            let w = write_archive(BufWriter::new(file), members, mtime)?;
+            let file = BufWriter::new(File::create(&tmp)?);
+            let w = write_archive(compression.writer(file)?, members, mtime)?.finish()?;
             let file = w.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
             staging.commit(&tmp, path)?;

@@ -42,6 +42,11 @@ pub struct Spec {
     pub from_image: Option<String>,
     pub max_layers: Option<usize>,
     pub layering: Option<Strategy>,
+    /// nixpkgs' `layeringPipeline`: a list of `[op, args…]`, or a JSON file
+    /// holding one. When given, it makes the store layers instead of `layering`.
+    pub layering_pipeline: Option<Value>,
+    /// Print the layer plan to stderr (nixpkgs' `debug`).
+    pub debug: Option<bool>,
     pub compression: Option<Compression>,
     pub created: Option<String>,
     pub mtime: Option<String>,

@@ -192,3 +192,109 @@ fn plan_of_a_real_closure_covers_every_path_once() {
     );
     assert!(err.contains("leaves no layer for store paths"), "{err}");
 }
+
+/// The graph of nixpkgs' flatten_references_graph `pipe_test.py`.
+fn pipe_test_graph() -> Value {
+    json!([
+        node("Root1", &["A"]),
+        node("A", &["B", "C"]),
+        node("B", &["D", "E", "G"]),
+        node("C", &[]),
+        node("D", &[]),
+        node("E", &["F"]),
+        node("F", &[]),
+        node("G", &[]),
+        node("Root2", &["B"]),
+        node("Root3", &["C"]),
+    ])
+}
+
+#[test]
+fn layering_pipelines_give_nixpkgs_documented_partitions() {
+    // pipe_test.py test_1: B split off, its dependencies by popularity, the
+    // rest (less Root3) merged with G by limit_layers.
+    let pipeline = json!([
+        ["split_paths", [sp("B")]],
+        [
+            "over",
+            "main",
+            [
+                "pipe",
+                [
+                    ["subcomponent_in", [sp("B")]],
+                    ["over", "rest", ["popularity_contest"]]
+                ]
+            ]
+        ],
+        ["flatten"],
+        ["map", ["remove_paths", sp("Root3")]],
+        ["limit_layers", 5]
+    ]);
+    let layers = names(&plan(
+        pipe_test_graph(),
+        &["--pipeline", &pipeline.to_string()],
+    ));
+    assert_eq!(layers[..4], singles(&["B", "F", "D", "E"])[..]);
+    let mut last = layers[4].clone();
+    last.sort();
+    assert_eq!(last, ["A", "C", "G", "Root1", "Root2"]);
+    assert_eq!(layers.len(), 5);
+
+    // test_2: popularity, then the least popular merged; reversed first.
+    let graph = json!([
+        node("Root1", &["A"]),
+        node("A", &["B"]),
+        node("B", &[]),
+        node("Root2", &[])
+    ]);
+    let dir = tempdir();
+    let file = dir.path().join("pipeline.json");
+    fs::write(&file, r#"[["popularity_contest"], ["limit_layers", 3]]"#).unwrap();
+    assert_eq!(
+        names(&plan(
+            graph.clone(),
+            &["--pipeline", file.to_str().unwrap()]
+        )),
+        vec![
+            vec!["B".to_string()],
+            vec!["A".into()],
+            vec!["Root1".into(), "Root2".into()]
+        ]
+    );
+    assert_eq!(
+        names(&plan(
+            graph.clone(),
+            &[
+                "--pipeline",
+                r#"[["popularity_contest"],["reverse"],["limit_layers",3]]"#
+            ]
+        )),
+        vec![
+            vec!["Root2".to_string()],
+            vec!["Root1".into()],
+            vec!["A".into(), "B".into()]
+        ]
+    );
+
+    // A missing key and an unknown op are errors that name the step.
+    let dir = tempdir();
+    let file = dir.path().join("graph.json");
+    fs::write(&file, graph.to_string()).unwrap();
+    for (pipeline, wanted) in [
+        (
+            r#"[["split_paths",["/nix/store/x"]],["over","main",["flatten"]]]"#,
+            "no `main`",
+        ),
+        (r#"[["popularity"]]"#, "unknown op `popularity`"),
+        ("[[", "not valid JSON"),
+    ] {
+        let err = fails(
+            nixoci()
+                .arg("plan")
+                .arg("--graph")
+                .arg(&file)
+                .args(["--pipeline", pipeline]),
+        );
+        assert!(err.contains(wanted), "{pipeline}: {err}");
+    }
+}

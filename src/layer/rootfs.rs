@@ -324,6 +324,16 @@ impl RootTree {
         found
     }
 
+    /// Makes the merged `contents` on disk under `dir` (which must exist),
+    /// so that `extraCommands` runs in it as nixpkgs runs it in symlinkJoin's
+    /// output: real directories, symlinks into the store.
+    pub fn materialize(&self, dir: &Path) -> Result<()> {
+        let Node::Dir { children, .. } = &self.root else {
+            unreachable!("the root is always a directory")
+        };
+        materialize_dir(children, dir)
+    }
+
     /// Writes the tree: `./` first, then every entry in byte order of names,
     /// as GNU tar `--sort=name` orders the nixpkgs customisation layer.
     pub fn write<W: std::io::Write>(
@@ -445,6 +455,31 @@ fn overlay_dir(
                     owner: (uid, gid),
                 },
             );
+        }
+    }
+    Ok(())
+}
+
+fn materialize_dir(children: &BTreeMap<Vec<u8>, Node>, dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    for (name, node) in children {
+        let path = dir.join(std::ffi::OsStr::from_bytes(name));
+        match node {
+            Node::Dir { children, .. } => {
+                fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&path)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
+                materialize_dir(children, &path)?;
+            }
+            Node::Symlink(target) => {
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &path)
+                    .with_context(|| format!("cannot create {}", path.display()))?
+            }
+            Node::File { source, .. } => {
+                fs::copy(source, &path)
+                    .with_context(|| format!("cannot copy {}", source.display()))?;
+            }
         }
     }
     Ok(())

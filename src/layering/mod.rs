@@ -7,6 +7,8 @@ use anyhow::{bail, Result};
 
 use crate::closure::Closure;
 
+pub mod pipeline;
+
 /// How store paths are grouped into layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -68,9 +70,17 @@ fn package_name(path: &str) -> String {
 /// pass in topological order. A path with one referrer adds that referrer's
 /// sum; only paths with several referrers walk their ancestors.
 pub fn popularity_order(closure: &Closure) -> Vec<String> {
-    let nodes = closure.nodes();
-    let n = nodes.len();
-    let refs = closure.reference_indices();
+    let paths: Vec<&str> = closure.nodes().iter().map(|n| n.path.as_str()).collect();
+    popularity_ranking(&paths, &closure.reference_indices())
+        .into_iter()
+        .map(|i| paths[i].to_string())
+        .collect()
+}
+
+/// [`popularity_order`] of a graph given as paths and, per path, the
+/// indices of the paths it references: the indices, most popular first.
+fn popularity_ranking(paths: &[&str], refs: &[Vec<usize>]) -> Vec<usize> {
+    let n = paths.len();
     let mut referrers: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (from, targets) in refs.iter().enumerate() {
         for &to in targets {
@@ -127,21 +137,15 @@ pub fn popularity_order(closure: &Closure) -> Vec<String> {
         .map(|&i| {
             (
                 paths_to[i].saturating_add(ancestor_sum[i]),
-                package_name(&nodes[i].path),
+                package_name(paths[i]),
                 i,
             )
         })
         .collect();
     ordered.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    let mut result: Vec<String> = ordered
-        .into_iter()
-        .map(|(_, _, i)| nodes[i].path.clone())
-        .collect();
-    let mut missing: Vec<String> = (0..n)
-        .filter(|&i| !reached[i])
-        .map(|i| nodes[i].path.clone())
-        .collect();
-    missing.sort();
+    let mut result: Vec<usize> = ordered.into_iter().map(|(_, _, i)| i).collect();
+    let mut missing: Vec<usize> = (0..n).filter(|&i| !reached[i]).collect();
+    missing.sort_by_key(|&i| paths[i]);
     result.extend(missing);
     result
 }
