@@ -207,3 +207,287 @@ fn unchanged_inputs_give_the_same_path_and_a_changed_leaf_only_its_layer() {
         "only the note's layer changes: {a:?} vs {b:?}"
     );
 }
+
+fn sha256_of(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    nixoci::nix::hex(&sha2::Sha256::digest(bytes))
+}
+
+/// A docker-archive's member, read with Python's tarfile (which, as
+/// nixpkgs' own fromImage reader does, decompresses gzip transparently).
+fn archive_member(archive: &Path, name: &str) -> Vec<u8> {
+    run(Command::new("python3").args([
+        "-c",
+        "import sys, tarfile\nwith tarfile.open(sys.argv[1]) as t: sys.stdout.buffer.write(t.extractfile(sys.argv[2]).read())",
+    ])
+    .arg(archive)
+    .arg(name))
+    .stdout
+}
+
+fn podman(root: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.arg("--root")
+        .arg(root.join("root"))
+        .arg("--runroot")
+        .arg(root.join("run"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+        ])
+        .args(args);
+    cmd
+}
+
+#[test]
+fn build_layered_image_returns_nixpkgs_docker_archives() {
+    let paths = lib_images(&["dropIn", "dropInPlain", "dropInZstd"], &[]);
+    let (gz, plain, zst) = (
+        Path::new(&paths[0]),
+        Path::new(&paths[1]),
+        Path::new(&paths[2]),
+    );
+    // nixpkgs' file names, and the passthru attributes.
+    assert!(paths[0].ends_with("-drop-in.tar.gz"), "{}", paths[0]);
+    assert!(paths[1].ends_with("-drop-in.tar"), "{}", paths[1]);
+    assert!(paths[2].ends_with("-drop-in.tar.zst"), "{}", paths[2]);
+    let bin = release_nixoci().display().to_string();
+    let passthru = stdout(
+        Command::new("nix-instantiate")
+            .args(["--eval", "--strict", "--json", "-E"])
+            .arg(format!(
+                "let i = (import {} {{ nixociBin = {bin}; }}).dropIn; in {{ inherit (i) imageName imageTag; stream = i.stream.name; }}",
+                repo().join("tests/fixtures/lib-images.nix").display()
+            )),
+    );
+    let passthru: Value = serde_json::from_str(&passthru).unwrap();
+    assert_eq!(
+        passthru,
+        serde_json::json!({"imageName": "example/drop-in", "imageTag": "1.0", "stream": "stream-drop-in"})
+    );
+
+    // One image, three compressions of the same bytes.
+    let plain_bytes = fs::read(plain).unwrap();
+    let unzipped = run(Command::new("gzip").arg("-dc").arg(gz)).stdout;
+    assert_eq!(
+        unzipped, plain_bytes,
+        "the .tar.gz is the plain archive, gzipped"
+    );
+    let unzstd = run(Command::new("zstd").arg("-dcq").arg(zst)).stdout;
+    assert_eq!(
+        unzstd, plain_bytes,
+        "the .tar.zst is the plain archive, zstd'ed"
+    );
+
+    // skopeo reads the plain one.
+    let inspect: Value = serde_json::from_str(&stdout(
+        Command::new("skopeo")
+            .args(["inspect", "--config"])
+            .arg(format!("docker-archive:{}", plain.display())),
+    ))
+    .unwrap();
+    let f = fixture();
+    assert_eq!(
+        inspect["config"]["Entrypoint"],
+        serde_json::json!([format!("{}/bin/app", f.app)])
+    );
+
+    // Store layers equal the Python-tarfile reference, path for path (the
+    // history comment names each layer's paths, as nixpkgs writes it).
+    let manifest: Value = serde_json::from_slice(&archive_member(gz, "manifest.json")).unwrap();
+    let config: Value =
+        serde_json::from_slice(&archive_member(gz, manifest[0]["Config"].as_str().unwrap()))
+            .unwrap();
+    assert_eq!(
+        manifest[0]["RepoTags"],
+        serde_json::json!(["example/drop-in:1.0"])
+    );
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    let history = config["history"].as_array().unwrap();
+    let store_layers = diff_ids.len() - 1;
+    assert!(store_layers >= 2, "{config}");
+    for (diff_id, entry) in diff_ids.iter().zip(history).take(store_layers) {
+        let comment = entry["comment"].as_str().unwrap();
+        let paths: Vec<&str> = comment
+            .trim_start_matches("store paths: [")
+            .trim_end_matches(']')
+            .split(", ")
+            .map(|p| p.trim_matches('\''))
+            .collect();
+        let reference = run(Command::new("python3")
+            .arg(repo().join("tests/support/tarfile_store_layer.py"))
+            .args(["1", "0", "0", "root", "root"])
+            .args(&paths))
+        .stdout;
+        assert_eq!(
+            diff_id.as_str().unwrap(),
+            format!("sha256:{}", sha256_of(&reference)),
+            "{paths:?}"
+        );
+    }
+
+    // podman loads them and runs the image.
+    let dir = tempdir();
+    for archive in [plain, zst] {
+        let out = stdout(podman(dir.path(), &["load", "-i"]).arg(archive));
+        assert!(out.contains("example/drop-in:1.0"), "{out}");
+    }
+    let loaded = podman(dir.path(), &["load", "-i"])
+        .arg(gz)
+        .output()
+        .unwrap();
+    if !loaded.status.success() {
+        // Debian 12's podman 4.3 (containers/image 5.23) cannot read any
+        // gzipped docker-archive: GNU gzip's of the same tar fails the same
+        // way. Then the archive must load once decompressed.
+        let by_gnu_gzip = dir.path().join("gnu.tar.gz");
+        fs::write(
+            &by_gnu_gzip,
+            run(Command::new("gzip").arg("-c").arg(plain)).stdout,
+        )
+        .unwrap();
+        let gnu = podman(dir.path(), &["load", "-i"])
+            .arg(&by_gnu_gzip)
+            .output()
+            .unwrap();
+        assert!(
+            !gnu.status.success(),
+            "podman loads GNU gzip's archive but not ours: {}",
+            String::from_utf8_lossy(&loaded.stderr)
+        );
+        let unpacked = dir.path().join("unzipped.tar");
+        fs::write(&unpacked, &unzipped).unwrap();
+        stdout(podman(dir.path(), &["load", "-i"]).arg(&unpacked));
+    }
+    let images = stdout(&mut podman(
+        dir.path(),
+        &["images", "--format", "{{.Repository}}:{{.Tag}}"],
+    ));
+    assert!(
+        images.lines().any(|l| l == "localhost/example/drop-in:1.0"),
+        "{images}"
+    );
+}
+
+#[test]
+fn extra_commands_run_in_the_merged_contents() {
+    let paths = lib_images(&["seesContents"], &[]);
+    let dir = tempdir();
+    let bundle = dir.path().join("b");
+    run(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:1", paths[0]))
+        .arg(&bundle));
+    let rootfs = bundle.join("rootfs");
+    assert!(
+        fs::read_link(rootfs.join("bin/bash")).is_ok(),
+        "contents are merged"
+    );
+    assert!(fs::read_link(rootfs.join("bin/app")).is_ok());
+    assert!(
+        fs::symlink_metadata(rootfs.join("bin/app-relative")).is_err(),
+        "what extraCommands removed stays removed"
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("made-here")).unwrap(),
+        "made\n"
+    );
+}
+
+#[test]
+fn include_nix_db_registers_the_contents_closure() {
+    let paths = lib_images(&["nixDb"], &[]);
+    let dir = tempdir();
+    let bundle = dir.path().join("b");
+    run(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:1", paths[0]))
+        .arg(&bundle));
+    let rootfs = bundle.join("rootfs");
+    let store = format!("local?root={}", rootfs.display());
+    let f = fixture();
+    let dump = stdout(Command::new("nix-store").args(["--store", &store, "--dump-db"]));
+    let mut registered: Vec<&str> = dump
+        .lines()
+        .filter(|l| l.starts_with("/nix/store/"))
+        .collect();
+    registered.sort();
+    registered.dedup();
+    let mut wanted = vec![f.app.as_str(), f.lib.as_str()];
+    wanted.sort();
+    assert_eq!(registered, wanted, "the closure of contents, nothing else");
+    assert!(fs::read_link(
+        rootfs
+            .join("nix/var/nix/gcroots/docker")
+            .join(Path::new(&f.app).file_name().unwrap())
+    )
+    .is_ok());
+    run(Command::new("nix-store").args(["--store", &store, "--verify", "--check-contents"]));
+    // The check can fail: a changed file in the image is caught.
+    let numbers = rootfs
+        .join(f.lib.trim_start_matches('/'))
+        .join("share/numbers.txt");
+    let mut perms = fs::metadata(&numbers).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    fs::set_permissions(&numbers, perms).unwrap();
+    fs::write(&numbers, "changed\n").unwrap();
+    let tampered =
+        fails(Command::new("nix-store").args(["--store", &store, "--verify", "--check-contents"]));
+    assert!(tampered.contains("was modified"), "{tampered}");
+}
+
+#[test]
+fn layering_pipeline_and_debug_reach_the_build() {
+    let paths = lib_images(&["pipeline"], &[]);
+    let f = fixture();
+    let (manifest, config) = config_of(&paths[0]);
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 3, "{config}");
+    let comments: Vec<&str> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["comment"].as_str().unwrap())
+        .collect();
+    assert_eq!(comments[0], format!("store paths: ['{}']", f.lib));
+    assert!(
+        comments[1].contains(&f.app) && comments[1].contains(&f.note),
+        "{comments:?}"
+    );
+    // debug = true: the plan is in the build log.
+    let bin = release_nixoci().display().to_string();
+    let drv = stdout(
+        Command::new("nix-instantiate")
+            .arg(repo().join("tests/fixtures/lib-images.nix"))
+            .args(["--arg", "nixociBin", &bin, "-A", "pipeline"]),
+    );
+    let log = stdout(Command::new("nix-store").arg("-l").arg(drv.trim()));
+    assert!(
+        log.contains(&format!("store layer 1: [\"{}\"]", f.lib)),
+        "{log}"
+    );
+}
+
+#[test]
+fn unsupported_arguments_are_refused_with_the_alternative() {
+    let bin = release_nixoci().display().to_string();
+    let eval = |args: &str| {
+        fails(Command::new("nix-instantiate").args(["--eval", "--strict", "-E"]).arg(format!(
+            "let lib = import {}/nix {{ nixoci = {bin}; }}; in (lib.buildLayeredImage {{ name = \"x\"; {args} }}).drvPath",
+            repo().display()
+        )))
+    };
+    let err = eval("enableFakechroot = true;");
+    assert!(
+        err.contains("enableFakechroot is not supported")
+            && err.contains("fakeRootCommands")
+            && err.contains("rootEntries"),
+        "{err}"
+    );
+    assert!(eval("format = \"tarball\";").contains("format must be"));
+    assert!(eval("compressor = \"xz\";").contains("compressor must be"));
+    assert!(eval("layers = [ ./. ];").contains("use format = \"oci\""));
+}

@@ -70,6 +70,9 @@ in
 nixociLib.buildLayeredImage {
   name = "blumeops/authentik";
   tag = "v${version}";
+  # The registry-ready OCI layout (compressed layers, explicit layers kept
+  # as links), not nixpkgs' docker-archive: what CI pushes.
+  format = "oci";
   contents = [ ak authentik-django authentik-server pkgs.bashInteractive pkgs.coreutils pkgs.cacert pkgs.tzdata ];
   layers = [ baseLayer webuiLayer pythonLayer serverLayer ];
   config = {

@@ -496,9 +496,15 @@ fn collect_refs(node: &Node, store_dir: &str, found: &mut Vec<String>) {
         )),
         // A copied file needs what it mentions (a script's interpreter), not
         // its source, as Nix's reference scan of the layer would find.
+        // Only paths that exist count, as Nix's scanner only finds paths of
+        // the build's inputs.
         Node::File { source, .. } => {
             if let Ok(paths) = nix::store_paths_in_file(store_dir, source) {
-                found.extend(paths);
+                found.extend(
+                    paths
+                        .iter()
+                        .filter_map(|p| nix::existing_store_path(store_dir, p)),
+                );
             }
         }
     }

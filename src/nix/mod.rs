@@ -72,6 +72,23 @@ pub fn store_paths_in(store_dir: &str, text: &str) -> Vec<String> {
     found
 }
 
+/// The store path on disk that `candidate` (a greedy match of store-path
+/// characters, as in `…-lib-1.0sha256:…` inside a database) starts with:
+/// Nix finds references by their hash part, so a name may run on into
+/// other text. None when no such path exists.
+pub fn existing_store_path(store_dir: &str, candidate: &str) -> Option<String> {
+    let shortest = store_dir.trim_end_matches('/').len() + 1 + 32 + 2;
+    let mut end = candidate.len();
+    while end >= shortest {
+        let prefix = &candidate[..end];
+        if validate_store_path(store_dir, prefix).is_ok() && fs::symlink_metadata(prefix).is_ok() {
+            return Some(prefix.to_string());
+        }
+        end -= 1;
+    }
+    None
+}
+
 /// Every store path a file mentions, read in chunks (any size, bounded
 /// memory): consecutive chunks overlap by the longest possible store path,
 /// so a path across a chunk boundary is found too.
