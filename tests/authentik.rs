@@ -696,15 +696,33 @@ fn the_workflow_passes_inputs_through_env_and_pins_actions() {
 }
 
 #[test]
-fn the_ci_recipe_finds_versions_in_dockerfiles_and_passthru() {
+fn the_ci_recipe_runs_on_a_bare_runner_and_finds_every_kind_of_version() {
+    // A runner like our users': nix and skopeo, no root flake, no NIX_PATH,
+    // no nixoci; nixpkgs comes from the flake registry.
     let dir = tempdir();
     let copy = edited_copy(dir.path());
-    let image = |name: &str, version_attr: &str| {
+    for file in ["flake.nix", "flake.lock"] {
+        fs::remove_file(copy.join(file)).unwrap();
+    }
+    let (_, standin, _) = flake_dirs();
+    let registry_file = dir.path().join("flake-registry.json");
+    fs::write(
+        &registry_file,
+        serde_json::json!({"version": 2, "flakes": [{
+            "from": {"type": "indirect", "id": "nixpkgs"},
+            "to": {"type": "path", "path": standin},
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    // What a dockerTools user writes: the default result, a .tar.gz.
+    let image = |name: &str, let_version: &str, version_attr: &str| {
         format!(
             r#"{{ pkgs ? import <nixpkgs> {{ }} }}:
 let
   nixoci = pkgs.callPackage ../../nix/package.nix {{ }};
   nixociLib = import ../../nix {{ inherit nixoci pkgs; system = builtins.currentSystem; }};
+  {let_version}
 in
 nixociLib.buildLayeredImage {{
   name = "blumeops/{name}";
@@ -715,30 +733,42 @@ nixociLib.buildLayeredImage {{
 "#
         )
     };
-    fs::create_dir_all(copy.join("containers/from-dockerfile")).unwrap();
-    fs::write(
-        copy.join("containers/from-dockerfile/default.nix"),
-        image("from-dockerfile", ""),
-    )
-    .unwrap();
+    let containers = [
+        (
+            "from-dockerfile",
+            image("from-dockerfile", "", ""),
+            "v1.4.2-2d4098e-nix",
+        ),
+        (
+            "from-version",
+            image("from-version", "version = \"2.3.4\";", "tag = version;"),
+            "v2.3.4-2d4098e-nix",
+        ),
+        (
+            "from-passthru",
+            image("from-passthru", "", "passthru.version = \"0.9.1\";"),
+            "v0.9.1-2d4098e-nix",
+        ),
+    ];
+    for (name, text, _) in &containers {
+        fs::create_dir_all(copy.join("containers").join(name)).unwrap();
+        fs::write(copy.join("containers").join(name).join("default.nix"), text).unwrap();
+    }
     fs::write(
         copy.join("containers/from-dockerfile/Dockerfile"),
         "FROM scratch\nARG CONTAINER_APP_VERSION=1.4.2\n",
     )
     .unwrap();
-    fs::create_dir_all(copy.join("containers/from-passthru")).unwrap();
-    fs::write(
-        copy.join("containers/from-passthru/default.nix"),
-        image("from-passthru", "passthru.version = \"0.9.1\";"),
-    )
-    .unwrap();
     let registry = Registry::start(Auth::Htpasswd);
-    for (container, tag) in [
-        ("from-dockerfile", "v1.4.2-2d4098e-nix"),
-        ("from-passthru", "v0.9.1-2d4098e-nix"),
-    ] {
+    for (container, _, tag) in containers {
         let out = recipe(&copy, container, "2d4098e0123456789abcdef", &registry)
             .env_remove("NIX_PATH")
+            .env_remove("NIXOCI")
+            .env_remove("NIX_BUILD_FLAGS")
+            .env(
+                "NIX_CONFIG",
+                format!("flake-registry = {}", registry_file.display()),
+            )
             .output()
             .unwrap();
         let text = format!(
@@ -747,11 +777,16 @@ nixociLib.buildLayeredImage {{
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(out.status.success(), "{container}: {text}");
+        assert!(
+            text.contains("building nixoci from its pinned source"),
+            "{container}: {text}"
+        );
         assert!(text.contains(&format!("({tag})")), "{container}: {text}");
-        stdout(
+        let manifest: Value = serde_json::from_str(&stdout(
             Command::new("skopeo")
                 .args([
                     "inspect",
+                    "--raw",
                     "--tls-verify=false",
                     "--creds",
                     &format!("{USER}:{PASSWORD}"),
@@ -760,6 +795,13 @@ nixociLib.buildLayeredImage {{
                     "docker://{}/blumeops/{container}:{tag}",
                     registry.host()
                 )),
-        );
+        ))
+        .unwrap();
+        for layer in manifest["layers"].as_array().unwrap() {
+            assert_eq!(
+                layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
+                "{container}: the archive's plain layers are pushed gzipped"
+            );
+        }
     }
 }

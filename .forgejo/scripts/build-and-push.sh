@@ -6,8 +6,15 @@
 # env:   REGISTRY        where to push, e.g. registry.ops.eblu.me/blumeops
 #        REGISTRY_USER   user name for the API key, e.g. zot-ci
 #        ZOT_CI_API_KEY  the API key (a repository secret; never printed)
-#        NIXOCI          the nixoci binary (default: nixoci on PATH)
+#        NIXOCI          the nixoci binary (default: nixoci on PATH, else built
+#                        from the pinned source, see below)
 #        NIX_BUILD_FLAGS extra nix-build flags; PUSH_FLAGS extra push flags
+#
+# It needs only nix on the runner: no root flake, no channel. <nixpkgs> comes
+# from NIX_PATH, else from the flake registry's `nixpkgs`. nixoci is built
+# from its pinned source: this repository's nix/package.nix when the
+# repository is nixoci itself, else the source that .forgejo/nixoci-source.nix
+# evaluates to (a `builtins.fetchTarball { url; sha256; }` of a release).
 set -euo pipefail
 container=${1:?usage: build-and-push.sh CONTAINER COMMIT_SHA}
 sha=${2:?usage: build-and-push.sh CONTAINER COMMIT_SHA}
@@ -26,6 +33,29 @@ file=containers/$container/default.nix
 if [ ! -f "$file" ]; then
   echo "no $file: $container is not a Nix container; skipping"
   exit 0
+fi
+# shellcheck disable=SC2086
+if ! nix-instantiate ${NIX_BUILD_FLAGS:-} --find-file nixpkgs >/dev/null 2>&1; then
+  if ! nixpkgs=$(nix --extra-experimental-features 'nix-command flakes' eval --impure --raw \
+      --expr '(builtins.getFlake "nixpkgs").outPath'); then
+    echo "no nixpkgs: set NIX_PATH=nixpkgs=… or add nixpkgs to the runner's flake registry" >&2
+    exit 1
+  fi
+  export NIX_PATH="nixpkgs=$nixpkgs${NIX_PATH:+:$NIX_PATH}"
+fi
+if [ -z "${NIXOCI:-}" ] && ! command -v nixoci >/dev/null; then
+  if [ -f nix/package.nix ]; then
+    source_expr="$PWD"
+  elif [ -f .forgejo/nixoci-source.nix ]; then
+    source_expr="import $PWD/.forgejo/nixoci-source.nix"
+  else
+    echo "no nixoci: put it on PATH, set NIXOCI, or pin its source in .forgejo/nixoci-source.nix" >&2
+    exit 1
+  fi
+  echo "building nixoci from its pinned source"
+  # shellcheck disable=SC2086
+  nixoci=$(nix-build --no-out-link ${NIX_BUILD_FLAGS:-} \
+    -E "(import <nixpkgs> { }).callPackage (($source_expr) + \"/nix/package.nix\") { }")/bin/nixoci
 fi
 # The version: a `version = "…";` line, else the Dockerfile's
 # `ARG CONTAINER_APP_VERSION=…`, else the expression's passthru.version.
@@ -49,7 +79,7 @@ echo "building $container $tag"
 result=$(nix-build "$file" --no-out-link ${NIX_BUILD_FLAGS:-})
 "$nixoci" check "$result"
 # shellcheck disable=SC2086
-"$nixoci" push "$result" "$reference" --username "${REGISTRY_USER:?}" --creds-env ZOT_CI_API_KEY --json ${PUSH_FLAGS:-} > push.json
+"$nixoci" push "$result" "$reference" --compression gzip --username "${REGISTRY_USER:?}" --creds-env ZOT_CI_API_KEY --json ${PUSH_FLAGS:-} > push.json
 digest=$(sed -n 's/^  "digest": "\(sha256:[0-9a-f]*\)".*/\1/p' push.json)
 echo "pushed $REGISTRY/$container@$digest ($tag)"
 if [ -n "${GITHUB_OUTPUT:-}" ]; then
