@@ -84,6 +84,13 @@ fn authentik_image_runs_as_nobody_with_real_blueprint_directories() {
     fs::create_dir_all(&custom).unwrap();
     fs::write(custom.join("common.yaml"), "version: 1\n").unwrap();
     fs::create_dir_all(bundle.rootfs().join("blueprints/custom")).unwrap();
+    // An operator's own file where a built-in one would go, and one of their own.
+    let operator_dir = bundle.rootfs().join("blueprints/example");
+    fs::create_dir_all(&operator_dir).unwrap();
+    fs::write(operator_dir.join("example-two.yaml"), "operator: mine\n").unwrap();
+    fs::write(operator_dir.join("extra.yaml"), "operator: extra\n").unwrap();
+    // The operator's directory belongs to the app's user, as on its volume.
+    std::os::unix::fs::chown(&operator_dir, Some(65534), Some(65534)).unwrap();
     let mount_custom = |c: &mut Value| {
         c["mounts"].as_array_mut().unwrap().push(json!({
             "destination": "/blueprints/custom", "type": "bind",
@@ -111,6 +118,21 @@ fn authentik_image_runs_as_nobody_with_real_blueprint_directories() {
     assert!(
         out.contains("file /blueprints/custom/common.yaml"),
         "the mount is untouched and visible: {out}"
+    );
+    for operator_file in ["example-two.yaml", "extra.yaml"] {
+        assert!(
+            out.contains(&format!("file /blueprints/example/{operator_file}\n")),
+            "an operator's file stays a file: {out}"
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(operator_dir.join("example-two.yaml")).unwrap(),
+        "operator: mine\n",
+        "an operator's file is never replaced"
+    );
+    assert!(
+        out.contains("link /blueprints/example/example-one.yaml"),
+        "{out}"
     );
     assert!(
         out.contains("AUTHENTIK_BLUEPRINTS_DIR=/blueprints"),

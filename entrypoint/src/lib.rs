@@ -236,11 +236,22 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         symlink(outside.path(), dst.path().join("to/custom")).unwrap();
         let to = dst.path().join("to");
+        fs::create_dir_all(to.join("default")).unwrap();
+        fs::write(to.join("default/a.yaml"), "operator").unwrap();
+        fs::write(src.path().join("default/c.yaml"), "c").unwrap();
         mirror(src.path(), &to).unwrap();
+        assert_eq!(
+            fs::read_to_string(to.join("default/a.yaml")).unwrap(),
+            "operator",
+            "an operator's file wins over a built-in one"
+        );
+        assert!(fs::symlink_metadata(to.join("default/a.yaml"))
+            .unwrap()
+            .is_file());
         assert!(fs::symlink_metadata(to.join("default")).unwrap().is_dir());
         assert_eq!(
-            fs::read_link(to.join("default/a.yaml")).unwrap(),
-            src.path().join("default/a.yaml")
+            fs::read_link(to.join("default/c.yaml")).unwrap(),
+            src.path().join("default/c.yaml")
         );
         assert_eq!(
             fs::read_dir(outside.path()).unwrap().count(),
@@ -248,6 +259,6 @@ mod tests {
             "never follows a symlink out of `to`"
         );
         mirror(src.path(), &to).unwrap();
-        assert_eq!(fs::read_dir(to.join("default")).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(to.join("default")).unwrap().count(), 2);
     }
 }
