@@ -186,6 +186,12 @@ fn unchanged_inputs_give_the_same_path_and_a_changed_leaf_only_its_layer() {
     let first = lib_images(&["basic"], &[]);
     let again = lib_images(&["basic"], &[]);
     assert_eq!(first, again, "same inputs, same store path");
+    // The second build came from the store; `--check` really builds again
+    // and fails if any byte differs (the layout and nixpkgs' .tar.gz).
+    for attr in ["basic", "dropIn"] {
+        lib_images(&[attr], &[]);
+        lib_images(&[attr], &["--check"]);
+    }
     let changed = lib_images(&["basic"], &["--argstr", "noteText", "another note"]);
     assert_ne!(first, changed);
     let (a, _) = config_of(&first[0]);
