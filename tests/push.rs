@@ -867,3 +867,116 @@ fn tls_is_verified_by_default() {
     let summary = push_ok(&["--creds", &c, layout.to_str().unwrap(), &reference]);
     assert_eq!(summary["pushed"][0]["status"], "pushed");
 }
+
+#[test]
+fn credential_files_are_read_in_order_and_a_creds_store_is_asked() {
+    let registry = Registry::start(Auth::Htpasswd);
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    let host = registry.host();
+    let right = base64_encode(&creds());
+    let wrong = base64_encode(&format!("{USER}:not-the-password"));
+    let auths = |auth: &str| json!({"auths": {host.clone(): {"auth": auth}}}).to_string();
+    // Each place docker and podman keep credentials, most specific first.
+    let home = dir.path().join("home");
+    let runtime = dir.path().join("runtime");
+    let docker = dir.path().join("docker");
+    let registry_file = dir.path().join("registry-auth.json");
+    for d in [
+        home.join(".config/containers"),
+        home.join(".docker"),
+        runtime.join("containers"),
+        docker.clone(),
+    ] {
+        fs::create_dir_all(d).unwrap();
+    }
+    let places = [
+        registry_file.clone(),
+        runtime.join("containers/auth.json"),
+        docker.join("config.json"),
+        home.join(".config/containers/auth.json"),
+        home.join(".docker/config.json"),
+    ];
+    let push_with = |tag: &str| {
+        nixoci()
+            .args(["push", "--insecure", "-q"])
+            .arg(&layout)
+            .arg(format!("{host}/order/app:{tag}"))
+            .env("REGISTRY_AUTH_FILE", &registry_file)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("DOCKER_CONFIG", &docker)
+            .env("HOME", &home)
+            .output()
+            .unwrap()
+    };
+    for (i, place) in places.iter().enumerate() {
+        // The right credentials here, wrong ones in every later place.
+        for (j, other) in places.iter().enumerate() {
+            match j.cmp(&i) {
+                std::cmp::Ordering::Less => {
+                    let _ = fs::remove_file(other);
+                }
+                std::cmp::Ordering::Equal => fs::write(place, auths(&right)).unwrap(),
+                std::cmp::Ordering::Greater => fs::write(other, auths(&wrong)).unwrap(),
+            }
+        }
+        let out = push_with(&format!("t{i}"));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            place.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Wrong credentials in the first place win over right ones after it.
+        if i + 1 < places.len() {
+            fs::write(place, auths(&wrong)).unwrap();
+            fs::write(&places[i + 1], auths(&right)).unwrap();
+            let out = push_with(&format!("w{i}"));
+            assert_eq!(
+                out.status.code(),
+                Some(3),
+                "{} was not read first: {}",
+                place.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    // credsStore: docker's store for every registry comes before `auths`.
+    for place in &places {
+        let _ = fs::remove_file(place);
+    }
+    let bin = dir.path().join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-nixocistore");
+    fs::write(&helper, format!("#!/bin/sh\nread host\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}' \"$host\"\n")).unwrap();
+    run(Command::new("chmod").arg("+x").arg(&helper));
+    fs::write(
+        docker.join("config.json"),
+        json!({"credsStore": "nixocistore", "auths": {host.clone(): {"auth": wrong}}}).to_string(),
+    )
+    .unwrap();
+    let out = nixoci()
+        .args(["push", "--insecure", "-q"])
+        .arg(&layout)
+        .arg(format!("{host}/store/app:1"))
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("DOCKER_CONFIG", &docker)
+        .env("HOME", &home)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -673,3 +673,101 @@ fn a_huge_symlink_blob_costs_no_memory() {
         "verify used {rss_kib} KiB for a 200 MiB symlink blob"
     );
 }
+
+#[test]
+fn flat_tarballs_and_trees_with_submodules_or_filters_are_reported() {
+    let dir = tempdir();
+    let root = dir.path();
+    // unpack = false: the tarball's own bytes are pinned (fetchurl's flat hash).
+    fs::create_dir_all(root.join("mirror")).unwrap();
+    let tarball = root.join("mirror/pkg-2.0.tar.gz");
+    sh(&format!(
+        "mkdir -p {0}/src/pkg && echo one > {0}/src/pkg/a && tar -C {0}/src -czf {1} pkg",
+        root.display(),
+        tarball.display()
+    ));
+    let flat = nix_hash("file", "--sri", &tarball);
+    // A repository whose tree has a submodule (a gitlink) and a checkout filter.
+    let work = root.join("work");
+    fs::create_dir_all(&work).unwrap();
+    fs::write(work.join(".gitattributes"), "*.txt eol=crlf\n").unwrap();
+    fs::write(work.join("a.txt"), "text\n").unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    let commit_args = ["-c", "user.email=t@e", "-c", "user.name=t"];
+    git(&work, &[&commit_args[..], &["add", "-A"]].concat());
+    git(
+        &work,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            "160000,1111111111111111111111111111111111111111,vendor/lib",
+        ],
+    );
+    git(
+        &work,
+        &[&commit_args[..], &["commit", "-q", "-m", "sub"]].concat(),
+    );
+    git(&work, &["tag", "v1"]);
+    run(Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(&work)
+        .arg(root.join("app.git")));
+    // The tree as stored (git archive would apply the eol filter), with an
+    // empty directory for the submodule, as a checkout without it leaves.
+    let export = root.join("export");
+    fs::create_dir_all(&export).unwrap();
+    fs::copy(work.join(".gitattributes"), export.join(".gitattributes")).unwrap();
+    fs::copy(work.join("a.txt"), export.join("a.txt")).unwrap();
+    fs::create_dir_all(export.join("vendor/lib")).unwrap();
+    let tree = nix_hash("path", "--sri", &export);
+    let manifest = root.join("flags.toml");
+    let write = |flat: &str| {
+        fs::write(
+            &manifest,
+            format!(
+                "[[source]]\nname = \"pkg\"\nkind = \"tarball\"\nunpack = false\nmirror = \"https://forge.example/mirror/pkg-2.0.tar.gz\"\nhash = \"{flat}\"\n\n\
+                 [[source]]\nname = \"app\"\nkind = \"git\"\nmirror = \"https://forge.example/app.git\"\nrev = \"v1\"\nhash = \"{tree}\"\n"
+            ),
+        )
+        .unwrap();
+    };
+    write(&flat);
+    let out = verify(&manifest, root, true);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(row_of(&table, "pkg").contains(" ok "), "{table}");
+    let app = row_of(&table, "app");
+    assert!(app.contains(" flagged "), "{table}");
+    assert!(
+        app.contains("submodules not included (fetchgit fetches them): vendor/lib"),
+        "{app}"
+    );
+    assert!(
+        app.contains(".gitattributes checkout filters may change files: .gitattributes"),
+        "{app}"
+    );
+
+    // The flat pin is of the bytes: a repacked tarball with the same files fails.
+    sh(&format!(
+        "tar -C {0}/src --mtime=@5 -czf {1} pkg",
+        root.display(),
+        tarball.display()
+    ));
+    let out = verify(&manifest, root, true);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{table}");
+    assert!(row_of(&table, "pkg").contains("mismatch"), "{table}");
+}
+
+fn row_of(table: &str, name: &str) -> String {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+        .unwrap_or_else(|| panic!("no {name} row: {table}"))
+        .to_string()
+}

@@ -135,8 +135,13 @@ fn from_config(config: &Value, registry: &str) -> Result<Option<Credentials>> {
         format!("https://{registry}"),
         format!("http://{registry}"),
     ];
+    // docker's order: a helper for this registry, then the store for all
+    // of them, then the file's own `auths`.
     if let Some(helper) = keys.iter().find_map(|k| config["credHelpers"][k].as_str()) {
         return helper_get(helper, registry).map(Some);
+    }
+    if let Some(store) = config["credsStore"].as_str().filter(|s| !s.is_empty()) {
+        return helper_get(store, registry).map(Some);
     }
     if let Some(auths) = config["auths"].as_object() {
         let entry = auths.iter().find(|(k, _)| {
@@ -159,9 +164,6 @@ fn from_config(config: &Value, registry: &str) -> Result<Option<Credentials>> {
                 return Ok(Some(Credentials::new("<token>", token)));
             }
         }
-    }
-    if let Some(store) = config["credsStore"].as_str() {
-        return helper_get(store, registry).map(Some);
     }
     Ok(None)
 }

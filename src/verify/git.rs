@@ -114,11 +114,13 @@ pub fn tree_nar_hash(
                 executable: true,
             },
             "120000" => Entry::Symlink { id },
+            // A checkout without submodules leaves an empty directory
+            // there (fetchgit with fetchSubmodules = false).
             "160000" => {
                 notes
                     .submodules
                     .push(String::from_utf8_lossy(path).into_owned());
-                continue;
+                Entry::Dir(BTreeMap::new())
             }
             other => bail!(
                 "unknown git file mode {other} at {}",
