@@ -543,3 +543,71 @@ fn a_graph_nar_hash_is_checked_against_the_store() {
         }
     }
 }
+
+#[test]
+fn mtime_and_owner_fields_reach_store_layers_only() {
+    let f = fixture();
+    let dir = tempdir();
+    let mut attrs: serde_json::Value =
+        serde_json::from_slice(&fs::read(&f.attrs_json).unwrap()).unwrap();
+    attrs["nixoci"] = json!({
+        "name": "owners", "tag": "1", "contents": [f.app],
+        "mtime": "@1234567890", "uid": 1000, "gid": 100, "uname": "app", "gname": "users",
+        "compression": "none",
+        "rootEntries": [{"type": "directory", "path": "/data", "mode": "0750"}]
+    });
+    let spec = dir.path().join(".attrs.json");
+    fs::write(&spec, attrs.to_string()).unwrap();
+    let layout = dir.path().join("image");
+    run(nixoci()
+        .arg("build")
+        .arg("--spec")
+        .arg(&spec)
+        .args(["-q", "-o"])
+        .arg(&layout));
+    let (manifest, _) = layout_manifest(&layout);
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let digest = l["digest"].as_str().unwrap();
+            layout
+                .join("blobs/sha256")
+                .join(&digest["sha256:".len()..])
+                .display()
+                .to_string()
+        })
+        .collect();
+    // Every entry's mtime, uid, gid, uname and gname, read by Python's tarfile.
+    let headers = |layer: &str| -> Vec<(String, i64, i64, i64, String, String)> {
+        let out = stdout(Command::new("python3").args([
+            "-c",
+            "import sys, tarfile, json\nprint(json.dumps([(m.name, int(m.mtime), m.uid, m.gid, m.uname, m.gname) for m in tarfile.open(sys.argv[1])]))",
+            layer,
+        ]));
+        serde_json::from_str(&out).unwrap()
+    };
+    let (customisation, store_layers) = layers.split_last().unwrap();
+    for layer in store_layers {
+        let entries = headers(layer);
+        assert!(entries.iter().any(|e| e.0 == "/nix/store"), "{entries:?}");
+        for (name, mtime, uid, gid, uname, gname) in entries {
+            assert_eq!(
+                (mtime, uid, gid, uname.as_str(), gname.as_str()),
+                (1234567890, 1000, 100, "app", "users"),
+                "{name}"
+            );
+        }
+    }
+    // The customisation layer stays root's (as in nixpkgs), numerically.
+    let entries = headers(customisation);
+    assert!(entries.iter().any(|e| e.0 == "./data"), "{entries:?}");
+    for (name, _, uid, gid, uname, gname) in entries {
+        assert_eq!(
+            (uid, gid, uname.as_str(), gname.as_str()),
+            (0, 0, "", ""),
+            "{name}"
+        );
+    }
+}

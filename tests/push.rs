@@ -980,3 +980,31 @@ fn credential_files_are_read_in_order_and_a_creds_store_is_asked() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn parallel_bounds_the_uploads_in_flight() {
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    let layers = layout_manifest(&layout).0["layers"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(layers >= 3, "{layers} layers");
+    for (parallel, at_most, at_least) in [(1, 1, 1), (4, 4, 2)] {
+        // A fresh registry each time, so that every blob is uploaded.
+        let registry = Registry::start(Auth::Anonymous);
+        let proxy = Proxy::start(&registry);
+        proxy.set_plan(json!({"upload_delay": 0.5}));
+        push_ok(&[
+            layout.to_str().unwrap(),
+            &format!("{}/par/app:1", proxy.host()),
+            "--parallel",
+            &parallel.to_string(),
+        ]);
+        let seen = proxy.max_uploads_at_once();
+        assert!(
+            (at_least..=at_most).contains(&seen),
+            "--parallel {parallel}: {seen} uploads at once"
+        );
+    }
+}

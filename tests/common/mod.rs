@@ -445,6 +445,11 @@ impl Proxy {
         )
     }
 
+    /// The most blob uploads the proxy saw in flight at once.
+    pub fn max_uploads_at_once(&self) -> u64 {
+        self.stats_json()["max_uploads_at_once"].as_u64().unwrap()
+    }
+
     /// The requests that carried an `Authorization` header.
     pub fn authorized(&self) -> Vec<String> {
         Self::lines(&self.stats_json()["authorized"])

@@ -31,7 +31,8 @@ port, upstream_port, plan_file, stats_file = int(sys.argv[1]), int(sys.argv[2]),
 UPSTREAM = f"127.0.0.1:{upstream_port}"
 PROXY = f"127.0.0.1:{port}"
 lock = threading.Lock()
-stats = {"blob_bytes": 0, "requests": [], "authorized": []}
+stats = {"blob_bytes": 0, "requests": [], "authorized": [], "max_uploads_at_once": 0}
+uploads_now = 0
 used = {}
 
 
@@ -136,6 +137,16 @@ class Proxy(BaseHTTPRequestHandler):
         if p.get("refuse_monolithic") and self.command == "PUT" and "/blobs/uploads/" in self.path and length > 0:
             record(f"PUT {self.path.split('?')[0]} 400 (monolithic refused)", length)
             return self.reply(400, {}, b'{"errors":[{"code":"BLOB_UPLOAD_INVALID","message":"use chunks"}]}')
+        if is_upload:
+            # How many blob uploads are in flight at once; `upload_delay`
+            # holds each one open so that overlapping ones are seen.
+            global uploads_now
+            with lock:
+                uploads_now += 1
+                stats["max_uploads_at_once"] = max(stats["max_uploads_at_once"], uploads_now)
+            time.sleep(p.get("upload_delay", 0))
+            with lock:
+                uploads_now -= 1
         upstream = http.client.HTTPConnection(UPSTREAM)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
         upstream.request(self.command, self.path, body=body if body or self.command in ("PUT", "PATCH", "POST") else None, headers=headers)
