@@ -771,3 +771,64 @@ fn row_of(table: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name} row: {table}"))
         .to_string()
 }
+
+#[test]
+fn deep_git_trees_verify_without_recursion_and_impossible_paths_are_refused() {
+    let dir = tempdir();
+    let root = dir.path();
+    // A commit whose tree nests `levels` directories named `dir`, with a
+    // file at the bottom, made with git's plumbing.
+    let make = |name: &str, levels: usize, dir: &str| {
+        let repo = root.join(format!("{name}.git"));
+        run(Command::new("git")
+            .args(["init", "-q", "--bare"])
+            .arg(&repo));
+        sh(&format!(
+            "cd {} && t=$(printf '100644 blob %s\\tf\\n' $(echo bottom | git hash-object -w --stdin) | git mktree) && \
+             for i in $(seq {levels}); do t=$(printf '040000 tree %s\\t{dir}\\n' $t | git mktree); done && \
+             c=$(GIT_AUTHOR_DATE=2026-01-01T00:00:00Z GIT_COMMITTER_DATE=2026-01-01T00:00:00Z git -c user.email=t@e -c user.name=t commit-tree -m deep $t) && \
+             git tag v1 $c",
+            repo.display()
+        ));
+        repo
+    };
+    let manifest = root.join("deep.toml");
+    let write = |name: &str, hash: &str| {
+        fs::write(
+            &manifest,
+            format!("[[source]]\nname = \"{name}\"\nkind = \"git\"\nmirror = \"https://forge.example/{name}.git\"\nrev = \"v1\"\nhash = \"{hash}\"\n"),
+        )
+        .unwrap();
+    };
+    // 1,500 levels: a 3,001-byte path, which a checkout can make.
+    let deep = make("deep", 1500, "d");
+    let export = root.join("export");
+    fs::create_dir_all(&export).unwrap();
+    sh(&format!(
+        "git --git-dir={} archive v1 | tar -x -C {}",
+        deep.display(),
+        export.display()
+    ));
+    write("deep", &nix_hash("path", "--sri", &export));
+    let out = verify(&manifest, root, true);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 17 levels of 250-byte names: a 4,269-byte path, which no checkout can make.
+    make("deeper", 17, &"d".repeat(250));
+    write(
+        "deeper",
+        "sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    );
+    let out = verify(&manifest, root, true);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("no checkout can make it"), "{text}");
+}

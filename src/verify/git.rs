@@ -25,7 +25,7 @@ fn git(repo: &Path) -> Command {
     let mut cmd = Command::new("git");
     // Replace refs and grafts rewrite history behind a tag's back: a mirror
     // must be read as `git clone` (and fetchgit) sees it, without them.
-    cmd.arg("--git-dir")
+    cmd.args(["-c", "advice.graftFileDeprecated=false", "--git-dir"])
         .arg(repo)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_NO_REPLACE_OBJECTS", "1")
@@ -208,6 +208,14 @@ pub fn tree_nar_hash(
 }
 
 fn insert(root: &mut BTreeMap<Vec<u8>, Entry>, path: &[u8], entry: Entry) -> Result<()> {
+    // No checkout can make a longer path (Linux's PATH_MAX); this also
+    // bounds the tree's depth, and so the recursion of dropping it.
+    if path.len() as u64 > SYMLINK_MAX {
+        bail!(
+            "git tree lists a path of {} bytes: no checkout can make it (at most {SYMLINK_MAX})",
+            path.len()
+        );
+    }
     let parts: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
     let (last, parents) = parts
         .split_last()
@@ -226,11 +234,16 @@ fn insert(root: &mut BTreeMap<Vec<u8>, Entry>, path: &[u8], entry: Entry) -> Res
     Ok(())
 }
 
-fn collect_ids(dir: &BTreeMap<Vec<u8>, Entry>, ids: &mut Vec<String>) {
-    for entry in dir.values() {
-        match entry {
-            Entry::Dir(children) => collect_ids(children, ids),
-            Entry::File { id, .. } | Entry::Symlink { id } => ids.push(id.clone()),
+/// Every object id under `root`, in NAR order (the order `write_dir` reads them).
+fn collect_ids(root: &BTreeMap<Vec<u8>, Entry>, ids: &mut Vec<String>) {
+    let mut stack = vec![root.values()];
+    while let Some(entries) = stack.last_mut() {
+        match entries.next() {
+            None => {
+                stack.pop();
+            }
+            Some(Entry::Dir(children)) => stack.push(children.values()),
+            Some(Entry::File { id, .. } | Entry::Symlink { id }) => ids.push(id.clone()),
         }
     }
 }
@@ -254,18 +267,30 @@ fn next_object(objects: &mut impl BufRead, id: &str) -> Result<u64> {
 
 fn write_dir<R: BufRead>(
     nar: &mut NarEncoder<Sha256Counter>,
-    dir: &BTreeMap<Vec<u8>, Entry>,
+    root: &BTreeMap<Vec<u8>, Entry>,
     objects: &mut R,
     on_bytes: &dyn Fn(u64),
 ) -> Result<()> {
-    // BTreeMap order of byte strings is NAR's order.
-    for (name, entry) in dir {
+    let mut buf = vec![0u8; 64 * 1024];
+    // A stack of directories being written, not recursion: the tree's depth
+    // is the mirror's to choose. BTreeMap order of byte strings is NAR's order.
+    let mut stack = vec![root.iter()];
+    while let Some(entries) = stack.last_mut() {
+        let Some((name, entry)) = entries.next() else {
+            stack.pop();
+            if !stack.is_empty() {
+                // The end of a subdirectory: close it and its entry.
+                nar.close_node()?;
+                nar.close_entry()?;
+            }
+            continue;
+        };
         nar.entry(name)?;
         match entry {
             Entry::Dir(children) => {
                 nar.directory()?;
-                write_dir(nar, children, objects, on_bytes)?;
-                nar.close_node()?;
+                stack.push(children.iter());
+                continue;
             }
             Entry::Symlink { id } => {
                 let size = next_object(objects, id)?;
@@ -287,7 +312,6 @@ fn write_dir<R: BufRead>(
                 let size = next_object(objects, id)?;
                 nar.regular(*executable, size)?;
                 let mut left = size;
-                let mut buf = [0u8; 64 * 1024];
                 while left > 0 {
                     let want = buf.len().min(left as usize);
                     objects
