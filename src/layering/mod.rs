@@ -188,38 +188,58 @@ pub fn auto_layer(closure: &Closure, budget: usize) -> Plan {
             users_direct[r].push(user);
         }
     }
-    let transitive = |start: usize, edges: &[Vec<usize>]| -> BTreeSet<usize> {
-        let mut seen = BTreeSet::new();
-        let mut todo = edges[start].clone();
-        while let Some(x) = todo.pop() {
-            if x != start && seen.insert(x) {
-                todo.extend(&edges[x]);
-            }
-        }
-        seen
-    };
+    let mut walk = Walk::new(n);
+    let (mut in_deps, mut is_user) = (Marks::new(n), Marks::new(n));
 
     // Stable sort by size; `pop` takes the largest, later input first on ties.
     let mut by_size: Vec<usize> = (0..n).collect();
     by_size.sort_by_key(|&i| nodes[i].nar_size);
 
+    // Each path's layer id (the primaries it belongs to), and how many paths
+    // hold each id, so that a step costs what it changes, not the closure.
     let mut split: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+    let mut members: HashMap<BTreeSet<usize>, usize> = HashMap::from([(BTreeSet::new(), n)]);
     while let Some(primary) = by_size.pop() {
-        let mut next = split.clone();
-        next[primary] = BTreeSet::from([primary]);
-        let deps = transitive(primary, &deps_direct);
-        let users = transitive(primary, &users_direct);
+        let deps = walk.from(&[primary], &deps_direct, false);
+        in_deps.mark_only(deps.clone());
+        is_user.mark_only(walk.from(&[primary], &users_direct, false));
+        let mut undo: Vec<(usize, BTreeSet<usize>)> = Vec::new();
+        let mut assign = |i: usize, id: BTreeSet<usize>, split: &mut Vec<BTreeSet<usize>>| {
+            let old = std::mem::replace(&mut split[i], id.clone());
+            if let Some(count) = members.get_mut(&old) {
+                *count -= 1;
+                if *count == 0 {
+                    members.remove(&old);
+                }
+            }
+            *members.entry(id).or_default() += 1;
+            undo.push((i, old));
+        };
+        assign(primary, BTreeSet::from([primary]), &mut split);
         for &d in &deps {
-            next[d].retain(|p| !users.contains(p));
-            if next[d].is_disjoint(&deps) {
-                next[d].insert(primary);
+            let mut id = split[d].clone();
+            id.retain(|&p| !is_user.has(p));
+            if id.iter().all(|&p| !in_deps.has(p)) {
+                id.insert(primary);
+            }
+            if id != split[d] {
+                assign(d, id, &mut split);
             }
         }
-        let count = next.iter().collect::<BTreeSet<_>>().len();
-        if count > budget {
+        if members.len() > budget {
+            // Keep the split from before this primary.
+            for (i, old) in undo.into_iter().rev() {
+                let now = std::mem::replace(&mut split[i], old.clone());
+                if let Some(count) = members.get_mut(&now) {
+                    *count -= 1;
+                    if *count == 0 {
+                        members.remove(&now);
+                    }
+                }
+                *members.entry(old).or_default() += 1;
+            }
             break;
         }
-        split = next;
     }
 
     let mut layers: HashMap<&BTreeSet<usize>, Vec<usize>> = HashMap::new();
@@ -229,11 +249,12 @@ pub fn auto_layer(closure: &Closure, budget: usize) -> Plan {
     let mut layers: Vec<(u64, Vec<String>)> = layers
         .into_values()
         .map(|members| {
-            let mut closure_members: BTreeSet<usize> = members.iter().copied().collect();
-            for &m in &members {
-                closure_members.extend(transitive(m, &deps_direct));
-            }
-            let closure_size = closure_members.iter().map(|&i| nodes[i].nar_size).sum();
+            // One walk for the whole layer: the closure of all its paths.
+            let closure_size = walk
+                .from(&members, &deps_direct, true)
+                .iter()
+                .map(|&i| nodes[i].nar_size)
+                .sum();
             let mut paths: Vec<String> = members.iter().map(|&i| nodes[i].path.clone()).collect();
             paths.sort_by(|a, b| path_key(a).cmp(&path_key(b)));
             (closure_size, paths)
@@ -243,10 +264,157 @@ pub fn auto_layer(closure: &Closure, budget: usize) -> Plan {
     layers.into_iter().map(|(_, paths)| paths).collect()
 }
 
+/// Graph walks that reuse one buffer: each costs what it visits.
+struct Walk {
+    seen: Vec<bool>,
+}
+
+impl Walk {
+    fn new(n: usize) -> Walk {
+        Walk {
+            seen: vec![false; n],
+        }
+    }
+
+    /// Every path reachable from `starts` along `edges`; the starts
+    /// themselves only when `with_starts`.
+    fn from(&mut self, starts: &[usize], edges: &[Vec<usize>], with_starts: bool) -> Vec<usize> {
+        let mut found: Vec<usize> = Vec::new();
+        let mut todo: Vec<usize> = Vec::new();
+        let seen = &mut self.seen;
+        let mut visit = |x: usize, found: &mut Vec<usize>, todo: &mut Vec<usize>| {
+            if !std::mem::replace(&mut seen[x], true) {
+                found.push(x);
+                todo.push(x);
+            }
+        };
+        for &s in starts {
+            if with_starts {
+                visit(s, &mut found, &mut todo);
+            } else {
+                for &y in &edges[s] {
+                    visit(y, &mut found, &mut todo);
+                }
+            }
+        }
+        while let Some(x) = todo.pop() {
+            for &y in &edges[x] {
+                visit(y, &mut found, &mut todo);
+            }
+        }
+        for &x in &found {
+            self.seen[x] = false;
+        }
+        if !with_starts {
+            // A start reached again (only a cycle, which Nix graphs cannot
+            // have, could) is not its own dependency.
+            found.retain(|x| !starts.contains(x));
+        }
+        found
+    }
+}
+
+/// A membership table over the closure's paths, reset in what it set.
+struct Marks {
+    on: Vec<bool>,
+    set: Vec<usize>,
+}
+
+impl Marks {
+    fn new(n: usize) -> Marks {
+        Marks {
+            on: vec![false; n],
+            set: Vec::new(),
+        }
+    }
+
+    fn mark_only(&mut self, items: Vec<usize>) {
+        for &x in &self.set {
+            self.on[x] = false;
+        }
+        for &x in &items {
+            self.on[x] = true;
+        }
+        self.set = items;
+    }
+
+    fn has(&self, x: usize) -> bool {
+        self.on[x]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::closure::PathInfo;
+
+    /// auto-layer.py's loop as written (the whole split copied and counted
+    /// per primary), for comparison.
+    fn auto_layer_as_written(closure: &Closure, budget: usize) -> Plan {
+        let nodes = closure.nodes();
+        let n = nodes.len();
+        let deps_direct = closure.reference_indices();
+        let mut users_direct = vec![Vec::new(); n];
+        for (user, refs) in deps_direct.iter().enumerate() {
+            for &r in refs {
+                users_direct[r].push(user);
+            }
+        }
+        let transitive = |start: usize, edges: &[Vec<usize>]| -> BTreeSet<usize> {
+            let mut seen = BTreeSet::new();
+            let mut todo = edges[start].clone();
+            while let Some(x) = todo.pop() {
+                if x != start && seen.insert(x) {
+                    todo.extend(&edges[x]);
+                }
+            }
+            seen
+        };
+
+        // Stable sort by size; `pop` takes the largest, later input first on ties.
+        let mut by_size: Vec<usize> = (0..n).collect();
+        by_size.sort_by_key(|&i| nodes[i].nar_size);
+
+        let mut split: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
+        while let Some(primary) = by_size.pop() {
+            let mut next = split.clone();
+            next[primary] = BTreeSet::from([primary]);
+            let deps = transitive(primary, &deps_direct);
+            let users = transitive(primary, &users_direct);
+            for &d in &deps {
+                next[d].retain(|p| !users.contains(p));
+                if next[d].is_disjoint(&deps) {
+                    next[d].insert(primary);
+                }
+            }
+            let count = next.iter().collect::<BTreeSet<_>>().len();
+            if count > budget {
+                break;
+            }
+            split = next;
+        }
+
+        let mut layers: HashMap<&BTreeSet<usize>, Vec<usize>> = HashMap::new();
+        for (i, id) in split.iter().enumerate() {
+            layers.entry(id).or_default().push(i);
+        }
+        let mut layers: Vec<(u64, Vec<String>)> = layers
+            .into_values()
+            .map(|members| {
+                let mut closure_members: BTreeSet<usize> = members.iter().copied().collect();
+                for &m in &members {
+                    closure_members.extend(transitive(m, &deps_direct));
+                }
+                let closure_size = closure_members.iter().map(|&i| nodes[i].nar_size).sum();
+                let mut paths: Vec<String> =
+                    members.iter().map(|&i| nodes[i].path.clone()).collect();
+                paths.sort_by(|a, b| path_key(a).cmp(&path_key(b)));
+                (closure_size, paths)
+            })
+            .collect();
+        layers.sort();
+        layers.into_iter().map(|(_, paths)| paths).collect()
+    }
 
     fn sp(index: usize, name: &str) -> String {
         format!("/nix/store/{index:0>32}-{name}")
@@ -344,6 +512,45 @@ mod tests {
     }
 
     #[test]
+    fn auto_layer_equals_the_loop_as_written() {
+        let mut seed: u64 = 777;
+        let mut random = move |bound: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % bound.max(1)
+        };
+        for round in 0..300 {
+            let n = 1 + random(40);
+            let nodes: Vec<PathInfo> = (0..n)
+                .map(|i| {
+                    let mut refs: Vec<usize> = (0..random(4))
+                        .map(|_| i + 1 + random(n - i))
+                        .filter(|&j| j < n)
+                        .collect();
+                    refs.sort();
+                    refs.dedup();
+                    PathInfo {
+                        path: sp(i, &format!("p{i}")),
+                        nar_hash: None,
+                        // Few distinct sizes, so that ties are common.
+                        nar_size: 1 + random(if round % 2 == 0 { 5 } else { 1000 }) as u64,
+                        references: refs.iter().map(|&j| sp(j, &format!("p{j}"))).collect(),
+                    }
+                })
+                .collect();
+            let closure = Closure::from_nodes(nodes, "/nix/store", "test").unwrap();
+            for budget in [1, 2, 3, 5, 10, 100] {
+                assert_eq!(
+                    auto_layer(&closure, budget),
+                    auto_layer_as_written(&closure, budget),
+                    "round {round}, budget {budget}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_long_chain_plans_quickly() {
         let n = 100_000;
         let nodes: Vec<PathInfo> = (0..n)
@@ -363,6 +570,12 @@ mod tests {
         // The bottom of the chain is the most popular.
         assert_eq!(order[0], sp(n - 1, "chain"));
         assert_eq!(order.len(), n);
+        // auto-layer: one primary per layer from the bottom up, the rest of
+        // the chain in the last layer. (This took 391 s when each step copied
+        // the whole split and each layer walked every member's closure.)
+        let plan = auto_layer(&closure, 99);
+        assert_eq!(plan.len(), 99);
+        assert_eq!(plan.iter().map(Vec::len).sum::<usize>(), n);
     }
 
     #[test]
