@@ -224,6 +224,74 @@ mod tests {
     use super::*;
 
     #[test]
+    fn load_refuses_each_bad_config_with_its_exit_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.json");
+        let program = dir.path().join("app");
+        fs::write(&program, "#!/bin/sh\n").unwrap();
+        let check = |config: serde_json::Value| {
+            fs::write(&file, config.to_string()).unwrap();
+            load(&file).map(|c| c.exec.len())
+        };
+        let app = program.display().to_string();
+        let d = dir.path().display().to_string();
+        assert_eq!(check(serde_json::json!({"exec": [app, "serve"]})), Ok(2));
+        let refused = [
+            (serde_json::json!({"exec": []}), EXIT_BAD_CONFIG, "is empty"),
+            (
+                serde_json::json!({"exec": ["app"]}),
+                EXIT_BAD_CONFIG,
+                "must be an absolute path",
+            ),
+            (
+                serde_json::json!({"exec": [d]}),
+                EXIT_NO_PROGRAM,
+                "is not a file",
+            ),
+            (
+                serde_json::json!({"exec": [format!("{d}/gone")]}),
+                EXIT_NO_PROGRAM,
+                "does not exist",
+            ),
+            (
+                serde_json::json!({"exec": [app], "links": [{"from": "rel", "to": "/b"}]}),
+                EXIT_BAD_CONFIG,
+                "must be absolute",
+            ),
+            (
+                serde_json::json!({"exec": [app], "links": [{"from": "/a", "to": "rel"}]}),
+                EXIT_BAD_CONFIG,
+                "must be absolute",
+            ),
+            (
+                serde_json::json!({"exec": [app], "links": [{"from": "/a", "to": "/a/b"}]}),
+                EXIT_BAD_CONFIG,
+                "one is inside the other",
+            ),
+            (
+                serde_json::json!({"exec": [app], "links": [{"from": "/a/b", "to": "/a"}]}),
+                EXIT_BAD_CONFIG,
+                "one is inside the other",
+            ),
+        ];
+        for (config, code, message) in refused {
+            fs::write(&file, config.to_string()).unwrap();
+            match load(&file) {
+                Err((c, text)) => {
+                    assert_eq!(c, code, "{config}: {text}");
+                    assert!(text.contains(message), "{config}: {text}");
+                }
+                Ok(_) => panic!("{config} was accepted"),
+            }
+        }
+        // Sibling paths are fine.
+        assert_eq!(
+            check(serde_json::json!({"exec": [app], "links": [{"from": "/a/b", "to": "/a/bc"}]})),
+            Ok(1)
+        );
+    }
+
+    #[test]
     fn mirror_makes_real_dirs_keeps_existing_and_is_idempotent() {
         let src = tempfile::tempdir().unwrap();
         let dst = tempfile::tempdir().unwrap();
