@@ -120,6 +120,21 @@ pub fn config_json(input: &ConfigInput, layers: &[LayerBlob]) -> Vec<u8> {
     canonical(&value)
 }
 
+/// `sha256:<hex>` of some bytes.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", crate::nix::hex(&sha2::Sha256::digest(bytes)))
+}
+
+/// An image index listing manifests (each descriptor with its `platform`).
+pub fn image_index_json(manifests: Vec<Value>) -> Vec<u8> {
+    canonical(&json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX_MEDIA_TYPE,
+        "manifests": manifests,
+    }))
+}
+
 /// A content descriptor.
 pub fn descriptor(media_type: &str, digest: &str, size: u64) -> Value {
     json!({ "mediaType": media_type, "digest": digest, "size": size })
@@ -148,6 +163,19 @@ pub fn index_json(manifest: Value, tag: &str, reference: &str) -> Vec<u8> {
         "mediaType": INDEX_MEDIA_TYPE,
         "manifests": [manifest],
     }))
+}
+
+/// `NAME[:TAG]` as docker and podman read it: NAME alone is NAME:latest,
+/// and a colon before the last `/` belongs to a registry host's port.
+pub fn split_name_tag(given: &str) -> Result<(String, String)> {
+    let (name, tag) = match given.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, t),
+        _ => (given, "latest"),
+    };
+    if name.is_empty() || tag.is_empty() {
+        bail!("--tag `{given}` must be NAME or NAME:TAG");
+    }
+    Ok((name.to_string(), tag.to_string()))
 }
 
 /// A reference as containerd and the Kubernetes CRI look images up:

@@ -46,6 +46,14 @@ enum Command {
     Build(Box<BuildArgs>),
     /// Print the store-path layers of a closure graph as JSON (bottom layer first).
     Plan(PlanArgs),
+    /// Combine single-platform images into one multi-platform image (an OCI image index).
+    #[command(after_help = "Examples:\n  \
+        nixoci index app-amd64 app-arm64.tar --tag team/app:1.0 -o app\n  \
+        nixoci push app registry.example.com/team/app:1.0\n\n\
+        Each image (an OCI layout, oci-archive or docker-archive) is listed with the platform its config\n\
+        names (architecture, os, variant); two images of one platform are refused. Runtimes pull the\n\
+        one for their own platform.")]
+    Index(IndexArgs),
     /// Check a built image before pushing it: entrypoint, interpreter, Env paths, writable dirs.
     #[command(
         after_help = "Checks, each of which would have saved a build-push-deploy round trip:\n  \
@@ -169,6 +177,22 @@ struct PlanArgs {
     /// Store directory the graph's paths live in.
     #[arg(long, default_value = nix::DEFAULT_STORE_DIR)]
     store_dir: String,
+}
+
+#[derive(Args)]
+struct IndexArgs {
+    /// The single-platform images, in the order the index lists them.
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<PathBuf>,
+    /// Name and tag of the index; NAME alone means NAME:latest.
+    #[arg(long, value_name = "NAME[:TAG]")]
+    tag: String,
+    /// The OCI layout to write. An existing OCI layout or file there is replaced; anything else is refused.
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    output: PathBuf,
+    /// Replace the output even if it is not an OCI layout or a file.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -345,6 +369,7 @@ fn main() -> ExitCode {
         Command::Build(args) => run_build(*args),
         Command::Plan(args) => run_plan(args),
         Command::Hash(cmd) => run_hash(cmd),
+        Command::Index(args) => run_index(args),
         Command::Check(args) => run_check(args),
         Command::Push(args) => run_push(*args),
         Command::Verify(args) => run_verify(args),
@@ -385,17 +410,9 @@ fn run_build(args: BuildArgs) -> Result<()> {
         spec.graph = Some(serde_json::Value::String(graph.display().to_string()));
     }
     if let Some(given) = &args.tag {
-        // NAME alone means NAME:latest, as docker and podman take it; a colon
-        // before the last `/` belongs to a registry host's port.
-        let (name, tag) = match given.rsplit_once(':') {
-            Some((n, t)) if !t.contains('/') => (n, t),
-            _ => (given.as_str(), "latest"),
-        };
-        if name.is_empty() || tag.is_empty() {
-            return Err(anyhow!("--tag `{given}` must be NAME or NAME:TAG"));
-        }
-        spec.name = Some(name.to_string());
-        spec.tag = Some(tag.to_string());
+        let (name, tag) = nixoci::image::split_name_tag(given)?;
+        spec.name = Some(name);
+        spec.tag = Some(tag);
     }
     for root in &args.roots {
         spec.root_entries.push(RootEntry::parse_cli(root)?);
@@ -657,6 +674,40 @@ fn run_nix_helper(helper: NixHelper) -> Result<()> {
             std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o555))?;
         }
     }
+    Ok(())
+}
+
+fn run_index(args: IndexArgs) -> Result<()> {
+    let (name, tag) = nixoci::image::split_name_tag(&args.tag)?;
+    let images = args
+        .images
+        .iter()
+        .map(|p| nixoci::source::ImageSource::open(p, None))
+        .collect::<Result<Vec<_>>>()?;
+    let digest = nixoci::output::write_index(
+        &images,
+        &tag,
+        &format!("{name}:{tag}"),
+        &Destination::Path(args.output.clone()),
+        args.force,
+    )?;
+    eprintln!(
+        "indexed {} images ({}) -> {} ({digest})",
+        images.len(),
+        images
+            .iter()
+            .map(|i| {
+                let p = i.platform();
+                format!(
+                    "{}/{}",
+                    p["os"].as_str().unwrap_or(""),
+                    p["architecture"].as_str().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.output.display()
+    );
     Ok(())
 }
 

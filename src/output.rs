@@ -351,3 +351,62 @@ pub fn layout_members(layout: &Path) -> Result<Vec<Member>> {
     }
     Ok(members)
 }
+
+/// Writes an OCI layout whose `index.json` names an image index of
+/// `images` (one per platform, in the order given) under `tag` and
+/// `reference`; the images' blobs are copied in (symlinks into the store,
+/// as explicit layers are, stay symlinks). Two images of one platform are
+/// refused. Returns the index's digest.
+pub fn write_index(
+    images: &[crate::source::ImageSource],
+    tag: &str,
+    reference: &str,
+    dest: &Destination,
+    force: bool,
+) -> Result<String> {
+    let Destination::Path(dest) = dest else {
+        bail!("an OCI layout is a directory and cannot go to stdout");
+    };
+    let mut platforms: Vec<serde_json::Value> = Vec::new();
+    for image in images {
+        let platform = image.platform();
+        if platforms.contains(&platform) {
+            bail!(
+                "two images are for the same platform {platform}; an index takes one per platform"
+            );
+        }
+        platforms.push(platform);
+    }
+    let staging = Staging::new(&Destination::Path(dest.to_path_buf()), force)?;
+    let blob_dir = staging.blob_dir()?;
+    let mut entries = Vec::new();
+    for (image, platform) in images.iter().zip(platforms) {
+        write_blob(&blob_dir, &image.config_bytes)?;
+        for layer in &image.layers {
+            crate::source::verify_blob(layer)?;
+            let to = blob_dir.join(layer.digest.trim_start_matches("sha256:"));
+            if fs::symlink_metadata(&to).is_err() {
+                copy_tree(&layer.file, &to)
+                    .with_context(|| format!("cannot copy blob {}", layer.digest))?;
+            }
+        }
+        let (manifest, media_type) = image.manifest();
+        let digest = write_blob(&blob_dir, &manifest)?;
+        let mut entry = image::descriptor(&media_type, &digest, manifest.len() as u64);
+        entry["platform"] = platform;
+        entries.push(entry);
+    }
+    let index = image::image_index_json(entries);
+    let digest = write_blob(&blob_dir, &index)?;
+    let layout = staging.layout_dir();
+    finish_layout(
+        &layout,
+        &image::index_json(
+            image::descriptor(image::INDEX_MEDIA_TYPE, &digest, index.len() as u64),
+            tag,
+            reference,
+        ),
+    )?;
+    staging.commit(&layout, dest)?;
+    Ok(digest)
+}

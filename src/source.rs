@@ -13,6 +13,43 @@ use serde_json::Value;
 use crate::image;
 use crate::layer::tar_guard::TarGuard;
 
+/// What a path holds: one image, or a multi-platform index of images.
+pub enum Source {
+    Image(ImageSource),
+    Index(IndexSource),
+}
+
+/// An image index (`nixoci index`): its bytes and the images it lists, in order.
+pub struct IndexSource {
+    pub bytes: Vec<u8>,
+    pub images: Vec<ImageSource>,
+    _unpacked: Option<tempfile::TempDir>,
+}
+
+/// Opens an OCI layout, an oci-archive or a docker-archive; `reference`
+/// picks an entry by its ref.name when a layout holds several.
+pub fn open_source(path: &Path, reference: Option<&str>) -> Result<Source> {
+    let meta =
+        fs::metadata(path).with_context(|| format!("image {} does not exist", path.display()))?;
+    if meta.is_dir() {
+        return open_layout(path, reference, None);
+    }
+    let tmp = tempfile::Builder::new().prefix("nixoci-image-").tempdir()?;
+    unpack_archive(path, tmp.path())
+        .with_context(|| format!("cannot read archive {}", path.display()))?;
+    if tmp.path().join("oci-layout").is_file() {
+        let root = tmp.path().to_path_buf();
+        open_layout(&root, reference, Some(tmp))
+    } else if tmp.path().join("manifest.json").is_file() {
+        open_docker(tmp).map(Source::Image)
+    } else {
+        bail!(
+            "{} is neither an OCI layout, an oci-archive nor a docker-archive",
+            path.display()
+        )
+    }
+}
+
 /// One layer blob of an image.
 #[derive(Clone, Debug)]
 pub struct LayerRef {
@@ -42,25 +79,48 @@ pub struct ImageSource {
 impl ImageSource {
     /// Opens `path`; `reference` picks a manifest by its ref.name when a layout holds several.
     pub fn open(path: &Path, reference: Option<&str>) -> Result<ImageSource> {
-        let meta = fs::metadata(path)
-            .with_context(|| format!("image {} does not exist", path.display()))?;
-        if meta.is_dir() {
-            return open_layout(path, reference, None);
+        match open_source(path, reference)? {
+            Source::Image(image) => Ok(image),
+            Source::Index(index) => bail!(
+                "{} is a multi-platform image index ({} images); this needs one image",
+                path.display(),
+                index.images.len()
+            ),
         }
-        let tmp = tempfile::Builder::new().prefix("nixoci-image-").tempdir()?;
-        unpack_archive(path, tmp.path())
-            .with_context(|| format!("cannot read archive {}", path.display()))?;
-        if tmp.path().join("oci-layout").is_file() {
-            let root = tmp.path().to_path_buf();
-            open_layout(&root, reference, Some(tmp))
-        } else if tmp.path().join("manifest.json").is_file() {
-            open_docker(tmp)
-        } else {
-            bail!(
-                "{} is neither an OCI layout, an oci-archive nor a docker-archive",
-                path.display()
-            )
+    }
+
+    /// The OCI manifest: the source's own, or one made for its config and
+    /// layers (a docker-archive has none), with its media type.
+    pub fn manifest(&self) -> (Vec<u8>, String) {
+        if let Some(bytes) = &self.manifest_bytes {
+            return (bytes.clone(), self.manifest_media_type.clone());
         }
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| image::descriptor(&l.media_type, &l.digest, l.size))
+            .collect();
+        let config = image::descriptor(
+            image::CONFIG_MEDIA_TYPE,
+            &image::sha256_digest(&self.config_bytes),
+            self.config_bytes.len() as u64,
+        );
+        (
+            image::manifest_json(config, layers),
+            image::MANIFEST_MEDIA_TYPE.to_string(),
+        )
+    }
+
+    /// The platform its config names, as an image index lists it.
+    pub fn platform(&self) -> Value {
+        let mut platform = serde_json::json!({
+            "architecture": self.config["architecture"].as_str().unwrap_or("amd64"),
+            "os": self.config["os"].as_str().unwrap_or("linux"),
+        });
+        if let Some(variant) = self.config["variant"].as_str() {
+            platform["variant"] = Value::from(variant);
+        }
+        platform
     }
 
     pub fn blob(&self, digest: &str) -> PathBuf {
@@ -129,7 +189,7 @@ fn open_layout(
     root: &Path,
     reference: Option<&str>,
     unpacked: Option<tempfile::TempDir>,
-) -> Result<ImageSource> {
+) -> Result<Source> {
     let (index, _) = read_json(&root.join("index.json"))?;
     let manifests = index["manifests"]
         .as_array()
@@ -160,6 +220,40 @@ fn open_layout(
         .ok_or_else(|| anyhow!("index.json: manifest without digest"))?;
     let (manifest, manifest_bytes) = read_json(&blob_file(root, digest)?)?;
     check_bytes(&manifest_bytes, digest)?;
+    let is_index = |v: &Value| v["mediaType"].as_str() == Some(image::INDEX_MEDIA_TYPE);
+    if is_index(chosen) || is_index(&manifest) {
+        let entries = manifest["manifests"]
+            .as_array()
+            .ok_or_else(|| anyhow!("the image index {digest} lists no manifests"))?;
+        let images = entries
+            .iter()
+            .map(|entry| {
+                let child = entry["digest"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("the image index lists a manifest without digest"))?;
+                if is_index(entry) {
+                    bail!("the image index {digest} nests another index ({child}); nixoci reads one level");
+                }
+                let (value, bytes) = read_json(&blob_file(root, child)?)?;
+                check_bytes(&bytes, child)?;
+                image_of_manifest(root, value, bytes, None)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Source::Index(IndexSource {
+            bytes: manifest_bytes,
+            images,
+            _unpacked: unpacked,
+        }));
+    }
+    image_of_manifest(root, manifest, manifest_bytes, unpacked).map(Source::Image)
+}
+
+fn image_of_manifest(
+    root: &Path,
+    manifest: Value,
+    manifest_bytes: Vec<u8>,
+    unpacked: Option<tempfile::TempDir>,
+) -> Result<ImageSource> {
     let config_digest = manifest["config"]["digest"]
         .as_str()
         .ok_or_else(|| anyhow!("manifest without config"))?;

@@ -20,7 +20,6 @@ use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
-use sha2::Digest as _;
 
 use crate::image;
 use crate::progress::Progress;
@@ -213,33 +212,10 @@ enum BlobContent<'a> {
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
-/// Pushes the image at `src` under every reference in `refs`.
-pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSummary> {
-    let mut source = ImageSource::open(src, None)?;
-    let compressed_dir = tempfile::Builder::new().prefix("nixoci-push-").tempdir()?;
-    if let Some(compression) = opts.compression {
-        if compress_plain_layers(&mut source, compression, compressed_dir.path())? {
-            // The layers changed: the manifest is made anew for them.
-            source.manifest_bytes = None;
-        }
-    }
-    let (manifest_bytes, media_type) = match &source.manifest_bytes {
-        Some(bytes) => (bytes.clone(), source.manifest_media_type.clone()),
-        None => (
-            manifest_for_layers(&source),
-            image::MANIFEST_MEDIA_TYPE.to_string(),
-        ),
-    };
-    let digest = format!(
-        "sha256:{}",
-        crate::nix::hex(&sha2::Sha256::digest(&manifest_bytes))
-    );
-    let config_digest = format!(
-        "sha256:{}",
-        crate::nix::hex(&sha2::Sha256::digest(&source.config_bytes))
-    );
+/// The config and layer blobs of an image, each once.
+fn blobs_of(source: &ImageSource) -> Vec<Blob<'_>> {
     let mut blobs = vec![Blob {
-        digest: config_digest,
+        digest: image::sha256_digest(&source.config_bytes),
         size: source.config_bytes.len() as u64,
         content: BlobContent::Bytes(&source.config_bytes),
     }];
@@ -252,37 +228,45 @@ pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSu
             });
         }
     }
+    blobs
+}
+
+/// Pushes the image (or the image index) at `src` under every reference in `refs`.
+pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSummary> {
+    let mut source = match crate::source::open_source(src, None)? {
+        crate::source::Source::Image(image) => image,
+        crate::source::Source::Index(index) => {
+            if opts.compression.is_some() {
+                bail!("--compression recompresses one image's layers; an index's images are pushed as they are");
+            }
+            return push_index(&index, refs, opts);
+        }
+    };
+    let compressed_dir = tempfile::Builder::new().prefix("nixoci-push-").tempdir()?;
+    if let Some(compression) = opts.compression {
+        if compress_plain_layers(&mut source, compression, compressed_dir.path())? {
+            // The layers changed: the manifest is made anew for them.
+            source.manifest_bytes = None;
+        }
+    }
+    let (manifest_bytes, media_type) = source.manifest();
+    let digest = image::sha256_digest(&manifest_bytes);
+    let blobs = blobs_of(&source);
 
     let mut summary = PushSummary {
         digest: digest.clone(),
         ..Default::default()
     };
     for reference in refs {
-        let creds = opts.creds.resolve(&reference.registry)?;
-        let mut client = Client::connect(
-            &reference.registry,
-            &reference.repository,
-            creds,
-            opts.insecure,
-            opts.verbose,
-            opts.timeouts,
-        )?;
-        client.extra_pull_scope = opts.mount_from.clone();
+        let client = connect(reference, opts)?;
         let pinned = format!("{}/{}@{digest}", reference.registry, reference.repository);
-        match existing_tag(&client, &reference.tag)? {
-            Some(existing) if existing == digest => {
-                eprintln!("{reference}: already pushed ({digest})");
-                summary.pushed.push(PushedRef { reference: reference.to_string(), pinned, status: "already pushed" });
-                continue;
-            }
-            Some(existing) => {
-                return Err(PushError::new(
-                    Failure::Conflict,
-                    format!("{reference} already exists with digest {existing}, not {digest}; tags are immutable here (create-only rights forbid overwriting), so push under a new tag"),
-                )
-                .into())
-            }
-            None => {}
+        if tag_holds(&client, reference, &digest)? {
+            summary.pushed.push(PushedRef {
+                reference: reference.to_string(),
+                pinned,
+                status: "already pushed",
+            });
+            continue;
         }
         upload_blobs(&client, &blobs, opts, &mut summary)?;
         put_manifest(
@@ -341,25 +325,83 @@ fn compress_plain_layers(
     Ok(changed)
 }
 
-/// An OCI manifest for the source's config and (possibly recompressed) layers.
-fn manifest_for_layers(source: &ImageSource) -> Vec<u8> {
-    let config_digest = format!(
-        "sha256:{}",
-        crate::nix::hex(&sha2::Sha256::digest(&source.config_bytes))
-    );
-    let layers = source
-        .layers
-        .iter()
-        .map(|l| image::descriptor(&l.media_type, &l.digest, l.size))
-        .collect();
-    image::manifest_json(
-        image::descriptor(
-            image::CONFIG_MEDIA_TYPE,
-            &config_digest,
-            source.config_bytes.len() as u64,
-        ),
-        layers,
-    )
+/// Pushes an image index: for each reference, every image's blobs and its
+/// manifest (by digest) first, then the index under the tag, with the same
+/// HEAD-skip, tag and retry rules as one image.
+fn push_index(
+    index: &crate::source::IndexSource,
+    refs: &[Reference],
+    opts: &PushOptions,
+) -> Result<PushSummary> {
+    let digest = image::sha256_digest(&index.bytes);
+    let mut summary = PushSummary {
+        digest: digest.clone(),
+        ..Default::default()
+    };
+    for reference in refs {
+        let client = connect(reference, opts)?;
+        let pinned = format!("{}/{}@{digest}", reference.registry, reference.repository);
+        if tag_holds(&client, reference, &digest)? {
+            summary.pushed.push(PushedRef {
+                reference: reference.to_string(),
+                pinned,
+                status: "already pushed",
+            });
+            continue;
+        }
+        for image in &index.images {
+            upload_blobs(&client, &blobs_of(image), opts, &mut summary)?;
+            let (bytes, media_type) = image.manifest();
+            let child = image::sha256_digest(&bytes);
+            put_manifest(&client, &child, &bytes, &media_type, &child, reference)?;
+        }
+        put_manifest(
+            &client,
+            &reference.tag,
+            &index.bytes,
+            image::INDEX_MEDIA_TYPE,
+            &digest,
+            reference,
+        )?;
+        eprintln!("{reference}: pushed {pinned}");
+        summary.pushed.push(PushedRef {
+            reference: reference.to_string(),
+            pinned,
+            status: "pushed",
+        });
+    }
+    Ok(summary)
+}
+
+fn connect(reference: &Reference, opts: &PushOptions) -> Result<Client> {
+    let creds = opts.creds.resolve(&reference.registry)?;
+    let mut client = Client::connect(
+        &reference.registry,
+        &reference.repository,
+        creds,
+        opts.insecure,
+        opts.verbose,
+        opts.timeouts,
+    )?;
+    client.extra_pull_scope = opts.mount_from.clone();
+    Ok(client)
+}
+
+/// Whether the tag already holds `digest` (then nothing is pushed); a tag
+/// holding anything else is a conflict, since tags are immutable here.
+fn tag_holds(client: &Client, reference: &Reference, digest: &str) -> Result<bool> {
+    match existing_tag(client, &reference.tag)? {
+        Some(existing) if existing == digest => {
+            eprintln!("{reference}: already pushed ({digest})");
+            Ok(true)
+        }
+        Some(existing) => Err(PushError::new(
+            Failure::Conflict,
+            format!("{reference} already exists with digest {existing}, not {digest}; tags are immutable here (create-only rights forbid overwriting), so push under a new tag"),
+        )
+        .into()),
+        None => Ok(false),
+    }
 }
 
 /// The digest the tag points at, if it exists.

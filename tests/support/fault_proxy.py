@@ -148,7 +148,11 @@ class Proxy(BaseHTTPRequestHandler):
             with lock:
                 uploads_now -= 1
         upstream = http.client.HTTPConnection(UPSTREAM)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        # Repeated headers (skopeo sends one Accept per media type) are joined, not dropped.
+        headers = {}
+        for k, v in self.headers.items():
+            if k.lower() not in ("host", "connection"):
+                headers[k] = f"{headers[k]}, {v}" if k in headers else v
         upstream.request(self.command, self.path, body=body if body or self.command in ("PUT", "PATCH", "POST") else None, headers=headers)
         response = upstream.getresponse()
         data = response.read()
