@@ -6,11 +6,28 @@
   outputs =
     { self, nixpkgs }:
     let
-      system = "x86_64-linux";
-      pkgs = import nixpkgs {
+      # Our users run x86_64 hosts (k3s) and arm64 ones (minikube on a Mac).
+      systems = [ "x86_64-linux" "aarch64-linux" ];
+      forSystems = f: builtins.listToAttrs (map (system: { name = system; value = f system; }) systems);
+      pkgsFor = system: import nixpkgs {
         inherit system;
         overlays = [ self.overlays.default ];
       };
+      # The systems mirrors/authentik.toml pins the per-platform fixed
+      # outputs (npm's native packages) for: only those can be built.
+      authentikPins = builtins.fromTOML (builtins.readFile ./mirrors/authentik.toml);
+      authentikSystems = builtins.filter
+        (system: builtins.any (f: (f.system or null) == system) (authentikPins.fod or [ ]))
+        systems;
+      # Built only from the sources mirrors/authentik.toml pins.
+      authentikFor = system:
+        let p = pkgsFor system; in
+        import ./containers/authentik {
+          pkgs = p;
+          inherit system;
+          inherit (p) nixoci nixoci-entrypoint nixociLib;
+        };
+      pkgs = pkgsFor "x86_64-linux";
     in
     {
       overlays.default = final: prev: {
@@ -19,35 +36,34 @@
         nixociLib = import ./nix {
           inherit (final) nixoci nixoci-entrypoint;
           pkgs = final;
-          inherit system;
+          system = final.system or prev.system;
         };
       };
 
-      lib = import ./nix {
-        inherit (pkgs) nixoci nixoci-entrypoint;
-        inherit pkgs system;
-      };
+      lib = pkgs.nixociLib;
 
-      packages.${system} = {
-        inherit (pkgs) nixoci nixoci-entrypoint;
-        # Built only from the sources mirrors/authentik.toml pins.
-        authentik-image = import ./containers/authentik {
-          inherit pkgs system;
-          inherit (pkgs) nixoci nixoci-entrypoint;
-          nixociLib = self.lib;
-        };
-        default = pkgs.nixoci;
-      };
+      packages = forSystems (system:
+        let p = pkgsFor system; in
+        {
+          inherit (p) nixoci nixoci-entrypoint;
+          default = p.nixoci;
+        }
+        // (if builtins.elem system authentikSystems then { authentik-image = authentikFor system; } else { })
+        // (if system == "x86_64-linux" && builtins.length authentikSystems > 1 then {
+          # Every pinned platform under one tag (building it needs a builder
+          # for each).
+          authentik-index = p.nixociLib.buildImageIndex {
+            images = map authentikFor authentikSystems;
+          };
+        } else { }));
 
-      checks.${system} = {
-        inherit (self.packages.${system}) nixoci nixoci-entrypoint authentik-image;
-      };
+      checks = forSystems (system: removeAttrs self.packages.${system} [ "default" "authentik-index" ]);
 
-      devShells.${system}.default = pkgs.mkShell {
+      devShells.x86_64-linux.default = pkgs.mkShell {
         packages = [ pkgs.cargo pkgs.rustc pkgs.skopeo pkgs.nixoci ];
       };
 
-      apps.${system}.push = {
+      apps.x86_64-linux.push = {
         type = "app";
         program = "${pkgs.writeShellScript "nixoci-push" ''exec ${pkgs.nixoci}/bin/nixoci push "$@"''}";
       };

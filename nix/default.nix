@@ -276,6 +276,29 @@ in
     };
 
   /**
+    A multi-platform image: an OCI layout whose index lists `images` (one
+    per platform, each a buildLayeredImage result of either format), so that
+    each runtime pulls its own. `name` and `tag` default to the first
+    image's.
+  */
+  buildImageIndex =
+    {
+      images,
+      name ? (head images).imageName,
+      tag ? (head images).imageTag,
+    }:
+    derivation {
+      name = "${baseNameOf name}-index";
+      inherit system;
+      builder = "${nixoci}/bin/nixoci";
+      args = [ "index" ] ++ map toString images ++ [ "--tag" "${lowerName name}:${tag}" "-o" (placeholder "out") ];
+    }
+    // {
+      imageName = lowerName name;
+      imageTag = tag;
+    };
+
+  /**
     The Entrypoint list for nixoci-entrypoint: mirror `links` (real
     directories, a symlink per file), set `env`, then exec `exec` with the
     container's arguments appended. The config's store paths join the closure.

@@ -456,6 +456,55 @@ fn flake_evaluates_every_output() {
         outputs.get("lib").is_some() && outputs.get("overlays").is_some(),
         "{outputs}"
     );
+    // The tools for both platforms our users run; the authentik image only
+    // where the pins hold the per-platform fixed outputs.
+    assert!(
+        outputs["packages"]["aarch64-linux"].get("nixoci").is_some(),
+        "{outputs}"
+    );
+    assert!(
+        outputs["packages"]["aarch64-linux"]
+            .get("authentik-image")
+            .is_none(),
+        "{outputs}"
+    );
+
+    // With aarch64 pins (here never built, only evaluated), the arm64 image
+    // and the index of both appear.
+    let dir = tempdir();
+    let copy = edited_copy(dir.path());
+    let pins = copy.join("mirrors/authentik.toml");
+    let mut text = fs::read_to_string(&pins).unwrap();
+    text.push_str(
+        "\n[[fod]]\nname = \"authentik-webui-deps-2026.2.0\"\noutputHash = \"sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\nsystem = \"aarch64-linux\"\n",
+    );
+    fs::write(&pins, text).unwrap();
+    let arch = nix_flake_eval(
+        &copy,
+        "packages.aarch64-linux.authentik-image.nixoci.architecture",
+    );
+    assert_eq!(arch, "arm64");
+    let args = nix_flake_eval(&copy, "packages.x86_64-linux.authentik-index.drvAttrs.args");
+    assert_eq!(args.matches("-authentik-oci").count(), 2, "{args}");
+}
+
+/// `nix eval --json` of an attribute of the flake in `copy` (with the stand-in nixpkgs).
+fn nix_flake_eval(copy: &Path, attr: &str) -> String {
+    let (_, standin, _) = flake_dirs();
+    let out = stdout(
+        Command::new("nix")
+            .args(["eval", "--json"])
+            .arg(format!("path:{}#{attr}", copy.display()))
+            .args(["--override-input", "nixpkgs"])
+            .arg(format!("path:{}", standin.display()))
+            .arg("--no-write-lock-file")
+            .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors()),
+    );
+    match serde_json::from_str::<Value>(&out) {
+        Ok(Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => out,
+    }
 }
 
 #[test]

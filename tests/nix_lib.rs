@@ -497,3 +497,27 @@ fn unsupported_arguments_are_refused_with_the_alternative() {
     assert!(eval("compressor = \"xz\";").contains("compressor must be"));
     assert!(eval("layers = [ ./. ];").contains("use format = \"oci\""));
 }
+
+#[test]
+fn build_image_index_lists_each_platform() {
+    let paths = lib_images(&["multiArch"], &[]);
+    let index = Path::new(&paths[0]);
+    let raw: Value = serde_json::from_str(&stdout(
+        Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .arg(format!("oci:{}:1.0", index.display())),
+    ))
+    .unwrap();
+    let platforms: Vec<&str> = raw["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["amd64", "arm64"]);
+    let annotations = &read_json(&index.join("index.json"))["manifests"][0]["annotations"];
+    assert_eq!(
+        annotations["io.containerd.image.name"],
+        "docker.io/example/drop-in:1.0"
+    );
+}
