@@ -162,6 +162,11 @@ fn authentik_image_runs_as_nobody_with_real_blueprint_directories() {
     // With a read-only root, linking fails: one warning, and the app still starts.
     let ro = tempdir();
     let ro_bundle = Bundle::unpack(&image, "test", ro.path());
+    // Its directories exist already, so that only the links fail: a link
+    // that cannot be made is reported, not passed over.
+    for d in ["default", "example", "system/nested"] {
+        fs::create_dir_all(ro_bundle.rootfs().join("blueprints").join(d)).unwrap();
+    }
     let (code, out, err) = ro_bundle.run(&["worker"], |c| c["root"]["readonly"] = json!(true));
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("arg [worker]"), "{out}");

@@ -292,6 +292,34 @@ mod tests {
     }
 
     #[test]
+    fn mirror_makes_a_missing_target_and_leaves_a_non_directory_alone() {
+        let src = tempfile::tempdir().unwrap();
+        fs::write(src.path().join("a.yaml"), "a").unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        // A target that does not exist yet is made, parents included.
+        let fresh = dst.path().join("x/y/blueprints");
+        mirror(src.path(), &fresh).unwrap();
+        assert!(fs::read_link(fresh.join("a.yaml")).is_ok());
+        // A file or a symlink where the target goes is an error, left as it is.
+        let file = dst.path().join("file");
+        fs::write(&file, "mine").unwrap();
+        assert_eq!(
+            mirror(src.path(), &file).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        assert_eq!(fs::read_to_string(&file).unwrap(), "mine");
+        let outside = tempfile::tempdir().unwrap();
+        let link = dst.path().join("link");
+        symlink(outside.path(), &link).unwrap();
+        assert!(mirror(src.path(), &link).is_err());
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+        // A source that is not a directory makes nothing.
+        let nothing = dst.path().join("nothing");
+        assert!(mirror(&src.path().join("a.yaml"), &nothing).is_err());
+        assert!(fs::symlink_metadata(&nothing).is_err());
+    }
+
+    #[test]
     fn mirror_makes_real_dirs_keeps_existing_and_is_idempotent() {
         let src = tempfile::tempdir().unwrap();
         let dst = tempfile::tempdir().unwrap();
