@@ -423,6 +423,59 @@ mod tests {
         }
     }
 
+    fn info(path: &str, hash: Option<&str>, refs: &[&str]) -> PathInfo {
+        PathInfo {
+            path: path.to_string(),
+            nar_hash: hash.map(|h| Hash::parse(h, Some(HashAlgo::Sha256)).unwrap()),
+            nar_size: 1,
+            references: refs.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn repeated_nodes_merge_and_conflicting_hashes_are_refused() {
+        const H1: &str = "sha256-2VD35R+ze2oS2wod5MbPe9ckn9zHIiCLCb/QdhzXR94=";
+        const H2: &str = "sha256-+4cWvFuixCcO7P+z701/0H+Ah/Z5sbLNsdx2Uowqwf4=";
+        const C: &str = "/nix/store/0ys9snp82b5v5j4pgp5wfhnfjhl2vmwd-c";
+        // The same path twice (as concatenated graph files give it): one node,
+        // its references merged once each, its self-reference dropped.
+        let merged = Closure::from_nodes(
+            vec![
+                info(B, Some(H1), &[A, B]),
+                info(A, None, &[]),
+                info(C, None, &[]),
+                info(B, Some(H1), &[A, C]),
+                info(B, None, &[C]),
+            ],
+            nix::DEFAULT_STORE_DIR,
+            "g",
+        )
+        .unwrap();
+        assert_eq!(merged.nodes().len(), 3);
+        assert_eq!(
+            merged.get(B).unwrap().references,
+            vec![A.to_string(), C.to_string()]
+        );
+        // Two NAR hashes for one path: the graph is not to be trusted.
+        let err = Closure::from_nodes(
+            vec![info(A, Some(H1), &[]), info(A, Some(H2), &[])],
+            nix::DEFAULT_STORE_DIR,
+            "g",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("different narHash"), "{err}");
+        // A hash on one side only is no conflict.
+        for pair in [[Some(H1), None], [None, Some(H1)]] {
+            let c = Closure::from_nodes(
+                pair.iter().map(|h| info(A, *h, &[])).collect(),
+                nix::DEFAULT_STORE_DIR,
+                "g",
+            )
+            .unwrap();
+            assert_eq!(c.nodes().len(), 1);
+        }
+    }
+
     #[test]
     fn rejects_open_and_truncated_graphs() {
         let open = format!(r#"[{{"path":"{B}","references":["{A}"]}}]"#);
