@@ -118,10 +118,6 @@ impl Closure {
         self.index.contains_key(path)
     }
 
-    pub fn position(&self, path: &str) -> Option<usize> {
-        self.index.get(path).copied()
-    }
-
     /// Indices of each node's references.
     pub fn reference_indices(&self) -> Vec<Vec<usize>> {
         self.nodes
