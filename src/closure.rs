@@ -473,6 +473,50 @@ mod tests {
     }
 
     #[test]
+    fn registration_is_nix_store_load_db_input() {
+        const H1: &str = "sha256-2VD35R+ze2oS2wod5MbPe9ckn9zHIiCLCb/QdhzXR94=";
+        let hex = Hash::parse(H1, Some(HashAlgo::Sha256)).unwrap().to_hex();
+        // Sorted by path, each once, references sorted and kept as given
+        // (self-references too), no deriver.
+        let text = registration(
+            &[
+                info(B, Some(H1), &[B, A]),
+                info(A, Some(H1), &[]),
+                info(B, Some(H1), &[B, A]),
+            ],
+            nix::DEFAULT_STORE_DIR,
+        )
+        .unwrap();
+        assert!(B < A, "the hashes decide the order");
+        assert_eq!(
+            text,
+            format!("{B}\nsha256:{hex}\n1\n\n2\n{B}\n{A}\n{A}\nsha256:{hex}\n1\n\n0\n")
+        );
+        // A path without a NAR hash cannot be registered.
+        let err = registration(&[info(A, None, &[])], nix::DEFAULT_STORE_DIR).unwrap_err();
+        assert!(err.to_string().contains("no NAR hash"), "{err}");
+    }
+
+    #[test]
+    fn a_json_object_without_a_graph_is_named_as_such() {
+        let err = parse_graph(
+            r#"{"outputs": {"out": "/x"}}"#,
+            nix::DEFAULT_STORE_DIR,
+            "a.json",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("holds no closure graph"), "{err}");
+        let two = format!(
+            r#"{{"one": [{{"path": "{A}", "references": []}}], "two": [{{"path": "{B}", "references": []}}]}}"#
+        );
+        let err = parse_graph(&two, nix::DEFAULT_STORE_DIR, "a.json").unwrap_err();
+        assert!(
+            err.to_string().contains("several graphs (one, two)"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn rejects_open_and_truncated_graphs() {
         let open = format!(r#"[{{"path":"{B}","references":["{A}"]}}]"#);
         let err = parse_graph(&open, nix::DEFAULT_STORE_DIR, "g.json").unwrap_err();
