@@ -19,6 +19,7 @@ pub mod nix;
 pub mod output;
 pub mod progress;
 pub mod registry;
+pub mod sbom;
 pub mod source;
 pub mod spec;
 pub mod verify;

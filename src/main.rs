@@ -54,6 +54,15 @@ enum Command {
         names (architecture, os, variant); two images of one platform are refused. Runtimes pull the\n\
         one for their own platform.")]
     Index(IndexArgs),
+    /// Write a bill of materials (CycloneDX 1.6 or SPDX 2.3 JSON) of an image's store paths.
+    #[command(after_help = "Examples:\n  \
+        nixoci sbom result --mirrors mirrors/authentik.toml -o authentik.cdx.json\n  \
+        nixoci sbom --graph closure.json --format spdx -o closure.spdx.json\n\n\
+        One component per store path (name and version as builtins.parseDrvName splits them, NAR hash,\n\
+        layer, references), and each pinned source with its mirror URL and hash. With an image, its\n\
+        store paths come from its layers' history and their NAR hashes from --graph or the local store.\n\
+        The same closure gives the same bytes.")]
+    Sbom(SbomArgs),
     /// Check a built image before pushing it: entrypoint, interpreter, Env paths, writable dirs.
     #[command(
         after_help = "Checks, each of which would have saved a build-push-deploy round trip:\n  \
@@ -193,6 +202,26 @@ struct IndexArgs {
     /// Replace the output even if it is not an OCI layout or a file.
     #[arg(long)]
     force: bool,
+}
+
+#[derive(Args)]
+struct SbomArgs {
+    /// The image (OCI layout, oci-archive or docker-archive); without it, every path of --graph.
+    image: Option<PathBuf>,
+    /// A closure graph with NAR hashes (exportReferencesGraph or nix path-info --json).
+    #[arg(long, value_name = "FILE")]
+    graph: Option<PathBuf>,
+    /// Pinned sources to list (mirrors/*.toml). Repeatable.
+    #[arg(long = "mirrors", value_name = "TOML")]
+    mirrors: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "cyclonedx")]
+    format: nixoci::sbom::Format,
+    /// The document's subject name.
+    #[arg(long, default_value = "image")]
+    name: String,
+    /// Where to write it (default: stdout).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -370,6 +399,7 @@ fn main() -> ExitCode {
         Command::Plan(args) => run_plan(args),
         Command::Hash(cmd) => run_hash(cmd),
         Command::Index(args) => run_index(args),
+        Command::Sbom(args) => run_sbom(args),
         Command::Check(args) => run_check(args),
         Command::Push(args) => run_push(*args),
         Command::Verify(args) => run_verify(args),
@@ -672,6 +702,72 @@ fn run_nix_helper(helper: NixHelper) -> Result<()> {
             );
             std::fs::write(&output, script)?;
             std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o555))?;
+        }
+    }
+    Ok(())
+}
+
+fn run_sbom(args: SbomArgs) -> Result<()> {
+    use nixoci::sbom;
+    let store_dir = nix::DEFAULT_STORE_DIR;
+    let graph_nodes = |file: &PathBuf| -> Result<Vec<nixoci::closure::PathInfo>> {
+        Ok(closure::read_graph_file(file, store_dir)?.nodes().to_vec())
+    };
+    let (paths, layer_of, created) = match &args.image {
+        Some(image) => {
+            let source = nixoci::source::ImageSource::open(image, None)?;
+            let layer_of = sbom::image_paths(&source.config);
+            let closure = match &args.graph {
+                Some(file) => graph_nodes(file)?,
+                None => {
+                    let roots: Vec<String> = layer_of.keys().cloned().collect();
+                    closure::read_from_store(&roots, store_dir)?
+                        .nodes()
+                        .to_vec()
+                }
+            };
+            let created = source.config["created"]
+                .as_str()
+                .unwrap_or(nixoci::image::DEFAULT_CREATED)
+                .to_string();
+            (sbom::restrict(&closure, &layer_of)?, layer_of, created)
+        }
+        None => {
+            let file = args
+                .graph
+                .as_ref()
+                .ok_or_else(|| anyhow!("name an image or give --graph"))?;
+            let mut nodes = graph_nodes(file)?;
+            nodes.sort_by(|a, b| a.path.cmp(&b.path));
+            (
+                nodes,
+                Default::default(),
+                nixoci::image::DEFAULT_CREATED.to_string(),
+            )
+        }
+    };
+    let sources = args
+        .mirrors
+        .iter()
+        .map(|m| nixoci::verify::read_manifest(m))
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = sbom::write(
+        &sbom::Inventory {
+            name: args.name.clone(),
+            created,
+            paths,
+            layer_of,
+            sources: &sources,
+        },
+        args.format,
+    )?;
+    match &args.output {
+        Some(file) => std::fs::write(file, &bytes)
+            .with_context(|| format!("cannot write {}", file.display()))?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)?;
+            writeln!(out)?;
         }
     }
     Ok(())

@@ -1,0 +1,330 @@
+//! Bills of materials: CycloneDX 1.6 and SPDX 2.3 JSON of an image's
+//! closure, from what Nix knows exactly: one component per store path, with
+//! its name and version as `builtins.parseDrvName` splits them, its NAR hash,
+//! the layer that holds it and its references; and the mirrored sources
+//! (`mirrors/*.toml`) with their URLs and hashes. The same closure always
+//! gives the same bytes: times come from the image, identifiers from hashes.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, Result};
+use serde_json::{json, Value};
+
+use crate::closure::PathInfo;
+use crate::image;
+use crate::nix;
+use crate::verify::Manifest;
+
+/// Which standard to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// CycloneDX 1.6 JSON.
+    Cyclonedx,
+    /// SPDX 2.3 JSON.
+    Spdx,
+}
+
+/// What a bill of materials is made from.
+pub struct Inventory<'a> {
+    /// The document's subject, e.g. `blumeops/authentik:v2026.2.0`.
+    pub name: String,
+    /// RFC 3339 time the document carries (the image's `created`).
+    pub created: String,
+    /// The store paths, each with its NAR hash and references.
+    pub paths: Vec<PathInfo>,
+    /// The layer (`sha256:` diff_id) each store path is in, when known.
+    pub layer_of: BTreeMap<String, String>,
+    /// Pinned sources the closure was built from.
+    pub sources: &'a [Manifest],
+}
+
+/// `builtins.parseDrvName`: the name ends at the first `-` that is followed
+/// by something other than a letter; what follows is the version.
+pub fn parse_drv_name(name: &str) -> (&str, &str) {
+    let bytes = name.as_bytes();
+    for i in 0..bytes.len() {
+        if bytes[i] == b'-' && bytes.get(i + 1).is_some_and(|c| !c.is_ascii_alphabetic()) {
+            return (&name[..i], &name[i + 1..]);
+        }
+    }
+    (name, "")
+}
+
+/// The name part of a store path (after `<hash>-`).
+fn store_name(path: &str) -> &str {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.split_once('-').map_or(base, |(_, name)| name)
+}
+
+fn nar_hex(node: &PathInfo) -> Result<String> {
+    node.nar_hash.as_ref().map(|h| h.to_hex()).ok_or_else(|| {
+        anyhow!(
+            "{} has no NAR hash: a bill of materials needs one per path",
+            node.path
+        )
+    })
+}
+
+/// A pinned source's hash as hex SHA-256, when it is one.
+fn source_hex(hash: &str) -> Option<String> {
+    nix::Hash::parse(hash, Some(nix::HashAlgo::Sha256))
+        .ok()
+        .filter(|h| h.algo == nix::HashAlgo::Sha256)
+        .map(|h| h.to_hex())
+}
+
+/// The serial number and namespace: derived from the content, so that the
+/// same closure gives the same document.
+fn content_id(inv: &Inventory) -> Result<String> {
+    let mut text = inv.name.clone();
+    for node in &inv.paths {
+        text.push('\n');
+        text.push_str(&node.path);
+        text.push(' ');
+        text.push_str(&nar_hex(node)?);
+    }
+    Ok(image::sha256_digest(text.as_bytes())["sha256:".len()..].to_string())
+}
+
+fn uuid_of(hex: &str) -> String {
+    format!(
+        "{}-{}-5{}-8{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+/// The document in the chosen format, as canonical JSON.
+pub fn write(inv: &Inventory, format: Format) -> Result<Vec<u8>> {
+    Ok(image::canonical(&match format {
+        Format::Cyclonedx => cyclonedx(inv)?,
+        Format::Spdx => spdx(inv)?,
+    }))
+}
+
+fn cyclonedx(inv: &Inventory) -> Result<Value> {
+    let mut components = Vec::new();
+    let mut dependencies = Vec::new();
+    for node in &inv.paths {
+        let (name, version) = parse_drv_name(store_name(&node.path));
+        let mut properties = vec![json!({"name": "nix:store_path", "value": node.path})];
+        if let Some(layer) = inv.layer_of.get(&node.path) {
+            properties.push(json!({"name": "nixoci:layer", "value": layer}));
+        }
+        let mut component = json!({
+            "type": "library",
+            "bom-ref": node.path,
+            "name": name,
+            "hashes": [{"alg": "SHA-256", "content": nar_hex(node)?}],
+            "properties": properties,
+        });
+        if !version.is_empty() {
+            component["version"] = json!(version);
+        }
+        components.push(component);
+        let mut refs = node.references.clone();
+        refs.sort();
+        dependencies.push(json!({"ref": node.path, "dependsOn": refs}));
+    }
+    let mut sources = Vec::new();
+    for manifest in inv.sources {
+        for s in &manifest.sources {
+            let mut source = json!({
+                "type": "file",
+                "bom-ref": format!("source:{}", s.name),
+                "name": s.name,
+                "externalReferences": s.mirror.iter().chain(s.upstream.iter())
+                    .map(|url| json!({"type": "distribution", "url": url}))
+                    .collect::<Vec<_>>(),
+                "properties": [{"name": "nix:hash", "value": s.hash}],
+            });
+            if let Some(rev) = &s.rev {
+                source["version"] = json!(rev);
+            }
+            if let Some(hex) = source_hex(&s.hash) {
+                source["hashes"] = json!([{"alg": "SHA-256", "content": hex}]);
+            }
+            sources.push(source);
+        }
+    }
+    components.extend(sources);
+    Ok(json!({
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.6",
+        "serialNumber": format!("urn:uuid:{}", uuid_of(&content_id(inv)?)),
+        "version": 1,
+        "metadata": {
+            "timestamp": inv.created,
+            "tools": {"components": [{"type": "application", "name": "nixoci", "version": env!("CARGO_PKG_VERSION")}]},
+            "component": {"type": "container", "bom-ref": "image", "name": inv.name},
+        },
+        "components": components,
+        "dependencies": dependencies,
+    }))
+}
+
+/// An SPDX identifier for a store path: its hash part is unique.
+fn spdx_id(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let hash = base.split_once('-').map_or(base, |(h, _)| h);
+    format!("SPDXRef-nix-{hash}")
+}
+
+fn spdx(inv: &Inventory) -> Result<Value> {
+    let mut packages = Vec::new();
+    let mut relationships = vec![json!({
+        "spdxElementId": "SPDXRef-DOCUMENT",
+        "relationshipType": "DESCRIBES",
+        "relatedSpdxElement": "SPDXRef-image",
+    })];
+    packages.push(json!({
+        "SPDXID": "SPDXRef-image",
+        "name": inv.name,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "primaryPackagePurpose": "CONTAINER",
+    }));
+    for node in &inv.paths {
+        let (name, version) = parse_drv_name(store_name(&node.path));
+        let mut package = json!({
+            "SPDXID": spdx_id(&node.path),
+            "name": name,
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": false,
+            "checksums": [{"algorithm": "SHA256", "checksumValue": nar_hex(node)?}],
+            "comment": match inv.layer_of.get(&node.path) {
+                Some(layer) => format!("store path {} (NAR hash), in layer {layer}", node.path),
+                None => format!("store path {} (NAR hash)", node.path),
+            },
+        });
+        if !version.is_empty() {
+            package["versionInfo"] = json!(version);
+        }
+        packages.push(package);
+        relationships.push(json!({
+            "spdxElementId": "SPDXRef-image",
+            "relationshipType": "CONTAINS",
+            "relatedSpdxElement": spdx_id(&node.path),
+        }));
+        let mut refs = node.references.clone();
+        refs.sort();
+        for r in refs {
+            relationships.push(json!({
+                "spdxElementId": spdx_id(&node.path),
+                "relationshipType": "DEPENDS_ON",
+                "relatedSpdxElement": spdx_id(&r),
+            }));
+        }
+    }
+    for manifest in inv.sources {
+        for s in &manifest.sources {
+            let mut package = json!({
+                "SPDXID": format!("SPDXRef-source-{}", s.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '.', "-")),
+                "name": s.name,
+                "downloadLocation": s.mirror.clone().or_else(|| s.upstream.clone()).unwrap_or_else(|| "NOASSERTION".into()),
+                "filesAnalyzed": false,
+                "comment": format!("pinned {} source, Nix hash {}", format!("{:?}", s.kind).to_lowercase(), s.hash),
+            });
+            if let Some(rev) = &s.rev {
+                package["versionInfo"] = json!(rev);
+            }
+            if let Some(hex) = source_hex(&s.hash) {
+                package["checksums"] = json!([{"algorithm": "SHA256", "checksumValue": hex}]);
+            }
+            packages.push(package);
+        }
+    }
+    Ok(json!({
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": inv.name,
+        "documentNamespace": format!("https://nixoci.invalid/spdx/{}", content_id(inv)?),
+        "creationInfo": {
+            "created": inv.created,
+            "creators": [format!("Tool: nixoci-{}", env!("CARGO_PKG_VERSION"))],
+        },
+        "packages": packages,
+        "relationships": relationships,
+    }))
+}
+
+/// The store paths of an image, read from its config's history (the
+/// `store paths: [...]` comments nixpkgs and nixoci write per layer), each
+/// with the diff_id of the layer that holds it.
+pub fn image_paths(config: &Value) -> BTreeMap<String, String> {
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let history = config["history"].as_array().cloned().unwrap_or_default();
+    let mut found = BTreeMap::new();
+    for (entry, diff_id) in history.iter().zip(diff_ids.iter()) {
+        let Some(list) = entry["comment"]
+            .as_str()
+            .and_then(|c| c.strip_prefix("store paths: ["))
+            .and_then(|c| c.strip_suffix(']'))
+        else {
+            continue;
+        };
+        for item in list.split(", ").filter(|i| !i.is_empty()) {
+            let path = item.trim_matches('\'');
+            found.insert(
+                path.to_string(),
+                diff_id.as_str().unwrap_or_default().to_string(),
+            );
+        }
+    }
+    found
+}
+
+/// The closure `paths` restricted to `keep` (references outside it dropped);
+/// every kept path must be in it.
+pub fn restrict(paths: &[PathInfo], keep: &BTreeMap<String, String>) -> Result<Vec<PathInfo>> {
+    let mut out: Vec<PathInfo> = paths
+        .iter()
+        .filter(|p| keep.contains_key(&p.path))
+        .map(|p| PathInfo {
+            references: p
+                .references
+                .iter()
+                .filter(|r| keep.contains_key(*r))
+                .cloned()
+                .collect(),
+            ..p.clone()
+        })
+        .collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    if let Some(missing) = keep.keys().find(|k| !out.iter().any(|p| &p.path == *k)) {
+        return Err(anyhow!(
+            "{missing} is in the image but not in the closure graph"
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_split_as_parse_drv_name_does() {
+        for (name, want) in [
+            ("hello-2.12.1", ("hello", "2.12.1")),
+            ("python3.12-django-5.2.1", ("python3.12-django", "5.2.1")),
+            ("nss-cacert-3.101", ("nss-cacert", "3.101")),
+            ("fixture-note.txt", ("fixture-note.txt", "")),
+            (
+                "authentik-webui-deps-2026.2.0",
+                ("authentik-webui-deps", "2026.2.0"),
+            ),
+            ("glibc-2.40-66-bin", ("glibc", "2.40-66-bin")),
+            ("x-", ("x-", "")),
+        ] {
+            assert_eq!(parse_drv_name(name), want, "{name}");
+        }
+    }
+}
