@@ -48,6 +48,9 @@ pub struct BuildSummary {
     pub config_digest: String,
     pub media_type: &'static str,
     pub layers: Vec<LayerBlob>,
+    /// The closure the image holds (for its bill of materials).
+    #[serde(skip)]
+    pub closure: Vec<closure::PathInfo>,
 }
 
 /// The image's store closure: the graph, and which paths must be in it.
@@ -508,6 +511,7 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
         config_digest,
         media_type: image::MANIFEST_MEDIA_TYPE,
         layers,
+        closure: prepared.closure.nodes().to_vec(),
     })
 }
 

@@ -135,6 +135,29 @@ pub fn image_index_json(manifests: Vec<Value>) -> Vec<u8> {
     }))
 }
 
+/// OCI 1.1's empty config (`{}`) of an artifact manifest.
+pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+pub const EMPTY_BLOB: &[u8] = b"{}";
+
+/// An OCI 1.1 artifact manifest: one `blob` of `artifact_type`, about the
+/// manifest `subject` (a referrer, as an SBOM is to its image).
+pub fn artifact_manifest(
+    artifact_type: &str,
+    blob: Value,
+    subject: Value,
+    created: &str,
+) -> Vec<u8> {
+    canonical(&json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "artifactType": artifact_type,
+        "config": descriptor(EMPTY_MEDIA_TYPE, &sha256_digest(EMPTY_BLOB), EMPTY_BLOB.len() as u64),
+        "layers": [blob],
+        "subject": subject,
+        "annotations": {"org.opencontainers.image.created": created},
+    }))
+}
+
 /// A content descriptor.
 pub fn descriptor(media_type: &str, digest: &str, size: u64) -> Value {
     json!({ "mediaType": media_type, "digest": digest, "size": size })

@@ -167,6 +167,9 @@ struct BuildArgs {
     /// Print a JSON summary: image digest and each layer's digest, diff_id, size and store paths.
     #[arg(long)]
     json: bool,
+    /// Keep a bill of materials of the closure in the OCI layout, as a referrer that `nixoci push` uploads.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    sbom: Option<nixoci::sbom::Format>,
 }
 
 #[derive(Args)]
@@ -222,6 +225,9 @@ struct SbomArgs {
     /// Where to write it (default: stdout).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Also keep it in the image's OCI layout as an OCI 1.1 referrer, which `nixoci push` uploads.
+    #[arg(long, requires = "image")]
+    attach: bool,
 }
 
 #[derive(Args)]
@@ -467,6 +473,13 @@ fn run_build(args: BuildArgs) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let destination = Destination::parse(&args.output);
+    if args.sbom.is_some()
+        && (args.format != Format::OciLayout || matches!(destination, Destination::Stdout))
+    {
+        return Err(anyhow!(
+            "--sbom keeps the bill of materials in an OCI layout: use --format oci-layout -o DIR"
+        ));
+    }
     let summary = build::build(BuildRequest {
         spec,
         spec_dir,
@@ -478,6 +491,33 @@ fn run_build(args: BuildArgs) -> Result<()> {
         jobs,
         progress: Progress::from_quiet(args.quiet),
     })?;
+    if let (Some(format), Destination::Path(layout)) = (args.sbom, &destination) {
+        let layer_of = summary
+            .layers
+            .iter()
+            .flat_map(|l| {
+                l.store_paths
+                    .iter()
+                    .map(move |p| (p.clone(), l.diff_id.clone()))
+            })
+            .fold(std::collections::BTreeMap::new(), |mut map, (p, d)| {
+                map.entry(p).or_insert(d);
+                map
+            });
+        let created = nixoci::source::ImageSource::open(layout, None)?.config["created"]
+            .as_str()
+            .unwrap_or(nixoci::image::DEFAULT_CREATED)
+            .to_string();
+        let inventory = nixoci::sbom::Inventory {
+            name: summary.reference.clone(),
+            created,
+            paths: nixoci::sbom::restrict(&summary.closure, &layer_of)?,
+            layer_of,
+            sources: &[],
+        };
+        let bytes = nixoci::sbom::write(&inventory, format)?;
+        nixoci::output::attach_referrer(layout, format.media_type(), &bytes, &inventory.created)?;
+    }
     if args.json {
         let text = serde_json::to_string_pretty(&summary)?;
         match destination {
@@ -751,19 +791,28 @@ fn run_sbom(args: SbomArgs) -> Result<()> {
         .iter()
         .map(|m| nixoci::verify::read_manifest(m))
         .collect::<Result<Vec<_>>>()?;
-    let bytes = sbom::write(
-        &sbom::Inventory {
-            name: args.name.clone(),
-            created,
-            paths,
-            layer_of,
-            sources: &sources,
-        },
-        args.format,
-    )?;
+    let inventory = sbom::Inventory {
+        name: args.name.clone(),
+        created,
+        paths,
+        layer_of,
+        sources: &sources,
+    };
+    let bytes = sbom::write(&inventory, args.format)?;
+    if let (true, Some(image)) = (args.attach, &args.image) {
+        // The artifact carries the image's time, never the wall clock.
+        let digest = nixoci::output::attach_referrer(
+            image,
+            args.format.media_type(),
+            &bytes,
+            &inventory.created,
+        )?;
+        eprintln!("attached to {} as {digest}", image.display());
+    }
     match &args.output {
         Some(file) => std::fs::write(file, &bytes)
             .with_context(|| format!("cannot write {}", file.display()))?,
+        None if args.attach => {}
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(&bytes)?;

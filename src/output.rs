@@ -410,3 +410,54 @@ pub fn write_index(
     staging.commit(&layout, dest)?;
     Ok(digest)
 }
+
+/// Keeps `bytes` (of media type `artifact_type`, e.g. an SBOM) in the OCI
+/// layout as an OCI 1.1 referrer of its image: the blob, an artifact
+/// manifest whose `subject` is the image's manifest, and an `index.json`
+/// entry with its `artifactType`. One referrer per type: attaching again
+/// replaces the earlier one. `index.json` is replaced in one rename.
+pub fn attach_referrer(
+    layout: &Path,
+    artifact_type: &str,
+    bytes: &[u8],
+    created: &str,
+) -> Result<String> {
+    if !layout.join("oci-layout").is_file() {
+        bail!(
+            "{} is not an OCI layout directory: attach works on layouts",
+            layout.display()
+        );
+    }
+    let image = crate::source::ImageSource::open(layout, None)?;
+    let (manifest, media_type) = image.manifest();
+    let subject = image::descriptor(
+        &media_type,
+        &image::sha256_digest(&manifest),
+        manifest.len() as u64,
+    );
+    let blob_dir = layout.join("blobs/sha256");
+    let blob = write_blob(&blob_dir, bytes)?;
+    write_blob(&blob_dir, image::EMPTY_BLOB)?;
+    let artifact = image::artifact_manifest(
+        artifact_type,
+        image::descriptor(artifact_type, &blob, bytes.len() as u64),
+        subject,
+        created,
+    );
+    let digest = write_blob(&blob_dir, &artifact)?;
+    let index_file = layout.join("index.json");
+    let mut index: serde_json::Value = serde_json::from_slice(
+        &fs::read(&index_file).with_context(|| format!("cannot read {}", index_file.display()))?,
+    )?;
+    let entries = index["manifests"]
+        .as_array_mut()
+        .ok_or_else(|| anyhow!("{} lists no manifests", index_file.display()))?;
+    entries.retain(|e| e["artifactType"].as_str() != Some(artifact_type));
+    let mut entry = image::descriptor(image::MANIFEST_MEDIA_TYPE, &digest, artifact.len() as u64);
+    entry["artifactType"] = json!(artifact_type);
+    entries.push(entry);
+    let tmp = layout.join(".index.json.nixoci-tmp");
+    fs::write(&tmp, image::canonical(&index))?;
+    fs::rename(&tmp, &index_file)?;
+    Ok(digest)
+}

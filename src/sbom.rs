@@ -24,6 +24,16 @@ pub enum Format {
     Spdx,
 }
 
+impl Format {
+    /// The media type registries and tools know it by (the referrer's artifactType).
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Format::Cyclonedx => "application/vnd.cyclonedx+json",
+            Format::Spdx => "application/spdx+json",
+        }
+    }
+}
+
 /// What a bill of materials is made from.
 pub struct Inventory<'a> {
     /// The document's subject, e.g. `blumeops/authentik:v2026.2.0`.

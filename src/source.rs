@@ -50,6 +50,13 @@ pub fn open_source(path: &Path, reference: Option<&str>) -> Result<Source> {
     }
 }
 
+/// A referrer in a layout: its manifest and the blobs it names.
+pub struct Referrer {
+    pub artifact_type: String,
+    pub manifest_bytes: Vec<u8>,
+    pub blobs: Vec<LayerRef>,
+}
+
 /// One layer blob of an image.
 #[derive(Clone, Debug)]
 pub struct LayerRef {
@@ -71,6 +78,9 @@ pub struct ImageSource {
     pub manifest_media_type: String,
     /// Directory the blobs live in.
     pub root: PathBuf,
+    /// Artifacts about this image kept in its layout (an SBOM): OCI 1.1
+    /// referrers, whose `subject` is this image's manifest.
+    pub referrers: Vec<Referrer>,
     _unpacked: Option<tempfile::TempDir>,
     /// Layers whose blob was checked already (`check` reads each twice).
     verified: std::sync::Mutex<std::collections::BTreeSet<String>>,
@@ -191,9 +201,12 @@ fn open_layout(
     unpacked: Option<tempfile::TempDir>,
 ) -> Result<Source> {
     let (index, _) = read_json(&root.join("index.json"))?;
-    let manifests = index["manifests"]
+    let all = index["manifests"]
         .as_array()
         .ok_or_else(|| anyhow!("index.json lists no manifests"))?;
+    // Artifacts (referrers such as SBOMs) are about an image, not one.
+    let (referrer_entries, manifests): (Vec<&Value>, Vec<&Value>) =
+        all.iter().partition(|m| m.get("artifactType").is_some());
     let name_of = |m: &Value| {
         m["annotations"][image::REF_NAME_ANNOTATION]
             .as_str()
@@ -203,14 +216,15 @@ fn open_layout(
         Some(r) => manifests
             .iter()
             .find(|m| name_of(m).as_deref() == Some(r))
+            .copied()
             .ok_or_else(|| anyhow!("the layout has no image tagged `{r}`"))?,
-        None if manifests.len() == 1 => &manifests[0],
+        None if manifests.len() == 1 => manifests[0],
         None => bail!(
             "the layout holds {} images; name one of: {}",
             manifests.len(),
             manifests
                 .iter()
-                .filter_map(name_of)
+                .filter_map(|m| name_of(m))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -245,7 +259,48 @@ fn open_layout(
             _unpacked: unpacked,
         }));
     }
-    image_of_manifest(root, manifest, manifest_bytes, unpacked).map(Source::Image)
+    let mut image = image_of_manifest(root, manifest, manifest_bytes, unpacked)?;
+    image.referrers = referrers_of(root, &referrer_entries, digest)?;
+    Ok(Source::Image(image))
+}
+
+/// The layout's referrers whose subject is the manifest `subject`.
+fn referrers_of(root: &Path, entries: &[&Value], subject: &str) -> Result<Vec<Referrer>> {
+    let mut found = Vec::new();
+    for entry in entries {
+        let digest = entry["digest"]
+            .as_str()
+            .ok_or_else(|| anyhow!("index.json: an artifact without digest"))?;
+        let (manifest, bytes) = read_json(&blob_file(root, digest)?)?;
+        check_bytes(&bytes, digest)?;
+        if manifest["subject"]["digest"].as_str() != Some(subject) {
+            continue;
+        }
+        let mut blobs = Vec::new();
+        for d in std::iter::once(&manifest["config"])
+            .chain(manifest["layers"].as_array().into_iter().flatten())
+        {
+            let digest = d["digest"]
+                .as_str()
+                .ok_or_else(|| anyhow!("artifact {digest}: a blob without digest"))?
+                .to_string();
+            blobs.push(LayerRef {
+                media_type: d["mediaType"].as_str().unwrap_or_default().to_string(),
+                size: d["size"].as_u64().unwrap_or_default(),
+                file: blob_file(root, &digest)?,
+                digest,
+            });
+        }
+        found.push(Referrer {
+            artifact_type: manifest["artifactType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            manifest_bytes: bytes,
+            blobs,
+        });
+    }
+    Ok(found)
 }
 
 fn image_of_manifest(
@@ -286,6 +341,7 @@ fn image_of_manifest(
             .to_string(),
         manifest_bytes: Some(manifest_bytes),
         root: root.to_path_buf(),
+        referrers: Vec::new(),
         _unpacked: unpacked,
         verified: Default::default(),
     })
@@ -339,6 +395,7 @@ fn open_docker(tmp: tempfile::TempDir) -> Result<ImageSource> {
         manifest_bytes: None,
         manifest_media_type: image::MANIFEST_MEDIA_TYPE.to_string(),
         root,
+        referrers: Vec::new(),
         _unpacked: Some(tmp),
         verified: Default::default(),
     })

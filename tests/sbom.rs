@@ -24,6 +24,7 @@ fn cyclonedx_valid(file: &Path) -> bool {
     Command::new("python3")
         .args(["-c", VALIDATE_CYCLONEDX])
         .arg(file)
+        .stderr(std::process::Stdio::null())
         .status()
         .unwrap()
         .success()
@@ -144,4 +145,210 @@ fn sboms_validate_and_list_exactly_the_image_store_paths() {
     broken["relationships"][1]["spdxElementId"] = Value::from("SPDXRef-nowhere");
     fs::write(&spdx, broken.to_string()).unwrap();
     assert!(!spdx_valid(&spdx));
+}
+
+#[test]
+fn an_attached_sbom_is_pushed_and_found_from_the_image_digest() {
+    let f = fixture();
+    let dir = tempdir();
+    let image = dir.path().join("image");
+    run(nixoci()
+        .arg("build")
+        .arg(&f.app)
+        .args(["--graph", &f.attrs_json, "--tag", "team/app:1", "-q", "-o"])
+        .arg(&image));
+    let (manifest, _) = layout_manifest(&image);
+    let image_digest = common_digest(&image);
+    run(nixoci()
+        .arg("sbom")
+        .arg(&image)
+        .args(["--graph", &f.attrs_json, "--attach", "-o"])
+        .arg(dir.path().join("sbom.json")));
+    // Kept in the layout as a referrer; the image still opens as one image.
+    let index = read_json(&image.join("index.json"));
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2, "{index}");
+    assert_eq!(
+        index["manifests"][1]["artifactType"],
+        "application/vnd.cyclonedx+json"
+    );
+    assert_eq!(layout_manifest(&image).0, manifest);
+    let inspect: Value = serde_json::from_str(&stdout(
+        Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:1", image.display())),
+    ))
+    .unwrap();
+    assert_eq!(
+        inspect["Digest"],
+        image_digest.as_str(),
+        "other tools still see the image"
+    );
+    // Attaching again replaces it (one per type).
+    run(nixoci()
+        .arg("sbom")
+        .arg(&image)
+        .args(["--graph", &f.attrs_json, "--attach"]));
+    assert_eq!(read_json(&image.join("index.json")), index);
+
+    // A registry without the referrers API: the fallback tag sha256-<hex>.
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    let push = |host: &str| {
+        let out = nixoci()
+            .args(["push", "--insecure", "-q", "--json"])
+            .arg(&image)
+            .arg(format!("{host}/team/app:1"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let first = push(&proxy.host());
+    assert_eq!(first["digest"], image_digest.as_str());
+    let sbom = sbom_from_registry(&registry.host(), &image_digest);
+    let components = sbom["components"].as_array().unwrap();
+    assert!(
+        components.iter().any(|c| c["bom-ref"] == f.app.as_str()),
+        "{sbom}"
+    );
+    // Pushing again uploads nothing and keeps one entry under the tag.
+    let again = push(&proxy.host());
+    assert_eq!(again["bytes_uploaded"], 0);
+    let tag = image_digest.replacen(':', "-", 1);
+    let referrers = registry_json(&registry.host(), &format!("manifests/{tag}"));
+    assert_eq!(referrers["manifests"].as_array().unwrap().len(), 1);
+
+    // A registry with the referrers API (as zot): no fallback tag is made.
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    proxy.set_plan(serde_json::json!({"oci_subject": true}));
+    push(&proxy.host());
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!(
+            "http://{}/v2/team/app/manifests/{tag}",
+            registry.host()
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+}
+
+/// The image manifest's digest, as index.json names it.
+fn common_digest(layout: &Path) -> String {
+    read_json(&layout.join("index.json"))["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn registry_json(host: &str, path: &str) -> Value {
+    serde_json::from_str(&stdout(
+        Command::new("curl")
+            .args(["-sf", "-H", "Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"])
+            .arg(format!("http://{host}/v2/team/app/{path}")),
+    ))
+    .unwrap()
+}
+
+/// The CycloneDX SBOM of `digest`, found as a client would: the fallback
+/// tag's index, its artifact manifest, then the blob.
+fn sbom_from_registry(host: &str, digest: &str) -> Value {
+    let referrers = registry_json(host, &format!("manifests/{}", digest.replacen(':', "-", 1)));
+    let entry = referrers["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["artifactType"] == "application/vnd.cyclonedx+json")
+        .unwrap_or_else(|| panic!("no SBOM among {referrers}"))
+        .clone();
+    let artifact = registry_json(
+        host,
+        &format!("manifests/{}", entry["digest"].as_str().unwrap()),
+    );
+    assert_eq!(artifact["subject"]["digest"], digest);
+    registry_json(
+        host,
+        &format!(
+            "blobs/{}",
+            artifact["layers"][0]["digest"].as_str().unwrap()
+        ),
+    )
+}
+
+#[test]
+fn build_sbom_keeps_a_valid_spdx_document_in_the_layout() {
+    let f = fixture();
+    let dir = tempdir();
+    let image = dir.path().join("image");
+    run(nixoci()
+        .arg("build")
+        .arg(&f.app)
+        .args([
+            "--graph",
+            &f.attrs_json,
+            "--tag",
+            "team/app:1",
+            "--sbom",
+            "spdx",
+            "-q",
+            "-o",
+        ])
+        .arg(&image));
+    let index = read_json(&image.join("index.json"));
+    let entry = &index["manifests"][1];
+    assert_eq!(entry["artifactType"], "application/spdx+json");
+    let blob = |digest: &str| image.join("blobs/sha256").join(&digest["sha256:".len()..]);
+    let artifact = read_json(&blob(entry["digest"].as_str().unwrap()));
+    assert_eq!(
+        artifact["subject"]["digest"],
+        index["manifests"][0]["digest"]
+    );
+    // pyspdxtools tells formats by the file name.
+    let document = dir.path().join("attached.spdx.json");
+    fs::copy(
+        blob(artifact["layers"][0]["digest"].as_str().unwrap()),
+        &document,
+    )
+    .unwrap();
+    assert!(spdx_valid(&document));
+    let doc = read_json(&document);
+    let mut names: Vec<&str> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "fixture-app",
+            "fixture-lib",
+            "fixture-link",
+            "fixture-note.txt",
+            "team/app:1"
+        ]
+    );
+    // The same build gives the same document.
+    let again = dir.path().join("again");
+    run(nixoci()
+        .arg("build")
+        .arg(&f.app)
+        .args([
+            "--graph",
+            &f.attrs_json,
+            "--tag",
+            "team/app:1",
+            "--sbom",
+            "spdx",
+            "-q",
+            "-o",
+        ])
+        .arg(&again));
+    assert_eq!(read_json(&again.join("index.json")), index);
 }

@@ -245,8 +245,13 @@ pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSu
     let compressed_dir = tempfile::Builder::new().prefix("nixoci-push-").tempdir()?;
     if let Some(compression) = opts.compression {
         if compress_plain_layers(&mut source, compression, compressed_dir.path())? {
-            // The layers changed: the manifest is made anew for them.
+            // The layers changed: the manifest is made anew for them, and
+            // artifacts about the old manifest are not about this one.
             source.manifest_bytes = None;
+            if !source.referrers.is_empty() {
+                eprintln!("warning: --compression changes the image's digest; its attached artifacts (SBOM) are not pushed");
+                source.referrers.clear();
+            }
         }
     }
     let (manifest_bytes, media_type) = source.manifest();
@@ -261,6 +266,8 @@ pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSu
         let client = connect(reference, opts)?;
         let pinned = format!("{}/{}@{digest}", reference.registry, reference.repository);
         if tag_holds(&client, reference, &digest)? {
+            // Artifacts attached since are still added (present ones cost a HEAD).
+            push_referrers(&client, &source, &digest, reference, opts, &mut summary)?;
             summary.pushed.push(PushedRef {
                 reference: reference.to_string(),
                 pinned,
@@ -277,6 +284,7 @@ pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSu
             &digest,
             reference,
         )?;
+        push_referrers(&client, &source, &digest, reference, opts, &mut summary)?;
         eprintln!("{reference}: pushed {pinned}");
         summary.pushed.push(PushedRef {
             reference: reference.to_string(),
@@ -733,6 +741,8 @@ fn upload_once(
     }
 }
 
+/// PUTs a manifest under `tag` (or its digest); returns whether the
+/// registry answered with `OCI-Subject`, i.e. it keeps referrers itself.
 fn put_manifest(
     client: &Client,
     tag: &str,
@@ -740,7 +750,7 @@ fn put_manifest(
     media_type: &str,
     digest: &str,
     reference: &Reference,
-) -> Result<(), PushError> {
+) -> Result<bool, PushError> {
     let reply = client.request(
         "PUT",
         &client.url(&format!("manifests/{tag}")),
@@ -763,6 +773,88 @@ fn put_manifest(
             Failure::Network,
             format!("{reference}: the registry stored the manifest as {d}, not {digest}"),
         )),
-        _ => Ok(()),
+        _ => Ok(reply.header("oci-subject").is_some()),
     }
+}
+
+/// Pushes the image's referrers (its SBOM): their blobs, their manifests by
+/// digest, and, where the registry has no referrers API (no `OCI-Subject`
+/// answer), the fallback tag `sha256-<hex>`: an index of the subject's
+/// referrers, to which ours is added.
+fn push_referrers(
+    client: &Client,
+    source: &ImageSource,
+    subject: &str,
+    reference: &Reference,
+    opts: &PushOptions,
+    summary: &mut PushSummary,
+) -> Result<()> {
+    for referrer in &source.referrers {
+        let blobs: Vec<Blob> = referrer
+            .blobs
+            .iter()
+            .map(|b| Blob {
+                digest: b.digest.clone(),
+                size: b.size,
+                content: BlobContent::File(&b.file),
+            })
+            .collect();
+        upload_blobs(client, &blobs, opts, summary)?;
+        let digest = image::sha256_digest(&referrer.manifest_bytes);
+        let native = put_manifest(
+            client,
+            &digest,
+            &referrer.manifest_bytes,
+            image::MANIFEST_MEDIA_TYPE,
+            &digest,
+            reference,
+        )?;
+        if native {
+            continue;
+        }
+        let tag = subject.replacen(':', "-", 1);
+        let reply = client.request(
+            "GET",
+            &client.url(&format!("manifests/{tag}")),
+            &[("Accept", image::INDEX_MEDIA_TYPE.into())],
+            &Body::Empty,
+            true,
+        )?;
+        let mut entries: Vec<serde_json::Value> = match reply.status {
+            200 => serde_json::from_str::<serde_json::Value>(&reply.body)
+                .ok()
+                .and_then(|v| v["manifests"].as_array().cloned())
+                .ok_or_else(|| {
+                    anyhow!("{reference}: the referrers tag {tag} is not an image index")
+                })?,
+            404 => Vec::new(),
+            _ => bail!(
+                "{reference}: cannot read the referrers tag {tag}: {}",
+                reply.registry_error()
+            ),
+        };
+        if entries
+            .iter()
+            .any(|e| e["digest"].as_str() == Some(digest.as_str()))
+        {
+            continue;
+        }
+        let mut entry = image::descriptor(
+            image::MANIFEST_MEDIA_TYPE,
+            &digest,
+            referrer.manifest_bytes.len() as u64,
+        );
+        entry["artifactType"] = serde_json::Value::from(referrer.artifact_type.clone());
+        entries.push(entry);
+        let index = image::image_index_json(entries);
+        put_manifest(
+            client,
+            &tag,
+            &index,
+            image::INDEX_MEDIA_TYPE,
+            &image::sha256_digest(&index),
+            reference,
+        )?;
+    }
+    Ok(())
 }

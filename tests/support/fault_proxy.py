@@ -170,6 +170,12 @@ class Proxy(BaseHTTPRequestHandler):
             if k.lower() == "docker-content-digest" and p.get("wrong_manifest_digest") and self.command == "PUT" and "/manifests/" in self.path:
                 v = "sha256:" + "0" * 64
             out[k] = v
+        # A registry with the referrers API (zot) names the subject of a
+        # manifest that has one.
+        if p.get("oci_subject") and self.command == "PUT" and "/manifests/" in self.path and response.status == 201:
+            subject = json.loads(body or b"{}").get("subject")
+            if subject:
+                out["OCI-Subject"] = subject["digest"]
         record(f"{self.command} {self.path.split('?')[0]} {response.status}", len(body) if is_upload else 0)
         self.send_response(response.status)
         for k, v in out.items():
