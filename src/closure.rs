@@ -498,6 +498,42 @@ mod tests {
     }
 
     #[test]
+    fn registrations_read_back_record_by_record() {
+        const H1: &str = "sha256-2VD35R+ze2oS2wod5MbPe9ckn9zHIiCLCb/QdhzXR94=";
+        let written = registration(
+            &[info(B, Some(H1), &[A, B]), info(A, Some(H1), &[])],
+            nix::DEFAULT_STORE_DIR,
+        )
+        .unwrap();
+        let read = parse_registration(&written, "dump").unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!((read[0].path.as_str(), read[1].path.as_str()), (B, A));
+        assert_eq!(read[0].references, vec![B.to_string(), A.to_string()]);
+        assert!(read[1].references.is_empty());
+    }
+
+    #[test]
+    fn classic_graphs_end_cleanly_and_errors_name_the_line() {
+        let text = format!("{A}\n\n0\n\n");
+        let c = parse_graph(&text, nix::DEFAULT_STORE_DIR, "g").unwrap();
+        assert_eq!(c.nodes().len(), 1);
+        // A lone path at the end is a truncated record, not an end.
+        assert!(parse_graph(&format!("{A}\n"), nix::DEFAULT_STORE_DIR, "g").is_err());
+        let bad = format!("{A}\n\n0\nnot-a-path\n\n0\n");
+        let err = parse_graph(&bad, nix::DEFAULT_STORE_DIR, "g").unwrap_err();
+        assert!(
+            err.to_string().contains("line 4 is not a store path"),
+            "{err}"
+        );
+        // JSON nodes may leave out or null their references.
+        for refs in ["", r#","references":null"#] {
+            let json = format!(r#"[{{"path":"{A}"{refs}}}]"#);
+            let c = parse_graph(&json, nix::DEFAULT_STORE_DIR, "g").unwrap();
+            assert!(c.get(A).unwrap().references.is_empty(), "{json}");
+        }
+    }
+
+    #[test]
     fn a_json_object_without_a_graph_is_named_as_such() {
         let err = parse_graph(
             r#"{"outputs": {"out": "/x"}}"#,
