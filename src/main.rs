@@ -492,31 +492,7 @@ fn run_build(args: BuildArgs) -> Result<()> {
         progress: Progress::from_quiet(args.quiet),
     })?;
     if let (Some(format), Destination::Path(layout)) = (args.sbom, &destination) {
-        let layer_of = summary
-            .layers
-            .iter()
-            .flat_map(|l| {
-                l.store_paths
-                    .iter()
-                    .map(move |p| (p.clone(), l.diff_id.clone()))
-            })
-            .fold(std::collections::BTreeMap::new(), |mut map, (p, d)| {
-                map.entry(p).or_insert(d);
-                map
-            });
-        let created = nixoci::source::ImageSource::open(layout, None)?.config["created"]
-            .as_str()
-            .unwrap_or(nixoci::image::DEFAULT_CREATED)
-            .to_string();
-        let inventory = nixoci::sbom::Inventory {
-            name: summary.reference.clone(),
-            created,
-            paths: nixoci::sbom::restrict(&summary.closure, &layer_of)?,
-            layer_of,
-            sources: &[],
-        };
-        let bytes = nixoci::sbom::write(&inventory, format)?;
-        nixoci::output::attach_referrer(layout, format.media_type(), &bytes, &inventory.created)?;
+        nixoci::sbom::attach_to_build(layout, &summary, format)?;
     }
     if args.json {
         let text = serde_json::to_string_pretty(&summary)?;
@@ -749,54 +725,20 @@ fn run_nix_helper(helper: NixHelper) -> Result<()> {
 
 fn run_sbom(args: SbomArgs) -> Result<()> {
     use nixoci::sbom;
-    let store_dir = nix::DEFAULT_STORE_DIR;
-    let graph_nodes = |file: &PathBuf| -> Result<Vec<nixoci::closure::PathInfo>> {
-        Ok(closure::read_graph_file(file, store_dir)?.nodes().to_vec())
-    };
-    let (paths, layer_of, created) = match &args.image {
-        Some(image) => {
-            let source = nixoci::source::ImageSource::open(image, None)?;
-            let layer_of = sbom::image_paths(&source.config);
-            let closure = match &args.graph {
-                Some(file) => graph_nodes(file)?,
-                None => {
-                    let roots: Vec<String> = layer_of.keys().cloned().collect();
-                    closure::read_from_store(&roots, store_dir)?
-                        .nodes()
-                        .to_vec()
-                }
-            };
-            let created = source.config["created"]
-                .as_str()
-                .unwrap_or(nixoci::image::DEFAULT_CREATED)
-                .to_string();
-            (sbom::restrict(&closure, &layer_of)?, layer_of, created)
-        }
-        None => {
-            let file = args
-                .graph
-                .as_ref()
-                .ok_or_else(|| anyhow!("name an image or give --graph"))?;
-            let mut nodes = graph_nodes(file)?;
-            nodes.sort_by(|a, b| a.path.cmp(&b.path));
-            (
-                nodes,
-                Default::default(),
-                nixoci::image::DEFAULT_CREATED.to_string(),
-            )
-        }
-    };
     let sources = args
         .mirrors
         .iter()
         .map(|m| nixoci::verify::read_manifest(m))
         .collect::<Result<Vec<_>>>()?;
-    let inventory = sbom::Inventory {
-        name: args.name.clone(),
-        created,
-        paths,
-        layer_of,
-        sources: &sources,
+    let inventory = match &args.image {
+        Some(image) => sbom::of_image(image, args.graph.as_deref(), &args.name, &sources)?,
+        None => {
+            let graph = args
+                .graph
+                .as_ref()
+                .ok_or_else(|| anyhow!("name an image or give --graph"))?;
+            sbom::of_graph(graph, &args.name, &sources)?
+        }
     };
     let bytes = sbom::write(&inventory, args.format)?;
     if let (true, Some(image)) = (args.attach, &args.image) {

@@ -262,6 +262,87 @@ fn spdx(inv: &Inventory) -> Result<Value> {
     }))
 }
 
+/// The inventory of an image: its store paths from its layers' history,
+/// their NAR hashes and references from `graph` or the local store.
+pub fn of_image<'a>(
+    image: &std::path::Path,
+    graph: Option<&std::path::Path>,
+    name: &str,
+    sources: &'a [Manifest],
+) -> Result<Inventory<'a>> {
+    let source = crate::source::ImageSource::open(image, None)?;
+    let layer_of = image_paths(&source.config);
+    let closure = match graph {
+        Some(file) => crate::closure::read_graph_file(file, nix::DEFAULT_STORE_DIR)?,
+        None => {
+            let roots: Vec<String> = layer_of.keys().cloned().collect();
+            crate::closure::read_from_store(&roots, nix::DEFAULT_STORE_DIR)?
+        }
+    };
+    Ok(Inventory {
+        name: name.to_string(),
+        created: created_of(&source.config),
+        paths: restrict(closure.nodes(), &layer_of)?,
+        layer_of,
+        sources,
+    })
+}
+
+/// The inventory of every path of a closure graph.
+pub fn of_graph<'a>(
+    graph: &std::path::Path,
+    name: &str,
+    sources: &'a [Manifest],
+) -> Result<Inventory<'a>> {
+    let mut paths = crate::closure::read_graph_file(graph, nix::DEFAULT_STORE_DIR)?
+        .nodes()
+        .to_vec();
+    paths.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Inventory {
+        name: name.to_string(),
+        created: image::DEFAULT_CREATED.to_string(),
+        paths,
+        layer_of: BTreeMap::new(),
+        sources,
+    })
+}
+
+/// `nixoci build --sbom`: the document of what the build put in the layout,
+/// kept there as a referrer of the image.
+pub fn attach_to_build(
+    layout: &std::path::Path,
+    summary: &crate::build::BuildSummary,
+    format: Format,
+) -> Result<()> {
+    let mut layer_of = BTreeMap::new();
+    for layer in &summary.layers {
+        for path in &layer.store_paths {
+            layer_of
+                .entry(path.clone())
+                .or_insert_with(|| layer.diff_id.clone());
+        }
+    }
+    let config = crate::source::ImageSource::open(layout, None)?.config;
+    let inventory = Inventory {
+        name: summary.reference.clone(),
+        created: created_of(&config),
+        paths: restrict(&summary.closure, &layer_of)?,
+        layer_of,
+        sources: &[],
+    };
+    let bytes = write(&inventory, format)?;
+    crate::output::attach_referrer(layout, format.media_type(), &bytes, &inventory.created)?;
+    Ok(())
+}
+
+/// The image's `created`: what its documents carry, never the wall clock.
+fn created_of(config: &Value) -> String {
+    config["created"]
+        .as_str()
+        .unwrap_or(image::DEFAULT_CREATED)
+        .to_string()
+}
+
 /// The store paths of an image, read from its config's history (the
 /// `store paths: [...]` comments nixpkgs and nixoci write per layer), each
 /// with the diff_id of the layer that holds it.
