@@ -138,8 +138,8 @@ pub fn mirror(from: &Path, to: &Path) -> io::Result<()> {
                 ),
             ))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir_all(to)?,
-        Err(e) => return Err(e),
+        // Missing (or unreadable: then making it fails with the reason).
+        Err(_) => fs::create_dir_all(to)?,
     }
     mirror_dir(from, to)
 }
@@ -157,20 +157,18 @@ fn mirror_dir(from: &Path, to: &Path) -> io::Result<()> {
                 // Only real directories are entered; a symlink there is not followed.
                 Ok(m) if m.file_type().is_dir() => mirror_dir(&source, &dest)?,
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    // Another container starting on the same volume may make
-                    // it first: a real directory is as good as ours.
-                    match fs::create_dir(&dest) {
-                        Ok(()) => mirror_dir(&source, &dest)?,
-                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                            if fs::symlink_metadata(&dest)?.file_type().is_dir() {
-                                mirror_dir(&source, &dest)?;
-                            }
+                // Missing (or unreadable: then making it fails with the reason).
+                // Another container starting on the same volume may make it
+                // first: a real directory is as good as ours.
+                Err(_) => match fs::create_dir(&dest) {
+                    Ok(()) => mirror_dir(&source, &dest)?,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        if fs::symlink_metadata(&dest)?.file_type().is_dir() {
+                            mirror_dir(&source, &dest)?;
                         }
-                        Err(e) => return Err(e),
                     }
-                }
-                Err(e) => return Err(e),
+                    Err(e) => return Err(e),
+                },
             }
         } else if existing.is_err() {
             let target: PathBuf = if kind.is_symlink() {
