@@ -17,7 +17,7 @@ use crate::layer::tar::Owner;
 use crate::layer::{self, Compression, LayerBlob, LayerOptions};
 use crate::layering::{self, Strategy};
 use crate::nix;
-use crate::output::{self, Destination, Format, Member, Staging};
+use crate::output::{self, Destination, Format, Staging};
 use crate::progress::Progress;
 use crate::source::ImageSource;
 use crate::spec::{GraphSource, Spec};
@@ -474,37 +474,24 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
     let layout = staging.layout_dir();
     output::finish_layout(&layout, &image::index_json(manifest_desc, &tag, &reference))?;
 
-    let archive = output::ArchiveCompression {
-        kind: req.archive_compression,
-        threads: &compress_threads,
-        zstd_workers: req.jobs as u32,
-    };
-    match (req.format, &req.destination) {
-        (Format::OciLayout, _) if req.archive_compression != Compression::None => {
-            bail!("--archive-compression applies to the archive formats; an OCI layout's layers take --compression")
-        }
-        (Format::OciLayout, Destination::Path(dest)) => staging.commit(&layout, dest)?,
-        (Format::OciLayout, Destination::Stdout) => {
-            bail!("an OCI layout is a directory and cannot go to stdout; use --format oci-archive or docker-archive")
-        }
-        (Format::OciArchive, dest) => output::emit_archive(
-            &staging,
-            dest,
-            &output::layout_members(&layout)?,
+    output::emit(
+        &output::Written {
+            format: req.format,
+            layout: &layout,
+            layers: &layers,
+            config_digest: &config_digest,
+            config_bytes: &config_bytes,
+            reference: &reference,
             mtime,
-            &archive,
-        )?,
-        (Format::DockerArchive, dest) => {
-            let members = docker_archive_members(
-                &staging,
-                &layers,
-                &config_digest,
-                &config_bytes,
-                &reference,
-            )?;
-            output::emit_archive(&staging, dest, &members, mtime, &archive)?
-        }
-    }
+        },
+        &staging,
+        &req.destination,
+        &output::ArchiveCompression {
+            kind: req.archive_compression,
+            threads: &compress_threads,
+            zstd_workers: req.jobs as u32,
+        },
+    )?;
     Ok(BuildSummary {
         reference,
         digest: manifest_digest,
@@ -617,41 +604,4 @@ fn base_layers(
             })
         })
         .collect()
-}
-
-/// `docker save` layout: `<diff_id>/layer.tar`, `<config digest>.json`, `manifest.json`.
-fn docker_archive_members(
-    staging: &Staging,
-    layers: &[LayerBlob],
-    config_digest: &str,
-    config_bytes: &[u8],
-    reference: &str,
-) -> Result<Vec<Member>> {
-    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
-    let mut members: Vec<Member> = layers
-        .iter()
-        .map(|l| Member {
-            name: format!("{}/layer.tar", hex(&l.diff_id)),
-            file: l.file.clone(),
-        })
-        .collect();
-    let config_name = format!("{}.json", hex(config_digest));
-    let config_file = staging.dir.join("config.json");
-    fs::write(&config_file, config_bytes)?;
-    members.push(Member {
-        name: config_name.clone(),
-        file: config_file,
-    });
-    let manifest = json!([{
-        "Config": config_name,
-        "RepoTags": [reference],
-        "Layers": layers.iter().map(|l| format!("{}/layer.tar", hex(&l.diff_id))).collect::<Vec<_>>(),
-    }]);
-    let manifest_file = staging.dir.join("manifest.json");
-    fs::write(&manifest_file, image::canonical(&manifest))?;
-    members.push(Member {
-        name: "manifest.json".into(),
-        file: manifest_file,
-    });
-    Ok(members)
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::image;
 use crate::layer::compress::{Compression, Compressor};
 use crate::layer::tar::{Owner, TarWriter};
+use crate::layer::LayerBlob;
 
 /// The output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -300,6 +301,54 @@ impl ArchiveCompression<'_> {
     }
 }
 
+/// A finished image in the staging layout, to be written out in `format`.
+pub struct Written<'a> {
+    pub format: Format,
+    pub layout: &'a Path,
+    pub layers: &'a [LayerBlob],
+    pub config_digest: &'a str,
+    pub config_bytes: &'a [u8],
+    pub reference: &'a str,
+    pub mtime: u64,
+}
+
+/// Writes the staged image to its destination in its format: the layout
+/// renamed into place, or an archive of it (oci-archive) or of its layers
+/// and config (docker-archive), compressed as asked.
+pub fn emit(
+    image: &Written,
+    staging: &Staging,
+    dest: &Destination,
+    archive: &ArchiveCompression,
+) -> Result<()> {
+    match (image.format, dest) {
+        (Format::OciLayout, _) if archive.kind != Compression::None => {
+            bail!("--archive-compression applies to the archive formats; an OCI layout's layers take --compression")
+        }
+        (Format::OciLayout, Destination::Path(path)) => staging.commit(image.layout, path),
+        (Format::OciLayout, Destination::Stdout) => {
+            bail!("an OCI layout is a directory and cannot go to stdout; use --format oci-archive or docker-archive")
+        }
+        (Format::OciArchive, dest) => emit_archive(
+            staging,
+            dest,
+            &layout_members(image.layout)?,
+            image.mtime,
+            archive,
+        ),
+        (Format::DockerArchive, dest) => {
+            let members = docker_archive_members(
+                staging,
+                image.layers,
+                image.config_digest,
+                image.config_bytes,
+                image.reference,
+            )?;
+            emit_archive(staging, dest, &members, image.mtime, archive)
+        }
+    }
+}
+
 /// Writes an archive, compressed as asked, to the destination: stdout, or a
 /// temp file renamed into place.
 pub fn emit_archive(
@@ -460,4 +509,41 @@ pub fn attach_referrer(
     fs::write(&tmp, image::canonical(&index))?;
     fs::rename(&tmp, &index_file)?;
     Ok(digest)
+}
+
+/// `docker save` layout: `<diff_id>/layer.tar`, `<config digest>.json`, `manifest.json`.
+fn docker_archive_members(
+    staging: &Staging,
+    layers: &[LayerBlob],
+    config_digest: &str,
+    config_bytes: &[u8],
+    reference: &str,
+) -> Result<Vec<Member>> {
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+    let mut members: Vec<Member> = layers
+        .iter()
+        .map(|l| Member {
+            name: format!("{}/layer.tar", hex(&l.diff_id)),
+            file: l.file.clone(),
+        })
+        .collect();
+    let config_name = format!("{}.json", hex(config_digest));
+    let config_file = staging.dir.join("config.json");
+    fs::write(&config_file, config_bytes)?;
+    members.push(Member {
+        name: config_name.clone(),
+        file: config_file,
+    });
+    let manifest = json!([{
+        "Config": config_name,
+        "RepoTags": [reference],
+        "Layers": layers.iter().map(|l| format!("{}/layer.tar", hex(&l.diff_id))).collect::<Vec<_>>(),
+    }]);
+    let manifest_file = staging.dir.join("manifest.json");
+    fs::write(&manifest_file, image::canonical(&manifest))?;
+    members.push(Member {
+        name: "manifest.json".into(),
+        file: manifest_file,
+    });
+    Ok(members)
 }
