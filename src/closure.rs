@@ -519,6 +519,7 @@ mod tests {
         assert_eq!(c.nodes().len(), 1);
         // A lone path at the end is a truncated record, not an end.
         assert!(parse_graph(&format!("{A}\n"), nix::DEFAULT_STORE_DIR, "g").is_err());
+        assert!(parse_graph(&format!("{A}\n\n0\n{B}\n"), nix::DEFAULT_STORE_DIR, "g").is_err());
         let bad = format!("{A}\n\n0\nnot-a-path\n\n0\n");
         let err = parse_graph(&bad, nix::DEFAULT_STORE_DIR, "g").unwrap_err();
         assert!(
