@@ -41,16 +41,24 @@ fn spdx_valid(file: &Path) -> bool {
         .success()
 }
 
+/// The fixture app's image (its graph: all four fixture paths) at `out`.
+fn build_fixture_image(out: &Path, extra: &[&str]) {
+    let f = fixture();
+    run(nixoci()
+        .arg("build")
+        .arg(&f.app)
+        .args(["--graph", &f.attrs_json, "--tag", "team/app:1", "-q"])
+        .args(extra)
+        .arg("-o")
+        .arg(out));
+}
+
 #[test]
 fn sboms_validate_and_list_exactly_the_image_store_paths() {
     let f = fixture();
     let dir = tempdir();
     let image = dir.path().join("image");
-    run(nixoci()
-        .arg("build")
-        .arg(&f.app)
-        .args(["--graph", &f.attrs_json, "--tag", "team/app:1", "-q", "-o"])
-        .arg(&image));
+    build_fixture_image(&image, &[]);
     let mirrors = repo().join("mirrors/authentik.toml");
     let sbom = |format: &str, extra: &[&str], out: &Path| {
         run(nixoci()
@@ -153,11 +161,7 @@ fn an_attached_sbom_is_pushed_and_found_from_the_image_digest() {
     let f = fixture();
     let dir = tempdir();
     let image = dir.path().join("image");
-    run(nixoci()
-        .arg("build")
-        .arg(&f.app)
-        .args(["--graph", &f.attrs_json, "--tag", "team/app:1", "-q", "-o"])
-        .arg(&image));
+    build_fixture_image(&image, &[]);
     let (manifest, _) = layout_manifest(&image);
     let image_digest = common_digest(&image);
     run(nixoci()
@@ -283,23 +287,9 @@ fn sbom_from_registry(host: &str, digest: &str) -> Value {
 
 #[test]
 fn build_sbom_keeps_a_valid_spdx_document_in_the_layout() {
-    let f = fixture();
     let dir = tempdir();
     let image = dir.path().join("image");
-    run(nixoci()
-        .arg("build")
-        .arg(&f.app)
-        .args([
-            "--graph",
-            &f.attrs_json,
-            "--tag",
-            "team/app:1",
-            "--sbom",
-            "spdx",
-            "-q",
-            "-o",
-        ])
-        .arg(&image));
+    build_fixture_image(&image, &["--sbom", "spdx"]);
     let index = read_json(&image.join("index.json"));
     let entry = &index["manifests"][1];
     assert_eq!(entry["artifactType"], "application/spdx+json");
@@ -337,19 +327,6 @@ fn build_sbom_keeps_a_valid_spdx_document_in_the_layout() {
     );
     // The same build gives the same document.
     let again = dir.path().join("again");
-    run(nixoci()
-        .arg("build")
-        .arg(&f.app)
-        .args([
-            "--graph",
-            &f.attrs_json,
-            "--tag",
-            "team/app:1",
-            "--sbom",
-            "spdx",
-            "-q",
-            "-o",
-        ])
-        .arg(&again));
+    build_fixture_image(&again, &["--sbom", "spdx"]);
     assert_eq!(read_json(&again.join("index.json")), index);
 }

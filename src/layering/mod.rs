@@ -227,16 +227,10 @@ pub fn auto_layer(closure: &Closure, budget: usize) -> Plan {
             }
         }
         if members.len() > budget {
-            // Keep the split from before this primary.
+            // Keep the split from before this primary (the counts are not
+            // needed any more).
             for (i, old) in undo.into_iter().rev() {
-                let now = std::mem::replace(&mut split[i], old.clone());
-                if let Some(count) = members.get_mut(&now) {
-                    *count -= 1;
-                    if *count == 0 {
-                        members.remove(&now);
-                    }
-                }
-                *members.entry(old).or_default() += 1;
+                split[i] = old;
             }
             break;
         }
@@ -461,38 +455,48 @@ mod tests {
         popularity
     }
 
-    #[test]
-    fn linear_popularity_equals_the_recursive_contest() {
-        let mut seed: u64 = 12345;
-        let mut random = move |bound: usize| {
-            seed = seed
+    /// A small deterministic generator (an LCG), so random graphs repeat.
+    struct Random(u64);
+
+    impl Random {
+        fn below(&mut self, bound: usize) -> usize {
+            self.0 = self
+                .0
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            (seed >> 33) as usize % bound.max(1)
-        };
-        for _ in 0..200 {
-            let n = 1 + random(30);
-            // Edges only from lower to higher indices: a DAG.
-            let refs: Vec<Vec<usize>> = (0..n)
+            (self.0 >> 33) as usize % bound.max(1)
+        }
+
+        /// A DAG of 1 to `max_n` paths (edges only from lower to higher
+        /// indices, up to 3 per path), sizes from 1 to `sizes`.
+        fn closure(&mut self, max_n: usize, sizes: usize) -> Closure {
+            let n = 1 + self.below(max_n);
+            let nodes: Vec<PathInfo> = (0..n)
                 .map(|i| {
-                    let mut r: Vec<usize> = (0..random(4))
-                        .map(|_| i + 1 + random(n - i))
+                    let mut refs: Vec<usize> = (0..self.below(4))
+                        .map(|_| i + 1 + self.below(n - i))
                         .filter(|&j| j < n)
                         .collect();
-                    r.sort();
-                    r.dedup();
-                    r
+                    refs.sort();
+                    refs.dedup();
+                    PathInfo {
+                        path: sp(i, &format!("p{i}")),
+                        nar_hash: None,
+                        nar_size: 1 + self.below(sizes) as u64,
+                        references: refs.iter().map(|&j| sp(j, &format!("p{j}"))).collect(),
+                    }
                 })
                 .collect();
-            let nodes: Vec<PathInfo> = (0..n)
-                .map(|i| PathInfo {
-                    path: sp(i, &format!("p{i}")),
-                    nar_hash: None,
-                    nar_size: 1,
-                    references: refs[i].iter().map(|&j| sp(j, &format!("p{j}"))).collect(),
-                })
-                .collect();
-            let closure = Closure::from_nodes(nodes, "/nix/store", "test").unwrap();
+            Closure::from_nodes(nodes, "/nix/store", "test").unwrap()
+        }
+    }
+
+    #[test]
+    fn linear_popularity_equals_the_recursive_contest() {
+        let mut random = Random(12345);
+        for _ in 0..200 {
+            let closure = random.closure(30, 1);
+            let n = closure.nodes().len();
             let index = closure.reference_indices();
             let mut referenced = vec![false; n];
             index.iter().flatten().for_each(|&r| referenced[r] = true);
@@ -507,39 +511,16 @@ mod tests {
                 .collect();
             want.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
             let want: Vec<String> = want.into_iter().map(|w| w.2).collect();
-            assert_eq!(popularity_order(&closure), want, "{refs:?}");
+            assert_eq!(popularity_order(&closure), want, "{index:?}");
         }
     }
 
     #[test]
     fn auto_layer_equals_the_loop_as_written() {
-        let mut seed: u64 = 777;
-        let mut random = move |bound: usize| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) as usize % bound.max(1)
-        };
+        let mut random = Random(777);
         for round in 0..300 {
-            let n = 1 + random(40);
-            let nodes: Vec<PathInfo> = (0..n)
-                .map(|i| {
-                    let mut refs: Vec<usize> = (0..random(4))
-                        .map(|_| i + 1 + random(n - i))
-                        .filter(|&j| j < n)
-                        .collect();
-                    refs.sort();
-                    refs.dedup();
-                    PathInfo {
-                        path: sp(i, &format!("p{i}")),
-                        nar_hash: None,
-                        // Few distinct sizes, so that ties are common.
-                        nar_size: 1 + random(if round % 2 == 0 { 5 } else { 1000 }) as u64,
-                        references: refs.iter().map(|&j| sp(j, &format!("p{j}"))).collect(),
-                    }
-                })
-                .collect();
-            let closure = Closure::from_nodes(nodes, "/nix/store", "test").unwrap();
+            // Few distinct sizes every other round, so that ties are common.
+            let closure = random.closure(40, if round % 2 == 0 { 5 } else { 1000 });
             for budget in [1, 2, 3, 5, 10, 100] {
                 assert_eq!(
                     auto_layer(&closure, budget),

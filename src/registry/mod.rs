@@ -197,6 +197,24 @@ pub struct PushSummary {
     pub blobs_mounted: usize,
 }
 
+impl PushSummary {
+    /// `registry/repository@sha256:…` of what was pushed to `reference`.
+    fn pinned(&self, reference: &Reference) -> String {
+        format!(
+            "{}/{}@{}",
+            reference.registry, reference.repository, self.digest
+        )
+    }
+
+    fn record(&mut self, reference: &Reference, status: &'static str) {
+        self.pushed.push(PushedRef {
+            reference: reference.to_string(),
+            pinned: self.pinned(reference),
+            status,
+        });
+    }
+}
+
 /// One blob to make present in the repository.
 struct Blob<'a> {
     digest: String,
@@ -264,15 +282,10 @@ pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSu
     };
     for reference in refs {
         let client = connect(reference, opts)?;
-        let pinned = format!("{}/{}@{digest}", reference.registry, reference.repository);
         if tag_holds(&client, reference, &digest)? {
             // Artifacts attached since are still added (present ones cost a HEAD).
             push_referrers(&client, &source, &digest, reference, opts, &mut summary)?;
-            summary.pushed.push(PushedRef {
-                reference: reference.to_string(),
-                pinned,
-                status: "already pushed",
-            });
+            summary.record(reference, "already pushed");
             continue;
         }
         upload_blobs(&client, &blobs, opts, &mut summary)?;
@@ -285,12 +298,8 @@ pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSu
             reference,
         )?;
         push_referrers(&client, &source, &digest, reference, opts, &mut summary)?;
-        eprintln!("{reference}: pushed {pinned}");
-        summary.pushed.push(PushedRef {
-            reference: reference.to_string(),
-            pinned,
-            status: "pushed",
-        });
+        eprintln!("{reference}: pushed {}", summary.pinned(reference));
+        summary.record(reference, "pushed");
     }
     Ok(summary)
 }
@@ -348,13 +357,8 @@ fn push_index(
     };
     for reference in refs {
         let client = connect(reference, opts)?;
-        let pinned = format!("{}/{}@{digest}", reference.registry, reference.repository);
         if tag_holds(&client, reference, &digest)? {
-            summary.pushed.push(PushedRef {
-                reference: reference.to_string(),
-                pinned,
-                status: "already pushed",
-            });
+            summary.record(reference, "already pushed");
             continue;
         }
         for image in &index.images {
@@ -371,12 +375,8 @@ fn push_index(
             &digest,
             reference,
         )?;
-        eprintln!("{reference}: pushed {pinned}");
-        summary.pushed.push(PushedRef {
-            reference: reference.to_string(),
-            pinned,
-            status: "pushed",
-        });
+        eprintln!("{reference}: pushed {}", summary.pinned(reference));
+        summary.record(reference, "pushed");
     }
     Ok(summary)
 }
