@@ -10,12 +10,14 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::closure::{self, Closure};
+use crate::digest::Digest;
 use crate::image::{self, ConfigInput};
 use crate::layer::explicit;
 use crate::layer::rootfs::RootTree;
 use crate::layer::tar::Owner;
-use crate::layer::{self, Compression, LayerBlob, LayerOptions};
+use crate::layer::{self, LayerBlob, LayerOptions};
 use crate::layering::{self, Strategy};
+use crate::media::{self, Compression};
 use crate::nix;
 use crate::output::{self, Destination, Format, Staging};
 use crate::progress::Progress;
@@ -44,8 +46,8 @@ pub struct BuildRequest {
 pub struct BuildSummary {
     pub reference: String,
     /// The manifest digest: what a registry will call the image.
-    pub digest: String,
-    pub config_digest: String,
+    pub digest: Digest,
+    pub config_digest: Digest,
     pub media_type: &'static str,
     pub layers: Vec<LayerBlob>,
     /// The closure the image holds (for its bill of materials).
@@ -455,11 +457,7 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
         &layers,
     );
     let config_digest = output::write_blob(&blob_dir, &config_bytes)?;
-    let config_desc = image::descriptor(
-        image::CONFIG_MEDIA_TYPE,
-        &config_digest,
-        config_bytes.len() as u64,
-    );
+    let config_desc = image::descriptor(media::CONFIG, &config_digest, config_bytes.len() as u64);
     let layer_descs = layers
         .iter()
         .map(|l| image::descriptor(l.media_type, &l.digest, l.size))
@@ -467,7 +465,7 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
     let manifest_bytes = image::manifest_json(config_desc, layer_descs);
     let manifest_digest = output::write_blob(&blob_dir, &manifest_bytes)?;
     let manifest_desc = image::descriptor(
-        image::MANIFEST_MEDIA_TYPE,
+        media::MANIFEST,
         &manifest_digest,
         manifest_bytes.len() as u64,
     );
@@ -496,7 +494,7 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
         reference,
         digest: manifest_digest,
         config_digest,
-        media_type: image::MANIFEST_MEDIA_TYPE,
+        media_type: media::MANIFEST,
         layers,
         closure: prepared.closure.nodes().to_vec(),
     })
@@ -542,14 +540,12 @@ fn base_layers(
     blob_dir: &std::path::Path,
     uncompressed: bool,
 ) -> Result<Vec<LayerBlob>> {
-    let diff_ids: Vec<String> = base.config["rootfs"]["diff_ids"]
+    let diff_ids = base.config["rootfs"]["diff_ids"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|d| d.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
+        .into_iter()
+        .flatten()
+        .map(|d| Digest::parse(d.as_str().unwrap_or_default()).context("fromImage: its diff_ids"))
+        .collect::<Result<Vec<_>>>()?;
     if diff_ids.len() != base.layers.len() {
         bail!(
             "fromImage: its config lists {} diff_ids for {} layers",
@@ -562,14 +558,13 @@ fn base_layers(
         .zip(diff_ids)
         .map(|(layer, diff_id)| {
             let compressed = layer.media_type.contains("gzip") || layer.media_type.contains("zstd");
-            let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
             if uncompressed && compressed {
-                let dest = blob_dir.join(hex(&diff_id));
+                let dest = blob_dir.join(diff_id.hex());
                 let mut reader = base.layer_reader(layer)?;
                 let mut out = layer::HashingWriter::new(fs::File::create(&dest)?);
                 std::io::copy(&mut reader, &mut out)?;
                 let (_, digest, size) = out.finish();
-                if digest.as_deref() != Some(diff_id.as_str()) {
+                if digest.as_ref() != Some(&diff_id) {
                     bail!("fromImage: a layer does not match its diff_id {diff_id}");
                 }
                 return Ok(LayerBlob {
@@ -583,7 +578,7 @@ fn base_layers(
                 });
             }
             crate::source::verify_blob(layer)?;
-            let dest = blob_dir.join(hex(&layer.digest));
+            let dest = blob_dir.join(layer.digest.hex());
             if fs::hard_link(&layer.file, &dest).is_err() {
                 fs::copy(&layer.file, &dest)
                     .with_context(|| format!("cannot copy base layer {}", layer.digest))?;

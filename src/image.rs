@@ -7,11 +7,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Map, Value};
 
+use crate::digest::Digest;
 use crate::layer::LayerBlob;
+use crate::media;
 
-pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
-pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
 /// nixpkgs' default `created`: one second after the epoch.
@@ -120,23 +119,16 @@ pub fn config_json(input: &ConfigInput, layers: &[LayerBlob]) -> Vec<u8> {
     canonical(&value)
 }
 
-/// `sha256:<hex>` of some bytes.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    format!("sha256:{}", crate::nix::hex(&sha2::Sha256::digest(bytes)))
-}
-
 /// An image index listing manifests (each descriptor with its `platform`).
 pub fn image_index_json(manifests: Vec<Value>) -> Vec<u8> {
     canonical(&json!({
         "schemaVersion": 2,
-        "mediaType": INDEX_MEDIA_TYPE,
+        "mediaType": media::INDEX,
         "manifests": manifests,
     }))
 }
 
 /// OCI 1.1's empty config (`{}`) of an artifact manifest.
-pub const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 pub const EMPTY_BLOB: &[u8] = b"{}";
 
 /// An OCI 1.1 artifact manifest: one `blob` of `artifact_type`, about the
@@ -149,9 +141,9 @@ pub fn artifact_manifest(
 ) -> Vec<u8> {
     canonical(&json!({
         "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA_TYPE,
+        "mediaType": media::MANIFEST,
         "artifactType": artifact_type,
-        "config": descriptor(EMPTY_MEDIA_TYPE, &sha256_digest(EMPTY_BLOB), EMPTY_BLOB.len() as u64),
+        "config": descriptor(media::EMPTY, &Digest::of(EMPTY_BLOB), EMPTY_BLOB.len() as u64),
         "layers": [blob],
         "subject": subject,
         "annotations": {"org.opencontainers.image.created": created},
@@ -159,7 +151,7 @@ pub fn artifact_manifest(
 }
 
 /// A content descriptor.
-pub fn descriptor(media_type: &str, digest: &str, size: u64) -> Value {
+pub fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Value {
     json!({ "mediaType": media_type, "digest": digest, "size": size })
 }
 
@@ -167,7 +159,7 @@ pub fn descriptor(media_type: &str, digest: &str, size: u64) -> Value {
 pub fn manifest_json(config: Value, layers: Vec<Value>) -> Vec<u8> {
     let value = json!({
         "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA_TYPE,
+        "mediaType": media::MANIFEST,
         "config": config,
         "layers": layers,
     });
@@ -183,7 +175,7 @@ pub fn index_json(manifest: Value, tag: &str, reference: &str) -> Vec<u8> {
     });
     canonical(&json!({
         "schemaVersion": 2,
-        "mediaType": INDEX_MEDIA_TYPE,
+        "mediaType": media::INDEX,
         "manifests": [manifest],
     }))
 }

@@ -2,8 +2,9 @@
 //!
 //! Each module owns one concern: [`nix`] (Nix formats: store paths, hashes,
 //! NAR, derivation files), [`closure`] (the reference graph), [`layering`]
-//! (partitioning into layers), [`layer`] (tar, compression, layer blobs, the
-//! layer cache and Nix-built layers), [`image`] (config and manifests),
+//! (partitioning into layers), [`layer`] (tar, layer blobs, the layer cache
+//! and Nix-built layers), [`media`] (media types, compression and its
+//! decoders), [`digest`] (content digests), [`image`] (config and manifests),
 //! [`output`] (layout and archives), [`source`] (reading built images),
 //! [`spec`] (the build spec), [`build`] (the pipeline), [`check`] (pre-push
 //! checks), [`registry`] (push), [`verify`] (supply-chain pins and
@@ -12,9 +13,11 @@
 pub mod build;
 pub mod check;
 pub mod closure;
+pub mod digest;
 pub mod image;
 pub mod layer;
 pub mod layering;
+pub mod media;
 pub mod nix;
 pub mod output;
 pub mod progress;

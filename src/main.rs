@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand};
 
 use nixoci::build::{self, BuildRequest};
 use nixoci::layer::rootfs::RootEntry;
-use nixoci::layer::Compression;
 use nixoci::layering::{self, Strategy};
+use nixoci::media::Compression;
 use nixoci::output::{Destination, Format};
 use nixoci::progress::Progress;
 use nixoci::registry::auth::{CredentialSources, Credentials};

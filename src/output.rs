@@ -11,10 +11,12 @@ use serde_json::json;
 
 use std::sync::Arc;
 
+use crate::digest::Digest;
 use crate::image;
-use crate::layer::compress::{Compression, Compressor};
 use crate::layer::tar::{Owner, TarWriter};
 use crate::layer::LayerBlob;
+use crate::media::compress::Compressor;
+use crate::media::{self, Compression};
 
 /// The output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -164,13 +166,12 @@ fn remove_stale_staging(parent: &Path, name: &str) {
     }
 }
 
-/// Writes a small blob into the layout and returns its `sha256:` digest.
-pub fn write_blob(blob_dir: &Path, bytes: &[u8]) -> Result<String> {
-    use sha2::Digest as _;
-    let hex = crate::nix::hex(&sha2::Sha256::digest(bytes));
-    let path = blob_dir.join(&hex);
+/// Writes a small blob into the layout and returns its digest.
+pub fn write_blob(blob_dir: &Path, bytes: &[u8]) -> Result<Digest> {
+    let digest = Digest::of(bytes);
+    let path = blob_dir.join(digest.hex());
     fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(format!("sha256:{hex}"))
+    Ok(digest)
 }
 
 /// Finishes the layout (`oci-layout`, `index.json`).
@@ -306,7 +307,7 @@ pub struct Written<'a> {
     pub format: Format,
     pub layout: &'a Path,
     pub layers: &'a [LayerBlob],
-    pub config_digest: &'a str,
+    pub config_digest: &'a Digest,
     pub config_bytes: &'a [u8],
     pub reference: &'a str,
     pub mtime: u64,
@@ -412,7 +413,7 @@ pub fn write_index(
     reference: &str,
     dest: &Destination,
     force: bool,
-) -> Result<String> {
+) -> Result<Digest> {
     let Destination::Path(dest) = dest else {
         bail!("an OCI layout is a directory and cannot go to stdout");
     };
@@ -433,7 +434,7 @@ pub fn write_index(
         write_blob(&blob_dir, &image.config_bytes)?;
         for layer in &image.layers {
             crate::source::verify_blob(layer)?;
-            let to = blob_dir.join(layer.digest.trim_start_matches("sha256:"));
+            let to = blob_dir.join(layer.digest.hex());
             if fs::symlink_metadata(&to).is_err() {
                 copy_tree(&layer.file, &to)
                     .with_context(|| format!("cannot copy blob {}", layer.digest))?;
@@ -451,7 +452,7 @@ pub fn write_index(
     finish_layout(
         &layout,
         &image::index_json(
-            image::descriptor(image::INDEX_MEDIA_TYPE, &digest, index.len() as u64),
+            image::descriptor(media::INDEX, &digest, index.len() as u64),
             tag,
             reference,
         ),
@@ -470,7 +471,7 @@ pub fn attach_referrer(
     artifact_type: &str,
     bytes: &[u8],
     created: &str,
-) -> Result<String> {
+) -> Result<Digest> {
     if !layout.join("oci-layout").is_file() {
         bail!(
             "{} is not an OCI layout directory: attach works on layouts",
@@ -479,11 +480,7 @@ pub fn attach_referrer(
     }
     let image = crate::source::ImageSource::open(layout, None)?;
     let (manifest, media_type) = image.manifest();
-    let subject = image::descriptor(
-        &media_type,
-        &image::sha256_digest(&manifest),
-        manifest.len() as u64,
-    );
+    let subject = image::descriptor(&media_type, &Digest::of(&manifest), manifest.len() as u64);
     let blob_dir = layout.join("blobs/sha256");
     let blob = write_blob(&blob_dir, bytes)?;
     write_blob(&blob_dir, image::EMPTY_BLOB)?;
@@ -502,7 +499,7 @@ pub fn attach_referrer(
         .as_array_mut()
         .ok_or_else(|| anyhow!("{} lists no manifests", index_file.display()))?;
     entries.retain(|e| e["artifactType"].as_str() != Some(artifact_type));
-    let mut entry = image::descriptor(image::MANIFEST_MEDIA_TYPE, &digest, artifact.len() as u64);
+    let mut entry = image::descriptor(media::MANIFEST, &digest, artifact.len() as u64);
     entry["artifactType"] = json!(artifact_type);
     entries.push(entry);
     let tmp = layout.join(".index.json.nixoci-tmp");
@@ -515,19 +512,18 @@ pub fn attach_referrer(
 fn docker_archive_members(
     staging: &Staging,
     layers: &[LayerBlob],
-    config_digest: &str,
+    config_digest: &Digest,
     config_bytes: &[u8],
     reference: &str,
 ) -> Result<Vec<Member>> {
-    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
     let mut members: Vec<Member> = layers
         .iter()
         .map(|l| Member {
-            name: format!("{}/layer.tar", hex(&l.diff_id)),
+            name: format!("{}/layer.tar", l.diff_id.hex()),
             file: l.file.clone(),
         })
         .collect();
-    let config_name = format!("{}.json", hex(config_digest));
+    let config_name = format!("{}.json", config_digest.hex());
     let config_file = staging.dir.join("config.json");
     fs::write(&config_file, config_bytes)?;
     members.push(Member {
@@ -537,7 +533,7 @@ fn docker_archive_members(
     let manifest = json!([{
         "Config": config_name,
         "RepoTags": [reference],
-        "Layers": layers.iter().map(|l| format!("{}/layer.tar", hex(&l.diff_id))).collect::<Vec<_>>(),
+        "Layers": layers.iter().map(|l| format!("{}/layer.tar", l.diff_id.hex())).collect::<Vec<_>>(),
     }]);
     let manifest_file = staging.dir.join("manifest.json");
     fs::write(&manifest_file, image::canonical(&manifest))?;

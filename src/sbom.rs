@@ -93,7 +93,7 @@ fn content_id(inv: &Inventory) -> Result<String> {
         text.push(' ');
         text.push_str(&nar_hex(node)?);
     }
-    Ok(image::sha256_digest(text.as_bytes())["sha256:".len()..].to_string())
+    Ok(crate::digest::Digest::of(text.as_bytes()).hex().to_string())
 }
 
 fn uuid_of(hex: &str) -> String {
@@ -319,7 +319,7 @@ pub fn attach_to_build(
         for path in &layer.store_paths {
             layer_of
                 .entry(path.clone())
-                .or_insert_with(|| layer.diff_id.clone());
+                .or_insert_with(|| layer.diff_id.to_string());
         }
     }
     let config = crate::source::ImageSource::open(layout, None)?.config;

@@ -3,15 +3,16 @@
 //! blobs. Archives are unpacked into a private temp dir, refusing any member
 //! that would land outside it.
 
-use std::fs::{self, File};
-use std::io::{BufReader, Read};
+use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
+use crate::digest::Digest;
 use crate::image;
-use crate::layer::tar_guard::TarGuard;
+use crate::media;
 
 /// What a path holds: one image, or a multi-platform index of images.
 pub enum Source {
@@ -61,8 +62,8 @@ pub struct Referrer {
 #[derive(Clone, Debug)]
 pub struct LayerRef {
     pub media_type: String,
-    /// `sha256:<hex>` of the blob; for docker-archives computed on open.
-    pub digest: String,
+    /// The blob's digest; for docker-archives computed on open.
+    pub digest: Digest,
     pub size: u64,
     pub file: PathBuf,
 }
@@ -83,7 +84,7 @@ pub struct ImageSource {
     pub referrers: Vec<Referrer>,
     _unpacked: Option<tempfile::TempDir>,
     /// Layers whose blob was checked already (`check` reads each twice).
-    verified: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    verified: std::sync::Mutex<std::collections::BTreeSet<Digest>>,
 }
 
 impl ImageSource {
@@ -111,13 +112,13 @@ impl ImageSource {
             .map(|l| image::descriptor(&l.media_type, &l.digest, l.size))
             .collect();
         let config = image::descriptor(
-            image::CONFIG_MEDIA_TYPE,
-            &image::sha256_digest(&self.config_bytes),
+            media::CONFIG,
+            &Digest::of(&self.config_bytes),
             self.config_bytes.len() as u64,
         );
         (
             image::manifest_json(config, layers),
-            image::MANIFEST_MEDIA_TYPE.to_string(),
+            media::MANIFEST.to_string(),
         )
     }
 
@@ -133,10 +134,8 @@ impl ImageSource {
         platform
     }
 
-    pub fn blob(&self, digest: &str) -> PathBuf {
-        self.root
-            .join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"))
+    pub fn blob(&self, digest: &Digest) -> PathBuf {
+        blob_file(&self.root, digest)
     }
 
     /// The layer's tar stream, decompressed according to its content, once
@@ -148,7 +147,7 @@ impl ImageSource {
             verified.insert(layer.digest.clone());
         }
         drop(verified);
-        decompressed(&layer.file)
+        media::decompressed(&layer.file)
     }
 }
 
@@ -158,9 +157,8 @@ pub fn verify_blob(layer: &LayerRef) -> Result<()> {
     let size = fs::metadata(&layer.file)
         .with_context(|| format!("blob {} is missing", layer.digest))?
         .len();
-    let got = crate::nix::flat_hash_file(&layer.file, crate::nix::HashAlgo::Sha256, &mut |_| {})
+    let got = Digest::of_file(&layer.file)
         .with_context(|| format!("cannot read blob {}", layer.digest))?;
-    let got = format!("sha256:{}", got.to_hex());
     if got != layer.digest || (layer.size != 0 && size != layer.size) {
         bail!(
             "blob {} is damaged: its content hashes to {got} ({size} bytes, {} expected)",
@@ -171,10 +169,9 @@ pub fn verify_blob(layer: &LayerRef) -> Result<()> {
     Ok(())
 }
 
-fn check_bytes(bytes: &[u8], digest: &str) -> Result<()> {
-    use sha2::Digest as _;
-    let got = format!("sha256:{}", crate::nix::hex(&sha2::Sha256::digest(bytes)));
-    if got != digest {
+fn check_bytes(bytes: &[u8], digest: &Digest) -> Result<()> {
+    let got = Digest::of(bytes);
+    if got != *digest {
         bail!("blob {digest} is damaged: its content hashes to {got}");
     }
     Ok(())
@@ -187,12 +184,16 @@ fn read_json(path: &Path) -> Result<(Value, Vec<u8>)> {
     Ok((value, bytes))
 }
 
-fn blob_file(root: &Path, digest: &str) -> Result<PathBuf> {
-    let hex = digest
-        .strip_prefix("sha256:")
-        .filter(|h| h.len() == 64 && h.bytes().all(|c| c.is_ascii_hexdigit()))
-        .ok_or_else(|| anyhow!("unsupported or malformed digest `{digest}`"))?;
-    Ok(root.join("blobs/sha256").join(hex))
+fn blob_file(root: &Path, digest: &Digest) -> PathBuf {
+    root.join("blobs/sha256").join(digest.hex())
+}
+
+/// The digest a descriptor names, checked (it becomes a file name).
+fn digest_of(descriptor: &Value, what: &str) -> Result<Digest> {
+    let text = descriptor["digest"]
+        .as_str()
+        .ok_or_else(|| anyhow!("{what} without digest"))?;
+    Digest::parse(text).with_context(|| what.to_string())
 }
 
 fn open_layout(
@@ -229,12 +230,10 @@ fn open_layout(
                 .join(", ")
         ),
     };
-    let digest = chosen["digest"]
-        .as_str()
-        .ok_or_else(|| anyhow!("index.json: manifest without digest"))?;
-    let (manifest, manifest_bytes) = read_json(&blob_file(root, digest)?)?;
-    check_bytes(&manifest_bytes, digest)?;
-    let is_index = |v: &Value| v["mediaType"].as_str() == Some(image::INDEX_MEDIA_TYPE);
+    let digest = digest_of(chosen, "index.json: a manifest")?;
+    let (manifest, manifest_bytes) = read_json(&blob_file(root, &digest))?;
+    check_bytes(&manifest_bytes, &digest)?;
+    let is_index = |v: &Value| v["mediaType"].as_str() == Some(media::INDEX);
     if is_index(chosen) || is_index(&manifest) {
         let entries = manifest["manifests"]
             .as_array()
@@ -242,14 +241,12 @@ fn open_layout(
         let images = entries
             .iter()
             .map(|entry| {
-                let child = entry["digest"]
-                    .as_str()
-                    .ok_or_else(|| anyhow!("the image index lists a manifest without digest"))?;
+                let child = digest_of(entry, "the image index lists a manifest")?;
                 if is_index(entry) {
                     bail!("the image index {digest} nests another index ({child}); nixoci reads one level");
                 }
-                let (value, bytes) = read_json(&blob_file(root, child)?)?;
-                check_bytes(&bytes, child)?;
+                let (value, bytes) = read_json(&blob_file(root, &child))?;
+                check_bytes(&bytes, &child)?;
                 image_of_manifest(root, value, bytes, None)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -260,34 +257,32 @@ fn open_layout(
         }));
     }
     let mut image = image_of_manifest(root, manifest, manifest_bytes, unpacked)?;
-    image.referrers = referrers_of(root, &referrer_entries, digest)?;
+    image.referrers = referrers_of(root, &referrer_entries, &digest)?;
     Ok(Source::Image(image))
 }
 
 /// The layout's referrers whose subject is the manifest `subject`.
-fn referrers_of(root: &Path, entries: &[&Value], subject: &str) -> Result<Vec<Referrer>> {
+fn referrers_of(root: &Path, entries: &[&Value], subject: &Digest) -> Result<Vec<Referrer>> {
     let mut found = Vec::new();
     for entry in entries {
-        let digest = entry["digest"]
+        let digest = digest_of(entry, "index.json: an artifact")?;
+        let (manifest, bytes) = read_json(&blob_file(root, &digest))?;
+        check_bytes(&bytes, &digest)?;
+        if manifest["subject"]["digest"]
             .as_str()
-            .ok_or_else(|| anyhow!("index.json: an artifact without digest"))?;
-        let (manifest, bytes) = read_json(&blob_file(root, digest)?)?;
-        check_bytes(&bytes, digest)?;
-        if manifest["subject"]["digest"].as_str() != Some(subject) {
+            .is_none_or(|d| *subject != *d)
+        {
             continue;
         }
         let mut blobs = Vec::new();
         for d in std::iter::once(&manifest["config"])
             .chain(manifest["layers"].as_array().into_iter().flatten())
         {
-            let digest = d["digest"]
-                .as_str()
-                .ok_or_else(|| anyhow!("artifact {digest}: a blob without digest"))?
-                .to_string();
+            let digest = digest_of(d, &format!("artifact {digest}: a blob"))?;
             blobs.push(LayerRef {
                 media_type: d["mediaType"].as_str().unwrap_or_default().to_string(),
                 size: d["size"].as_u64().unwrap_or_default(),
-                file: blob_file(root, &digest)?,
+                file: blob_file(root, &digest),
                 digest,
             });
         }
@@ -309,24 +304,19 @@ fn image_of_manifest(
     manifest_bytes: Vec<u8>,
     unpacked: Option<tempfile::TempDir>,
 ) -> Result<ImageSource> {
-    let config_digest = manifest["config"]["digest"]
-        .as_str()
-        .ok_or_else(|| anyhow!("manifest without config"))?;
-    let (config, config_bytes) = read_json(&blob_file(root, config_digest)?)?;
-    check_bytes(&config_bytes, config_digest)?;
+    let config_digest = digest_of(&manifest["config"], "the manifest's config")?;
+    let (config, config_bytes) = read_json(&blob_file(root, &config_digest))?;
+    check_bytes(&config_bytes, &config_digest)?;
     let layers = manifest["layers"]
         .as_array()
         .ok_or_else(|| anyhow!("manifest without layers"))?
         .iter()
         .map(|l| {
-            let digest = l["digest"]
-                .as_str()
-                .ok_or_else(|| anyhow!("layer without digest"))?
-                .to_string();
+            let digest = digest_of(l, "a layer")?;
             Ok(LayerRef {
                 media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
                 size: l["size"].as_u64().unwrap_or_default(),
-                file: blob_file(root, &digest)?,
+                file: blob_file(root, &digest),
                 digest,
             })
         })
@@ -337,7 +327,7 @@ fn image_of_manifest(
         layers,
         manifest_media_type: manifest["mediaType"]
             .as_str()
-            .unwrap_or(image::MANIFEST_MEDIA_TYPE)
+            .unwrap_or(media::MANIFEST)
             .to_string(),
         manifest_bytes: Some(manifest_bytes),
         root: root.to_path_buf(),
@@ -371,17 +361,11 @@ fn open_docker(tmp: tempfile::TempDir) -> Result<ImageSource> {
         .iter()
         .map(|l| {
             let file = member(l.as_str().ok_or_else(|| anyhow!("bad layer entry"))?)?;
-            let (digest, size) =
-                crate::nix::flat_hash_file(&file, crate::nix::HashAlgo::Sha256, &mut |_| {}).map(
-                    |h| {
-                        (
-                            format!("sha256:{}", h.to_hex()),
-                            fs::metadata(&file).map(|m| m.len()).unwrap_or(0),
-                        )
-                    },
-                )?;
+            let digest = Digest::of_file(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let size = fs::metadata(&file)?.len();
             Ok(LayerRef {
-                media_type: media_type_of(&file)?.to_string(),
+                media_type: media::sniff(&file)?.media_type().to_string(),
                 digest,
                 size,
                 file,
@@ -393,7 +377,7 @@ fn open_docker(tmp: tempfile::TempDir) -> Result<ImageSource> {
         config_bytes,
         layers,
         manifest_bytes: None,
-        manifest_media_type: image::MANIFEST_MEDIA_TYPE.to_string(),
+        manifest_media_type: media::MANIFEST.to_string(),
         root,
         referrers: Vec::new(),
         _unpacked: Some(tmp),
@@ -401,34 +385,9 @@ fn open_docker(tmp: tempfile::TempDir) -> Result<ImageSource> {
     })
 }
 
-/// The OCI layer media type matching a blob's compression (by magic bytes).
-pub fn media_type_of(file: &Path) -> Result<&'static str> {
-    let mut magic = [0u8; 4];
-    let n = File::open(file)?.read(&mut magic)?;
-    Ok(match &magic[..n] {
-        [0x1f, 0x8b, ..] => "application/vnd.oci.image.layer.v1.tar+gzip",
-        [0x28, 0xb5, 0x2f, 0xfd] => "application/vnd.oci.image.layer.v1.tar+zstd",
-        _ => "application/vnd.oci.image.layer.v1.tar",
-    })
-}
-
-/// The tar stream of a layer or archive, decompressed, behind the guard that
-/// bounds the memory its headers can ask for.
-fn decompressed(file: &Path) -> Result<Box<dyn Read>> {
-    let reader = BufReader::new(
-        File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
-    );
-    let stream: Box<dyn Read> = match media_type_of(file)? {
-        t if t.ends_with("+gzip") => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        t if t.ends_with("+zstd") => Box::new(zstd::stream::read::Decoder::new(File::open(file)?)?),
-        _ => Box::new(reader),
-    };
-    Ok(Box::new(TarGuard::new(stream)))
-}
-
 /// Unpacks an archive's regular files (and directories) into `dest`.
 fn unpack_archive(archive: &Path, dest: &Path) -> Result<()> {
-    let mut tar = tar::Archive::new(decompressed(archive)?);
+    let mut tar = tar::Archive::new(media::decompressed(archive)?);
     for entry in tar.entries()? {
         let mut entry = entry?;
         let kind = entry.header().entry_type();

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::layer::rootfs::RootEntry;
-use crate::layer::Compression;
 use crate::layering::Strategy;
+use crate::media::Compression;
 
 /// The spec file schema (see the README). Every field is optional.
 #[derive(Clone, Debug, Default, Deserialize)]

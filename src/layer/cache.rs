@@ -24,9 +24,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
-use super::compress::Compression;
 use super::tar::Owner;
 use super::LayerBlob;
+use crate::digest::Digest;
+use crate::media::Compression;
 use crate::nix::{self, Hash};
 
 /// Bumped whenever the layer bytes for the same inputs change (the
@@ -43,8 +44,8 @@ pub struct LayerCache {
 /// What an entry records besides its blob.
 #[derive(Serialize, Deserialize)]
 struct Meta {
-    digest: String,
-    diff_id: String,
+    digest: Digest,
+    diff_id: Digest,
     size: u64,
     store_paths: Vec<String>,
     /// sha256 (hex) of each `CHUNK` of the blob.
@@ -114,8 +115,7 @@ impl LayerCache {
             let _ = fs::remove_dir_all(&entry);
             return None;
         };
-        let hex = meta.digest.strip_prefix("sha256:")?;
-        let dest = blob_dir.join(hex);
+        let dest = blob_dir.join(meta.digest.hex());
         if !place_checked(&entry.join("blob"), &dest, &meta.chunks, meta.size) {
             // Damaged (or half-removed): never used, and rebuilt by the caller.
             let _ = fs::remove_dir_all(&entry);

@@ -9,14 +9,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{Compression, LayerBlob};
+use super::LayerBlob;
+use crate::digest::Digest;
+use crate::media::Compression;
 
 /// `meta.json` of a layer output.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Meta {
-    pub digest: String,
-    pub diff_id: String,
+    pub digest: Digest,
+    pub diff_id: Digest,
     pub size: u64,
     pub media_type: String,
     /// The store paths in this layer.
@@ -40,7 +42,7 @@ impl ExplicitLayer {
             serde_json::from_slice(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let blob = fs::metadata(dir.join("blob"))
             .with_context(|| format!("{} has no blob", dir.display()))?;
-        if blob.len() != meta.size || !is_sha256(&meta.digest) || !is_sha256(&meta.diff_id) {
+        if blob.len() != meta.size {
             bail!("{}: the blob does not match meta.json", dir.display());
         }
         Ok(ExplicitLayer {
@@ -51,8 +53,7 @@ impl ExplicitLayer {
 
     /// The layer in an image: `blob_dir/<hex>` is a symlink to the blob.
     pub fn link_into(&self, blob_dir: &Path) -> Result<LayerBlob> {
-        let hex = &self.meta.digest["sha256:".len()..];
-        let dest = blob_dir.join(hex);
+        let dest = blob_dir.join(self.meta.digest.hex());
         if fs::symlink_metadata(&dest).is_err() {
             std::os::unix::fs::symlink(self.dir.join("blob"), &dest)
                 .with_context(|| format!("cannot link {}", dest.display()))?;
@@ -91,10 +92,4 @@ pub fn read_all(dirs: &[String]) -> Result<(Vec<ExplicitLayer>, Vec<String>)> {
         .flat_map(|l| l.meta.covers.iter().cloned())
         .collect();
     Ok((layers, covered))
-}
-
-fn is_sha256(digest: &str) -> bool {
-    digest
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|c| c.is_ascii_hexdigit()))
 }

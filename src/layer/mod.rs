@@ -4,7 +4,6 @@
 //! sha256 (digest) → blob file, checking every store path's NAR hash on the way.
 
 pub mod cache;
-pub mod compress;
 pub mod explicit;
 pub mod rootfs;
 pub mod tar;
@@ -16,22 +15,24 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::Digest as _;
 
+use crate::digest::Digest;
+use crate::media::compress::Compressor;
+use crate::media::Compression;
 use crate::nix::{self, Hash, NarEncoder, Sha256Counter};
-pub use compress::Compression;
-use compress::Compressor;
 use tar::{Owner, TarWriter};
 
 /// What one finished layer is.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LayerBlob {
-    /// `sha256:<hex>` of the compressed blob.
-    pub digest: String,
-    /// `sha256:<hex>` of the uncompressed tar.
-    pub diff_id: String,
+    /// The compressed blob's digest.
+    pub digest: Digest,
+    /// The uncompressed tar's digest.
+    pub diff_id: Digest,
     /// Size of the blob in bytes.
     pub size: u64,
     #[serde(skip)]
@@ -70,11 +71,9 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
-    /// The inner writer, `sha256:<hex>` (if hashing) and the byte count.
-    pub fn finish(self) -> (W, Option<String>, u64) {
-        let digest = self
-            .hasher
-            .map(|h| format!("sha256:{}", nix::hex(&h.finalize())));
+    /// The inner writer, the digest (if hashing) and the byte count.
+    pub fn finish(self) -> (W, Option<Digest>, u64) {
+        let digest = self.hasher.map(Digest::from_hasher);
         (self.inner, digest, self.count)
     }
 }
@@ -97,11 +96,52 @@ impl<W: Write> Write for HashingWriter<W> {
 /// and the blob file.
 type LayerSink = HashingWriter<Compressor<HashingWriter<BufWriter<File>>>>;
 
+/// Compresses the uncompressed layer `plain` (whose digest must be
+/// `diff_id`) into `out_dir`, deterministically; returns the blob's digest,
+/// size and path. Used to push archives whose layers are plain tars
+/// (docker-archives, nixpkgs' `.tar.gz`) as compressed layers.
+pub fn compress_layer_file(
+    plain: &Path,
+    diff_id: &Digest,
+    compression: Compression,
+    out_dir: &Path,
+    threads: &Arc<rayon::ThreadPool>,
+) -> Result<(Digest, u64, PathBuf)> {
+    let tmp = out_dir.join(format!(".compressing-{}", diff_id.hex()));
+    let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let digesting = HashingWriter::new(BufWriter::with_capacity(256 << 10, file));
+    let workers = zstd_workers(threads, fs::metadata(plain)?.len());
+    let mut compressor = Compressor::new(compression, digesting, threads, workers)?;
+    let mut input =
+        File::open(plain).with_context(|| format!("cannot read {}", plain.display()))?;
+    let mut plain_hash = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = io::Read::read(&mut input, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        plain_hash.update(&buf[..n]);
+        compressor.write_all(&buf[..n])?;
+    }
+    let got = Digest::from_hasher(plain_hash);
+    if got != *diff_id {
+        let _ = fs::remove_file(&tmp);
+        bail!("layer {diff_id} is damaged: its content hashes to {got}");
+    }
+    let (buffered, digest, size) = compressor.finish()?.finish();
+    buffered.into_inner().map_err(|e| e.into_error())?;
+    let digest = digest.ok_or_else(|| anyhow!("the compressed layer was not hashed"))?;
+    let dest = out_dir.join(digest.hex());
+    fs::rename(&tmp, &dest)?;
+    Ok((digest, size, dest))
+}
+
 /// Where and how layers are written.
 pub struct LayerOptions<'a> {
     pub compression: Compression,
     /// The threads that compress (gzip blocks, zstd workers).
-    pub threads: &'a std::sync::Arc<rayon::ThreadPool>,
+    pub threads: &'a Arc<rayon::ThreadPool>,
     /// Directory the blob files go to (`<layout>/blobs/sha256`).
     pub blob_dir: &'a Path,
     /// Reports bytes of store content read, for progress.
@@ -110,9 +150,9 @@ pub struct LayerOptions<'a> {
 
 /// zstd workers for a layer of about `size` bytes: every thread once it
 /// spans a few jobs (the output does not depend on it).
-fn zstd_workers(opts: &LayerOptions, size: u64) -> u32 {
-    if size >= 2 * compress::ZSTD_JOB {
-        opts.threads.current_num_threads() as u32
+fn zstd_workers(threads: &rayon::ThreadPool, size: u64) -> u32 {
+    if size >= 2 * crate::media::compress::ZSTD_JOB {
+        threads.current_num_threads() as u32
     } else {
         1
     }
@@ -131,7 +171,7 @@ fn open_sink(opts: &LayerOptions, tmp_name: &str, size: u64) -> Result<(LayerSin
         opts.compression,
         compressed,
         opts.threads,
-        zstd_workers(opts, size),
+        zstd_workers(opts.threads, size),
     )?;
     Ok((HashingWriter::new(compressor), tmp))
 }
@@ -148,8 +188,7 @@ fn close_sink(
     let (buffered, digest, size) = compressed.finish();
     let digest = digest.unwrap_or_else(|| diff_id.clone());
     buffered.into_inner().map_err(|e| e.into_error())?;
-    let hex = digest.trim_start_matches("sha256:");
-    let dest = opts.blob_dir.join(hex);
+    let dest = opts.blob_dir.join(digest.hex());
     fs::rename(&tmp, &dest).with_context(|| format!("cannot move blob to {}", dest.display()))?;
     Ok(LayerBlob {
         digest,

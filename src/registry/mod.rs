@@ -21,7 +21,9 @@ use std::sync::Mutex;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 
+use crate::digest::Digest;
 use crate::image;
+use crate::media;
 use crate::progress::Progress;
 use crate::source::ImageSource;
 use auth::CredentialSources;
@@ -174,7 +176,7 @@ pub struct PushOptions {
     pub verbose: bool,
     pub timeouts: client::Timeouts,
     /// Compress plain-tar layers before pushing (digests known up front).
-    pub compression: Option<crate::layer::Compression>,
+    pub compression: Option<crate::media::Compression>,
 }
 
 #[derive(Debug, Serialize)]
@@ -186,9 +188,9 @@ pub struct PushedRef {
     pub status: &'static str,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct PushSummary {
-    pub digest: String,
+    pub digest: Digest,
     pub pushed: Vec<PushedRef>,
     /// Blob bytes sent over the wire (retried attempts included).
     pub bytes_uploaded: u64,
@@ -198,6 +200,17 @@ pub struct PushSummary {
 }
 
 impl PushSummary {
+    fn new(digest: Digest) -> PushSummary {
+        PushSummary {
+            digest,
+            pushed: Vec::new(),
+            bytes_uploaded: 0,
+            blobs_uploaded: 0,
+            blobs_present: 0,
+            blobs_mounted: 0,
+        }
+    }
+
     /// `registry/repository@sha256:…` of what was pushed to `reference`.
     fn pinned(&self, reference: &Reference) -> String {
         format!(
@@ -217,7 +230,7 @@ impl PushSummary {
 
 /// One blob to make present in the repository.
 struct Blob<'a> {
-    digest: String,
+    digest: Digest,
     size: u64,
     content: BlobContent<'a>,
 }
@@ -227,13 +240,10 @@ enum BlobContent<'a> {
     File(&'a Path),
 }
 
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
-    application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
-
 /// The config and layer blobs of an image, each once.
 fn blobs_of(source: &ImageSource) -> Vec<Blob<'_>> {
     let mut blobs = vec![Blob {
-        digest: image::sha256_digest(&source.config_bytes),
+        digest: Digest::of(&source.config_bytes),
         size: source.config_bytes.len() as u64,
         content: BlobContent::Bytes(&source.config_bytes),
     }];
@@ -273,13 +283,10 @@ pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSu
         }
     }
     let (manifest_bytes, media_type) = source.manifest();
-    let digest = image::sha256_digest(&manifest_bytes);
+    let digest = Digest::of(&manifest_bytes);
     let blobs = blobs_of(&source);
 
-    let mut summary = PushSummary {
-        digest: digest.clone(),
-        ..Default::default()
-    };
+    let mut summary = PushSummary::new(digest.clone());
     for reference in refs {
         let client = connect(reference, opts)?;
         if tag_holds(&client, reference, &digest)? {
@@ -309,22 +316,20 @@ pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSu
 /// layer at the result; returns whether any layer changed.
 fn compress_plain_layers(
     source: &mut ImageSource,
-    compression: crate::layer::Compression,
+    compression: crate::media::Compression,
     dir: &Path,
 ) -> Result<bool> {
-    use crate::layer::Compression;
+    use crate::media::Compression;
     if compression == Compression::None {
         return Ok(false);
     }
     let threads = std::sync::Arc::new(rayon::ThreadPoolBuilder::new().build()?);
     let mut changed = false;
     for layer in &mut source.layers {
-        let plain = layer.media_type == Compression::None.media_type()
-            || layer.media_type == "application/vnd.docker.image.rootfs.diff.tar";
-        if !plain {
+        if !Compression::is_plain_layer(&layer.media_type) {
             continue;
         }
-        let (digest, size, file) = crate::layer::compress::compress_layer_file(
+        let (digest, size, file) = crate::layer::compress_layer_file(
             &layer.file,
             &layer.digest,
             compression,
@@ -350,11 +355,8 @@ fn push_index(
     refs: &[Reference],
     opts: &PushOptions,
 ) -> Result<PushSummary> {
-    let digest = image::sha256_digest(&index.bytes);
-    let mut summary = PushSummary {
-        digest: digest.clone(),
-        ..Default::default()
-    };
+    let digest = Digest::of(&index.bytes);
+    let mut summary = PushSummary::new(digest.clone());
     for reference in refs {
         let client = connect(reference, opts)?;
         if tag_holds(&client, reference, &digest)? {
@@ -364,14 +366,21 @@ fn push_index(
         for image in &index.images {
             upload_blobs(&client, &blobs_of(image), opts, &mut summary)?;
             let (bytes, media_type) = image.manifest();
-            let child = image::sha256_digest(&bytes);
-            put_manifest(&client, &child, &bytes, &media_type, &child, reference)?;
+            let child = Digest::of(&bytes);
+            put_manifest(
+                &client,
+                &child.to_string(),
+                &bytes,
+                &media_type,
+                &child,
+                reference,
+            )?;
         }
         put_manifest(
             &client,
             &reference.tag,
             &index.bytes,
-            image::INDEX_MEDIA_TYPE,
+            media::INDEX,
             &digest,
             reference,
         )?;
@@ -397,9 +406,9 @@ fn connect(reference: &Reference, opts: &PushOptions) -> Result<Client> {
 
 /// Whether the tag already holds `digest` (then nothing is pushed); a tag
 /// holding anything else is a conflict, since tags are immutable here.
-fn tag_holds(client: &Client, reference: &Reference, digest: &str) -> Result<bool> {
+fn tag_holds(client: &Client, reference: &Reference, digest: &Digest) -> Result<bool> {
     match existing_tag(client, &reference.tag)? {
-        Some(existing) if existing == digest => {
+        Some(existing) if *digest == *existing => {
             eprintln!("{reference}: already pushed ({digest})");
             Ok(true)
         }
@@ -417,7 +426,7 @@ fn existing_tag(client: &Client, tag: &str) -> Result<Option<String>, PushError>
     let reply = client.request(
         "HEAD",
         &client.url(&format!("manifests/{tag}")),
-        &[("Accept", MANIFEST_ACCEPT.into())],
+        &[("Accept", media::MANIFEST_ACCEPT.into())],
         &Body::Empty,
         true,
     )?;
@@ -472,7 +481,7 @@ fn upload_blobs(
                 let Some(blob) = blobs.get(i) else { return };
                 let bar = opts
                     .progress
-                    .blob_bar(&multi, &blob.digest[7..19], blob.size);
+                    .blob_bar(&multi, &blob.digest.hex()[..12], blob.size);
                 let on_sent = |n: u64| {
                     sent.fetch_add(n, Ordering::Relaxed);
                     bar.inc(n);
@@ -582,7 +591,7 @@ fn start_session(client: &Client, query: &str) -> Result<client::Reply, PushErro
     )
 }
 
-fn with_digest(location: &str, digest: &str) -> String {
+fn with_digest(location: &str, digest: &Digest) -> String {
     let sep = if location.contains('?') { '&' } else { '?' };
     format!("{location}{sep}digest={digest}")
 }
@@ -748,7 +757,7 @@ fn put_manifest(
     tag: &str,
     bytes: &[u8],
     media_type: &str,
-    digest: &str,
+    digest: &Digest,
     reference: &Reference,
 ) -> Result<bool, PushError> {
     let reply = client.request(
@@ -769,7 +778,7 @@ fn put_manifest(
         _ => return Err(PushError::new(Failure::Network, format!("{reference}: manifest upload failed: {}", reply.registry_error()))),
     }
     match reply.header("docker-content-digest") {
-        Some(d) if d != digest => Err(PushError::new(
+        Some(d) if *digest != *d => Err(PushError::new(
             Failure::Network,
             format!("{reference}: the registry stored the manifest as {d}, not {digest}"),
         )),
@@ -784,7 +793,7 @@ fn put_manifest(
 fn push_referrers(
     client: &Client,
     source: &ImageSource,
-    subject: &str,
+    subject: &Digest,
     reference: &Reference,
     opts: &PushOptions,
     summary: &mut PushSummary,
@@ -800,23 +809,23 @@ fn push_referrers(
             })
             .collect();
         upload_blobs(client, &blobs, opts, summary)?;
-        let digest = image::sha256_digest(&referrer.manifest_bytes);
+        let digest = Digest::of(&referrer.manifest_bytes);
         let native = put_manifest(
             client,
-            &digest,
+            &digest.to_string(),
             &referrer.manifest_bytes,
-            image::MANIFEST_MEDIA_TYPE,
+            media::MANIFEST,
             &digest,
             reference,
         )?;
         if native {
             continue;
         }
-        let tag = subject.replacen(':', "-", 1);
+        let tag = format!("sha256-{}", subject.hex());
         let reply = client.request(
             "GET",
             &client.url(&format!("manifests/{tag}")),
-            &[("Accept", image::INDEX_MEDIA_TYPE.into())],
+            &[("Accept", media::INDEX.into())],
             &Body::Empty,
             true,
         )?;
@@ -835,12 +844,12 @@ fn push_referrers(
         };
         if entries
             .iter()
-            .any(|e| e["digest"].as_str() == Some(digest.as_str()))
+            .any(|e| e["digest"].as_str().is_some_and(|d| digest == *d))
         {
             continue;
         }
         let mut entry = image::descriptor(
-            image::MANIFEST_MEDIA_TYPE,
+            media::MANIFEST,
             &digest,
             referrer.manifest_bytes.len() as u64,
         );
@@ -851,8 +860,8 @@ fn push_referrers(
             client,
             &tag,
             &index,
-            image::INDEX_MEDIA_TYPE,
-            &image::sha256_digest(&index),
+            media::INDEX,
+            &Digest::of(&index),
             reference,
         )?;
     }

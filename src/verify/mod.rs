@@ -420,16 +420,7 @@ fn single_top_dir(dir: &Path) -> Result<PathBuf> {
 }
 
 fn unpack_tarball(file: &Path, dest: &Path) -> Result<()> {
-    let reader: Box<dyn std::io::Read> = match crate::source::media_type_of(file)? {
-        t if t.ends_with("gzip") => {
-            Box::new(flate2::read::MultiGzDecoder::new(fs::File::open(file)?))
-        }
-        t if t.ends_with("zstd") => {
-            Box::new(zstd::stream::read::Decoder::new(fs::File::open(file)?)?)
-        }
-        _ => Box::new(fs::File::open(file)?),
-    };
-    let mut archive = tar::Archive::new(crate::layer::tar_guard::TarGuard::new(reader));
+    let mut archive = tar::Archive::new(crate::media::decompressed(file)?);
     archive.set_preserve_permissions(true);
     for entry in archive.entries()? {
         let mut entry = entry?;

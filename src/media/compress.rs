@@ -15,29 +15,7 @@ use std::sync::Arc;
 
 use flate2::{Compress, FlushCompress, Status};
 
-/// Layer compression.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// gzip level 6 (zlib-rs, block-parallel): every runtime can pull it.
-    Gzip,
-    /// zstd level 3: faster and smaller; needs containerd 1.5+ / Docker 23+.
-    Zstd,
-    /// Plain tar.
-    None,
-}
-
-impl Compression {
-    pub fn media_type(self) -> &'static str {
-        match self {
-            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
-            Compression::None => "application/vnd.oci.image.layer.v1.tar",
-        }
-    }
-}
+use super::Compression;
 
 /// gzip's level (zlib's default, what `gzip` and nixpkgs use).
 const GZIP_LEVEL: u32 = 6;
@@ -106,58 +84,6 @@ impl<W: Write> Write for Compressor<W> {
             Compressor::Plain(w) => w.flush(),
         }
     }
-}
-
-/// Compresses the uncompressed layer `plain` (whose sha256 must be
-/// `diff_id`) into `out_dir`, deterministically; returns the blob's
-/// `sha256:` digest, size and path. Used to push archives whose layers are
-/// plain tars (docker-archives, nixpkgs' `.tar.gz`) as compressed layers.
-pub fn compress_layer_file(
-    plain: &std::path::Path,
-    diff_id: &str,
-    compression: Compression,
-    out_dir: &std::path::Path,
-    threads: &Arc<rayon::ThreadPool>,
-) -> anyhow::Result<(String, u64, std::path::PathBuf)> {
-    use anyhow::{bail, Context};
-    use sha2::Digest as _;
-    let tmp = out_dir.join(format!(
-        ".compressing-{}",
-        diff_id.trim_start_matches("sha256:")
-    ));
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let digesting = super::HashingWriter::new(io::BufWriter::with_capacity(256 << 10, file));
-    let size_hint = std::fs::metadata(plain)?.len();
-    let workers = if size_hint >= 2 * ZSTD_JOB {
-        threads.current_num_threads() as u32
-    } else {
-        1
-    };
-    let mut compressor = Compressor::new(compression, digesting, threads, workers)?;
-    let mut input =
-        std::fs::File::open(plain).with_context(|| format!("cannot read {}", plain.display()))?;
-    let mut plain_hash = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = io::Read::read(&mut input, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        plain_hash.update(&buf[..n]);
-        compressor.write_all(&buf[..n])?;
-    }
-    let got = format!("sha256:{}", crate::nix::hex(&plain_hash.finalize()));
-    if got != diff_id {
-        let _ = std::fs::remove_file(&tmp);
-        bail!("layer {diff_id} is damaged: its content hashes to {got}");
-    }
-    let (buffered, digest, size) = compressor.finish()?.finish();
-    buffered.into_inner().map_err(|e| e.into_error())?;
-    let digest = digest.expect("compressed bytes are hashed");
-    let dest = out_dir.join(digest.trim_start_matches("sha256:"));
-    std::fs::rename(&tmp, &dest)?;
-    Ok((digest, size, dest))
 }
 
 /// gzip in parallel blocks (see the module doc). At most a few blocks per
