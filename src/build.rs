@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::closure::{self, Closure};
 use crate::digest::Digest;
-use crate::image::{self, ConfigInput};
+use crate::image::{self, ConfigInput, Image, Layer};
 use crate::layer::explicit;
 use crate::layer::rootfs::RootTree;
 use crate::layer::tar::Owner;
@@ -21,7 +21,6 @@ use crate::media::{self, Compression};
 use crate::nix;
 use crate::output::{self, Destination, Format, Staging};
 use crate::progress::Progress;
-use crate::source::ImageSource;
 use crate::spec::{GraphSource, Spec};
 
 /// A fully resolved build request.
@@ -278,7 +277,7 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
     let spec = &req.spec;
     let base = match &spec.from_image {
         Some(path) => Some(
-            ImageSource::open(std::path::Path::new(path), None)
+            Image::open(std::path::Path::new(path), None)
                 .with_context(|| format!("cannot open fromImage {path}"))?,
         ),
         None => None,
@@ -457,38 +456,35 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
         &layers,
     );
     let config_digest = output::write_blob(&blob_dir, &config_bytes)?;
-    let config_desc = image::descriptor(media::CONFIG, &config_digest, config_bytes.len() as u64);
-    let layer_descs = layers
-        .iter()
-        .map(|l| image::descriptor(l.media_type, &l.digest, l.size))
-        .collect();
-    let manifest_bytes = image::manifest_json(config_desc, layer_descs);
+    let layout = staging.layout_dir();
+    let image = Image::written(
+        config_bytes,
+        layers.iter().map(Layer::from).collect(),
+        &layout,
+    )?;
+    let (manifest_bytes, _) = image.manifest();
     let manifest_digest = output::write_blob(&blob_dir, &manifest_bytes)?;
     let manifest_desc = image::descriptor(
         media::MANIFEST,
         &manifest_digest,
         manifest_bytes.len() as u64,
     );
-    let layout = staging.layout_dir();
     output::finish_layout(&layout, &image::index_json(manifest_desc, &tag, &reference))?;
 
     output::emit(
-        &output::Written {
+        &image,
+        &output::Target {
             format: req.format,
-            layout: &layout,
-            layers: &layers,
-            config_digest: &config_digest,
-            config_bytes: &config_bytes,
             reference: &reference,
             mtime,
+            archive: output::ArchiveCompression {
+                kind: req.archive_compression,
+                threads: &compress_threads,
+                zstd_workers: req.jobs as u32,
+            },
         },
         &staging,
         &req.destination,
-        &output::ArchiveCompression {
-            kind: req.archive_compression,
-            threads: &compress_threads,
-            zstd_workers: req.jobs as u32,
-        },
     )?;
     Ok(BuildSummary {
         reference,
@@ -536,23 +532,11 @@ fn merge_base_env(config: &mut serde_json::Map<String, Value>, base: &Value) {
 /// The base image's layers, copied into the new image as they are (or
 /// decompressed, for an uncompressed output), with its diff_ids.
 fn base_layers(
-    base: &ImageSource,
+    base: &Image,
     blob_dir: &std::path::Path,
     uncompressed: bool,
 ) -> Result<Vec<LayerBlob>> {
-    let diff_ids = base.config["rootfs"]["diff_ids"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|d| Digest::parse(d.as_str().unwrap_or_default()).context("fromImage: its diff_ids"))
-        .collect::<Result<Vec<_>>>()?;
-    if diff_ids.len() != base.layers.len() {
-        bail!(
-            "fromImage: its config lists {} diff_ids for {} layers",
-            diff_ids.len(),
-            base.layers.len()
-        );
-    }
+    let diff_ids = base.diff_ids().context("fromImage")?;
     base.layers
         .iter()
         .zip(diff_ids)
@@ -577,7 +561,7 @@ fn base_layers(
                     cache: None,
                 });
             }
-            crate::source::verify_blob(layer)?;
+            layer.verify()?;
             let dest = blob_dir.join(layer.digest.hex());
             if fs::hard_link(&layer.file, &dest).is_err() {
                 fs::copy(&layer.file, &dest)

@@ -11,7 +11,7 @@ use anyhow::{anyhow, Result};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::source::ImageSource;
+use crate::image::Image;
 
 /// The runtime default when an image sets no PATH (containerd, Docker).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -101,7 +101,7 @@ fn parent(path: &str) -> &str {
 }
 
 impl Fs {
-    fn read(source: &ImageSource) -> Result<Fs> {
+    fn read(source: &Image) -> Result<Fs> {
         let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
         nodes.insert(
             "/".into(),
@@ -409,7 +409,7 @@ fn parse_user(user: &str, passwd: Option<&str>) -> Result<User, String> {
 }
 
 /// Reads the whole contents of small files at `paths` (resolved, absolute) from the layers.
-fn read_files(source: &ImageSource, paths: &BTreeSet<String>) -> Result<BTreeMap<String, Vec<u8>>> {
+fn read_files(source: &Image, paths: &BTreeSet<String>) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut found = BTreeMap::new();
     if paths.is_empty() {
         return Ok(found);
@@ -433,7 +433,7 @@ fn read_files(source: &ImageSource, paths: &BTreeSet<String>) -> Result<BTreeMap
 }
 
 /// Runs every check; `writable` adds directories the app must write to.
-pub fn check(source: &ImageSource, writable: &[String]) -> Result<Report> {
+pub fn check(source: &Image, writable: &[String]) -> Result<Report> {
     let fs = Fs::read(source)?;
     let config = &source.config["config"];
     let env: Vec<(String, String)> = config["Env"]
@@ -664,6 +664,6 @@ impl Report {
 
 /// Opens an image and checks it.
 pub fn check_path(image: &Path, reference: Option<&str>, writable: &[String]) -> Result<Report> {
-    let source = ImageSource::open(image, reference).map_err(|e| anyhow!("{e:#}"))?;
+    let source = Image::open(image, reference).map_err(|e| anyhow!("{e:#}"))?;
     check(&source, writable)
 }

@@ -2,14 +2,18 @@
 //! manifest and the index, all as canonical JSON (sorted keys, no spaces) so
 //! digests are stable; and the timestamps they carry.
 
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
 
 use crate::digest::Digest;
 use crate::layer::LayerBlob;
 use crate::media;
+use crate::source::Source;
 
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
@@ -323,6 +327,218 @@ pub fn format_rfc3339(secs: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+// The image model: what every reader makes and every writer takes.
+
+/// A referrer in a layout: its manifest and the blobs it names.
+pub struct Referrer {
+    pub artifact_type: String,
+    pub manifest_bytes: Vec<u8>,
+    pub blobs: Vec<Layer>,
+}
+
+/// One layer blob of an image.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub media_type: String,
+    /// The blob's digest; for docker-archives computed on open.
+    pub digest: Digest,
+    pub size: u64,
+    pub file: PathBuf,
+}
+
+/// An image: its config, its layers and the manifest that names them, with
+/// the directory its blobs are in. [`crate::source`] opens one from any
+/// format, `build` makes one, and every writer in [`crate::output`] and the
+/// pusher take one.
+pub struct Image {
+    pub config: Value,
+    pub config_bytes: Vec<u8>,
+    pub layers: Vec<Layer>,
+    /// The OCI manifest bytes, when the source is an OCI layout (archives of
+    /// the docker kind have none).
+    pub manifest_bytes: Option<Vec<u8>>,
+    pub manifest_media_type: String,
+    /// Directory the blobs live in.
+    pub root: PathBuf,
+    /// Artifacts about this image kept in its layout (an SBOM): OCI 1.1
+    /// referrers, whose `subject` is this image's manifest.
+    pub referrers: Vec<Referrer>,
+    pub(crate) _unpacked: Option<tempfile::TempDir>,
+    /// Layers whose blob was checked already (`check` reads each twice).
+    pub(crate) verified: std::sync::Mutex<std::collections::BTreeSet<Digest>>,
+}
+
+impl Image {
+    /// Opens `path`; `reference` picks a manifest by its ref.name when a layout holds several.
+    pub fn open(path: &Path, reference: Option<&str>) -> Result<Image> {
+        match crate::source::open_source(path, reference)? {
+            Source::Image(image) => Ok(image),
+            Source::Index(index) => bail!(
+                "{} is a multi-platform image index ({} images); this needs one image",
+                path.display(),
+                index.images.len()
+            ),
+        }
+    }
+
+    /// The OCI manifest: the source's own, or one made for its config and
+    /// layers (a docker-archive has none), with its media type.
+    pub fn manifest(&self) -> (Vec<u8>, String) {
+        if let Some(bytes) = &self.manifest_bytes {
+            return (bytes.clone(), self.manifest_media_type.clone());
+        }
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| descriptor(&l.media_type, &l.digest, l.size))
+            .collect();
+        let config = descriptor(
+            media::CONFIG,
+            &Digest::of(&self.config_bytes),
+            self.config_bytes.len() as u64,
+        );
+        (manifest_json(config, layers), media::MANIFEST.to_string())
+    }
+
+    /// An image whose blobs were just written to the layout `root`: its
+    /// manifest is the one made for them.
+    pub fn written(config_bytes: Vec<u8>, layers: Vec<Layer>, root: &Path) -> Result<Image> {
+        let config = serde_json::from_slice(&config_bytes)?;
+        let mut image = Image {
+            config,
+            config_bytes,
+            layers,
+            manifest_bytes: None,
+            manifest_media_type: media::MANIFEST.to_string(),
+            root: root.to_path_buf(),
+            referrers: Vec::new(),
+            _unpacked: None,
+            verified: Default::default(),
+        };
+        image.manifest_bytes = Some(image.manifest().0);
+        Ok(image)
+    }
+
+    /// The digests of its layers' tars (`rootfs.diff_ids`), one per layer.
+    pub fn diff_ids(&self) -> Result<Vec<Digest>> {
+        let diff_ids = self.config["rootfs"]["diff_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| Digest::parse(d.as_str().unwrap_or_default()).context("the config's diff_ids"))
+            .collect::<Result<Vec<_>>>()?;
+        if diff_ids.len() != self.layers.len() {
+            bail!(
+                "the config lists {} diff_ids for {} layers",
+                diff_ids.len(),
+                self.layers.len()
+            );
+        }
+        Ok(diff_ids)
+    }
+
+    /// `os/architecture[/variant]`, as people write platforms.
+    pub fn platform_name(&self) -> String {
+        let platform = self.platform();
+        ["os", "architecture", "variant"]
+            .iter()
+            .filter_map(|k| platform[*k].as_str())
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    /// The platform its config names, as an image index lists it.
+    pub fn platform(&self) -> Value {
+        let mut platform = serde_json::json!({
+            "architecture": self.config["architecture"].as_str().unwrap_or("amd64"),
+            "os": self.config["os"].as_str().unwrap_or("linux"),
+        });
+        if let Some(variant) = self.config["variant"].as_str() {
+            platform["variant"] = Value::from(variant);
+        }
+        platform
+    }
+
+    pub fn blob(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// The layer's tar stream, decompressed according to its content, once
+    /// the blob is checked against its digest.
+    pub fn layer_reader(&self, layer: &Layer) -> Result<Box<dyn Read>> {
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if !verified.contains(&layer.digest) {
+            layer.verify()?;
+            verified.insert(layer.digest.clone());
+        }
+        drop(verified);
+        media::decompressed(&layer.file)
+    }
+}
+
+impl From<&LayerBlob> for Layer {
+    fn from(blob: &LayerBlob) -> Layer {
+        Layer {
+            media_type: blob.media_type.to_string(),
+            digest: blob.digest.clone(),
+            size: blob.size,
+            file: blob.file.clone(),
+        }
+    }
+}
+
+impl Layer {
+    /// Checks a layer blob's size and sha256 against its descriptor: a blob
+    /// changed after the image was made is refused, never used.
+    pub fn verify(&self) -> Result<()> {
+        let size = fs::metadata(&self.file)
+            .with_context(|| format!("blob {} is missing", self.digest))?
+            .len();
+        let got = Digest::of_file(&self.file)
+            .with_context(|| format!("cannot read blob {}", self.digest))?;
+        if got != self.digest || (self.size != 0 && size != self.size) {
+            bail!(
+                "blob {} is damaged: its content hashes to {got} ({size} bytes, {} expected)",
+                self.digest,
+                self.size
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Index {
+    /// The index of `images`, one per platform, in the order given; two
+    /// images of one platform are refused.
+    pub fn of(images: Vec<Image>) -> Result<Index> {
+        let mut entries: Vec<Value> = Vec::new();
+        for image in &images {
+            let platform = image.platform();
+            if entries.iter().any(|e| e["platform"] == platform) {
+                bail!(
+                    "two images are for the same platform {platform}; an index takes one per platform"
+                );
+            }
+            let (manifest, media_type) = image.manifest();
+            let mut entry = descriptor(&media_type, &Digest::of(&manifest), manifest.len() as u64);
+            entry["platform"] = platform;
+            entries.push(entry);
+        }
+        Ok(Index {
+            bytes: image_index_json(entries),
+            images,
+            _unpacked: None,
+        })
+    }
+}
+
+/// An image index (`nixoci index`): its bytes and the images it lists, in order.
+pub struct Index {
+    pub bytes: Vec<u8>,
+    pub images: Vec<Image>,
+    pub(crate) _unpacked: Option<tempfile::TempDir>,
 }
 
 #[cfg(test)]

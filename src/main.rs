@@ -766,13 +766,14 @@ fn run_sbom(args: SbomArgs) -> Result<()> {
 
 fn run_index(args: IndexArgs) -> Result<()> {
     let (name, tag) = nixoci::image::split_name_tag(&args.tag)?;
-    let images = args
-        .images
-        .iter()
-        .map(|p| nixoci::source::ImageSource::open(p, None))
-        .collect::<Result<Vec<_>>>()?;
+    let index = nixoci::image::Index::of(
+        args.images
+            .iter()
+            .map(|p| nixoci::image::Image::open(p, None))
+            .collect::<Result<Vec<_>>>()?,
+    )?;
     let digest = nixoci::output::write_index(
-        &images,
+        &index,
         &tag,
         &format!("{name}:{tag}"),
         &Destination::Path(args.output.clone()),
@@ -780,17 +781,11 @@ fn run_index(args: IndexArgs) -> Result<()> {
     )?;
     eprintln!(
         "indexed {} images ({}) -> {} ({digest})",
-        images.len(),
-        images
+        index.images.len(),
+        index
+            .images
             .iter()
-            .map(|i| {
-                let p = i.platform();
-                format!(
-                    "{}/{}",
-                    p["os"].as_str().unwrap_or(""),
-                    p["architecture"].as_str().unwrap_or("")
-                )
-            })
+            .map(|i| i.platform_name())
             .collect::<Vec<_>>()
             .join(", "),
         args.output.display()

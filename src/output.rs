@@ -5,16 +5,14 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
-use std::sync::Arc;
-
 use crate::digest::Digest;
-use crate::image;
+use crate::image::{self, Image, Index};
 use crate::layer::tar::{Owner, TarWriter};
-use crate::layer::LayerBlob;
 use crate::media::compress::Compressor;
 use crate::media::{self, Compression};
 
@@ -302,50 +300,40 @@ impl ArchiveCompression<'_> {
     }
 }
 
-/// A finished image in the staging layout, to be written out in `format`.
-pub struct Written<'a> {
+/// How an image is written out: its format, the name an archive gives it
+/// (as `docker save` takes one), the archive members' mtime and the whole
+/// archive's compression.
+pub struct Target<'a> {
     pub format: Format,
-    pub layout: &'a Path,
-    pub layers: &'a [LayerBlob],
-    pub config_digest: &'a Digest,
-    pub config_bytes: &'a [u8],
     pub reference: &'a str,
     pub mtime: u64,
+    pub archive: ArchiveCompression<'a>,
 }
 
-/// Writes the staged image to its destination in its format: the layout
-/// renamed into place, or an archive of it (oci-archive) or of its layers
-/// and config (docker-archive), compressed as asked.
-pub fn emit(
-    image: &Written,
-    staging: &Staging,
-    dest: &Destination,
-    archive: &ArchiveCompression,
-) -> Result<()> {
-    match (image.format, dest) {
+/// Writes an image whose blobs are in the staging layout to its
+/// destination: the layout renamed into place, or an archive of it
+/// (oci-archive) or of its layers and config (docker-archive), compressed
+/// as asked.
+pub fn emit(image: &Image, target: &Target, staging: &Staging, dest: &Destination) -> Result<()> {
+    let archive = &target.archive;
+    match (target.format, dest) {
         (Format::OciLayout, _) if archive.kind != Compression::None => {
             bail!("--archive-compression applies to the archive formats; an OCI layout's layers take --compression")
         }
-        (Format::OciLayout, Destination::Path(path)) => staging.commit(image.layout, path),
+        (Format::OciLayout, Destination::Path(path)) => staging.commit(&image.root, path),
         (Format::OciLayout, Destination::Stdout) => {
             bail!("an OCI layout is a directory and cannot go to stdout; use --format oci-archive or docker-archive")
         }
         (Format::OciArchive, dest) => emit_archive(
             staging,
             dest,
-            &layout_members(image.layout)?,
-            image.mtime,
+            &layout_members(&image.root)?,
+            target.mtime,
             archive,
         ),
         (Format::DockerArchive, dest) => {
-            let members = docker_archive_members(
-                staging,
-                image.layers,
-                image.config_digest,
-                image.config_bytes,
-                image.reference,
-            )?;
-            emit_archive(staging, dest, &members, image.mtime, archive)
+            let members = docker_archive_members(staging, image, target.reference)?;
+            emit_archive(staging, dest, &members, target.mtime, archive)
         }
     }
 }
@@ -402,13 +390,12 @@ pub fn layout_members(layout: &Path) -> Result<Vec<Member>> {
     Ok(members)
 }
 
-/// Writes an OCI layout whose `index.json` names an image index of
-/// `images` (one per platform, in the order given) under `tag` and
-/// `reference`; the images' blobs are copied in (symlinks into the store,
-/// as explicit layers are, stay symlinks). Two images of one platform are
-/// refused. Returns the index's digest.
+/// Writes an OCI layout whose `index.json` names the image index `index`
+/// under `tag` and `reference`; its images' blobs are copied in (symlinks
+/// into the store, as explicit layers are, stay symlinks), each checked
+/// against its digest. Returns the index's digest.
 pub fn write_index(
-    images: &[crate::source::ImageSource],
+    index: &Index,
     tag: &str,
     reference: &str,
     dest: &Destination,
@@ -417,42 +404,26 @@ pub fn write_index(
     let Destination::Path(dest) = dest else {
         bail!("an OCI layout is a directory and cannot go to stdout");
     };
-    let mut platforms: Vec<serde_json::Value> = Vec::new();
-    for image in images {
-        let platform = image.platform();
-        if platforms.contains(&platform) {
-            bail!(
-                "two images are for the same platform {platform}; an index takes one per platform"
-            );
-        }
-        platforms.push(platform);
-    }
     let staging = Staging::new(&Destination::Path(dest.to_path_buf()), force)?;
     let blob_dir = staging.blob_dir()?;
-    let mut entries = Vec::new();
-    for (image, platform) in images.iter().zip(platforms) {
+    for image in &index.images {
         write_blob(&blob_dir, &image.config_bytes)?;
         for layer in &image.layers {
-            crate::source::verify_blob(layer)?;
+            layer.verify()?;
             let to = blob_dir.join(layer.digest.hex());
             if fs::symlink_metadata(&to).is_err() {
                 copy_tree(&layer.file, &to)
                     .with_context(|| format!("cannot copy blob {}", layer.digest))?;
             }
         }
-        let (manifest, media_type) = image.manifest();
-        let digest = write_blob(&blob_dir, &manifest)?;
-        let mut entry = image::descriptor(&media_type, &digest, manifest.len() as u64);
-        entry["platform"] = platform;
-        entries.push(entry);
+        write_blob(&blob_dir, &image.manifest().0)?;
     }
-    let index = image::image_index_json(entries);
-    let digest = write_blob(&blob_dir, &index)?;
+    let digest = write_blob(&blob_dir, &index.bytes)?;
     let layout = staging.layout_dir();
     finish_layout(
         &layout,
         &image::index_json(
-            image::descriptor(media::INDEX, &digest, index.len() as u64),
+            image::descriptor(media::INDEX, &digest, index.bytes.len() as u64),
             tag,
             reference,
         ),
@@ -478,7 +449,7 @@ pub fn attach_referrer(
             layout.display()
         );
     }
-    let image = crate::source::ImageSource::open(layout, None)?;
+    let image = crate::image::Image::open(layout, None)?;
     let (manifest, media_type) = image.manifest();
     let subject = image::descriptor(&media_type, &Digest::of(&manifest), manifest.len() as u64);
     let blob_dir = layout.join("blobs/sha256");
@@ -508,24 +479,37 @@ pub fn attach_referrer(
     Ok(digest)
 }
 
-/// `docker save` layout: `<diff_id>/layer.tar`, `<config digest>.json`, `manifest.json`.
+/// `docker save` layout: `<diff_id>/layer.tar`, `<config digest>.json`,
+/// `manifest.json`. Its layers are plain tars, named by their diff_ids.
 fn docker_archive_members(
     staging: &Staging,
-    layers: &[LayerBlob],
-    config_digest: &Digest,
-    config_bytes: &[u8],
+    image: &Image,
     reference: &str,
 ) -> Result<Vec<Member>> {
-    let mut members: Vec<Member> = layers
+    let diff_ids = image.diff_ids()?;
+    if let Some(layer) = image
+        .layers
         .iter()
-        .map(|l| Member {
-            name: format!("{}/layer.tar", l.diff_id.hex()),
+        .find(|l| !Compression::is_plain_layer(&l.media_type))
+    {
+        bail!(
+            "a docker-archive holds plain tars, and layer {} is {}",
+            layer.digest,
+            layer.media_type
+        );
+    }
+    let mut members: Vec<Member> = image
+        .layers
+        .iter()
+        .zip(&diff_ids)
+        .map(|(l, diff_id)| Member {
+            name: format!("{}/layer.tar", diff_id.hex()),
             file: l.file.clone(),
         })
         .collect();
-    let config_name = format!("{}.json", config_digest.hex());
+    let config_name = format!("{}.json", Digest::of(&image.config_bytes).hex());
     let config_file = staging.dir.join("config.json");
-    fs::write(&config_file, config_bytes)?;
+    fs::write(&config_file, &image.config_bytes)?;
     members.push(Member {
         name: config_name.clone(),
         file: config_file,
@@ -533,7 +517,7 @@ fn docker_archive_members(
     let manifest = json!([{
         "Config": config_name,
         "RepoTags": [reference],
-        "Layers": layers.iter().map(|l| format!("{}/layer.tar", l.diff_id.hex())).collect::<Vec<_>>(),
+        "Layers": diff_ids.iter().map(|d| format!("{}/layer.tar", d.hex())).collect::<Vec<_>>(),
     }]);
     let manifest_file = staging.dir.join("manifest.json");
     fs::write(&manifest_file, image::canonical(&manifest))?;

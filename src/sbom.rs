@@ -270,7 +270,7 @@ pub fn of_image<'a>(
     name: &str,
     sources: &'a [Manifest],
 ) -> Result<Inventory<'a>> {
-    let source = crate::source::ImageSource::open(image, None)?;
+    let source = crate::image::Image::open(image, None)?;
     let layer_of = image_paths(&source.config);
     let closure = match graph {
         Some(file) => crate::closure::read_graph_file(file, nix::DEFAULT_STORE_DIR)?,
@@ -322,7 +322,7 @@ pub fn attach_to_build(
                 .or_insert_with(|| layer.diff_id.to_string());
         }
     }
-    let config = crate::source::ImageSource::open(layout, None)?.config;
+    let config = crate::image::Image::open(layout, None)?.config;
     let inventory = Inventory {
         name: summary.reference.clone(),
         created: created_of(&config),

@@ -1,30 +1,23 @@
 //! Image sources: opens a built image given as an OCI layout directory, an
-//! oci-archive or a docker-archive, and gives its manifest, config and layer
-//! blobs. Archives are unpacked into a private temp dir, refusing any member
-//! that would land outside it.
+//! oci-archive or a docker-archive, as an [`Image`] (or, for a
+//! multi-platform layout, an [`Index`]), every digest checked on the way.
+//! Archives are unpacked into a private temp dir, refusing any member that
+//! would land outside it.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::digest::Digest;
-use crate::image;
+use crate::image::{self, Image, Index, Layer, Referrer};
 use crate::media;
 
 /// What a path holds: one image, or a multi-platform index of images.
 pub enum Source {
-    Image(ImageSource),
-    Index(IndexSource),
-}
-
-/// An image index (`nixoci index`): its bytes and the images it lists, in order.
-pub struct IndexSource {
-    pub bytes: Vec<u8>,
-    pub images: Vec<ImageSource>,
-    _unpacked: Option<tempfile::TempDir>,
+    Image(Image),
+    Index(Index),
 }
 
 /// Opens an OCI layout, an oci-archive or a docker-archive; `reference`
@@ -49,124 +42,6 @@ pub fn open_source(path: &Path, reference: Option<&str>) -> Result<Source> {
             path.display()
         )
     }
-}
-
-/// A referrer in a layout: its manifest and the blobs it names.
-pub struct Referrer {
-    pub artifact_type: String,
-    pub manifest_bytes: Vec<u8>,
-    pub blobs: Vec<LayerRef>,
-}
-
-/// One layer blob of an image.
-#[derive(Clone, Debug)]
-pub struct LayerRef {
-    pub media_type: String,
-    /// The blob's digest; for docker-archives computed on open.
-    pub digest: Digest,
-    pub size: u64,
-    pub file: PathBuf,
-}
-
-/// An opened image.
-pub struct ImageSource {
-    pub config: Value,
-    pub config_bytes: Vec<u8>,
-    pub layers: Vec<LayerRef>,
-    /// The OCI manifest bytes, when the source is an OCI layout (archives of
-    /// the docker kind have none).
-    pub manifest_bytes: Option<Vec<u8>>,
-    pub manifest_media_type: String,
-    /// Directory the blobs live in.
-    pub root: PathBuf,
-    /// Artifacts about this image kept in its layout (an SBOM): OCI 1.1
-    /// referrers, whose `subject` is this image's manifest.
-    pub referrers: Vec<Referrer>,
-    _unpacked: Option<tempfile::TempDir>,
-    /// Layers whose blob was checked already (`check` reads each twice).
-    verified: std::sync::Mutex<std::collections::BTreeSet<Digest>>,
-}
-
-impl ImageSource {
-    /// Opens `path`; `reference` picks a manifest by its ref.name when a layout holds several.
-    pub fn open(path: &Path, reference: Option<&str>) -> Result<ImageSource> {
-        match open_source(path, reference)? {
-            Source::Image(image) => Ok(image),
-            Source::Index(index) => bail!(
-                "{} is a multi-platform image index ({} images); this needs one image",
-                path.display(),
-                index.images.len()
-            ),
-        }
-    }
-
-    /// The OCI manifest: the source's own, or one made for its config and
-    /// layers (a docker-archive has none), with its media type.
-    pub fn manifest(&self) -> (Vec<u8>, String) {
-        if let Some(bytes) = &self.manifest_bytes {
-            return (bytes.clone(), self.manifest_media_type.clone());
-        }
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| image::descriptor(&l.media_type, &l.digest, l.size))
-            .collect();
-        let config = image::descriptor(
-            media::CONFIG,
-            &Digest::of(&self.config_bytes),
-            self.config_bytes.len() as u64,
-        );
-        (
-            image::manifest_json(config, layers),
-            media::MANIFEST.to_string(),
-        )
-    }
-
-    /// The platform its config names, as an image index lists it.
-    pub fn platform(&self) -> Value {
-        let mut platform = serde_json::json!({
-            "architecture": self.config["architecture"].as_str().unwrap_or("amd64"),
-            "os": self.config["os"].as_str().unwrap_or("linux"),
-        });
-        if let Some(variant) = self.config["variant"].as_str() {
-            platform["variant"] = Value::from(variant);
-        }
-        platform
-    }
-
-    pub fn blob(&self, digest: &Digest) -> PathBuf {
-        blob_file(&self.root, digest)
-    }
-
-    /// The layer's tar stream, decompressed according to its content, once
-    /// the blob is checked against its digest.
-    pub fn layer_reader(&self, layer: &LayerRef) -> Result<Box<dyn Read>> {
-        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if !verified.contains(&layer.digest) {
-            verify_blob(layer)?;
-            verified.insert(layer.digest.clone());
-        }
-        drop(verified);
-        media::decompressed(&layer.file)
-    }
-}
-
-/// Checks a layer blob's size and sha256 against its descriptor: a blob
-/// changed after the image was made is refused, never used.
-pub fn verify_blob(layer: &LayerRef) -> Result<()> {
-    let size = fs::metadata(&layer.file)
-        .with_context(|| format!("blob {} is missing", layer.digest))?
-        .len();
-    let got = Digest::of_file(&layer.file)
-        .with_context(|| format!("cannot read blob {}", layer.digest))?;
-    if got != layer.digest || (layer.size != 0 && size != layer.size) {
-        bail!(
-            "blob {} is damaged: its content hashes to {got} ({size} bytes, {} expected)",
-            layer.digest,
-            layer.size
-        );
-    }
-    Ok(())
 }
 
 fn check_bytes(bytes: &[u8], digest: &Digest) -> Result<()> {
@@ -250,7 +125,7 @@ fn open_layout(
                 image_of_manifest(root, value, bytes, None)
             })
             .collect::<Result<Vec<_>>>()?;
-        return Ok(Source::Index(IndexSource {
+        return Ok(Source::Index(Index {
             bytes: manifest_bytes,
             images,
             _unpacked: unpacked,
@@ -279,7 +154,7 @@ fn referrers_of(root: &Path, entries: &[&Value], subject: &Digest) -> Result<Vec
             .chain(manifest["layers"].as_array().into_iter().flatten())
         {
             let digest = digest_of(d, &format!("artifact {digest}: a blob"))?;
-            blobs.push(LayerRef {
+            blobs.push(Layer {
                 media_type: d["mediaType"].as_str().unwrap_or_default().to_string(),
                 size: d["size"].as_u64().unwrap_or_default(),
                 file: blob_file(root, &digest),
@@ -303,7 +178,7 @@ fn image_of_manifest(
     manifest: Value,
     manifest_bytes: Vec<u8>,
     unpacked: Option<tempfile::TempDir>,
-) -> Result<ImageSource> {
+) -> Result<Image> {
     let config_digest = digest_of(&manifest["config"], "the manifest's config")?;
     let (config, config_bytes) = read_json(&blob_file(root, &config_digest))?;
     check_bytes(&config_bytes, &config_digest)?;
@@ -313,7 +188,7 @@ fn image_of_manifest(
         .iter()
         .map(|l| {
             let digest = digest_of(l, "a layer")?;
-            Ok(LayerRef {
+            Ok(Layer {
                 media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
                 size: l["size"].as_u64().unwrap_or_default(),
                 file: blob_file(root, &digest),
@@ -321,7 +196,7 @@ fn image_of_manifest(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(ImageSource {
+    Ok(Image {
         config,
         config_bytes,
         layers,
@@ -337,7 +212,7 @@ fn image_of_manifest(
     })
 }
 
-fn open_docker(tmp: tempfile::TempDir) -> Result<ImageSource> {
+fn open_docker(tmp: tempfile::TempDir) -> Result<Image> {
     let root = tmp.path().to_path_buf();
     let (manifest, _) = read_json(&root.join("manifest.json"))?;
     let entry = &manifest[0];
@@ -364,7 +239,7 @@ fn open_docker(tmp: tempfile::TempDir) -> Result<ImageSource> {
             let digest = Digest::of_file(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let size = fs::metadata(&file)?.len();
-            Ok(LayerRef {
+            Ok(Layer {
                 media_type: media::sniff(&file)?.media_type().to_string(),
                 digest,
                 size,
@@ -372,7 +247,7 @@ fn open_docker(tmp: tempfile::TempDir) -> Result<ImageSource> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(ImageSource {
+    Ok(Image {
         config,
         config_bytes,
         layers,

@@ -23,9 +23,9 @@ use serde::Serialize;
 
 use crate::digest::Digest;
 use crate::image;
+use crate::image::Image;
 use crate::media;
 use crate::progress::Progress;
-use crate::source::ImageSource;
 use auth::CredentialSources;
 use client::{Body, Client};
 
@@ -241,7 +241,7 @@ enum BlobContent<'a> {
 }
 
 /// The config and layer blobs of an image, each once.
-fn blobs_of(source: &ImageSource) -> Vec<Blob<'_>> {
+fn blobs_of(source: &Image) -> Vec<Blob<'_>> {
     let mut blobs = vec![Blob {
         digest: Digest::of(&source.config_bytes),
         size: source.config_bytes.len() as u64,
@@ -315,7 +315,7 @@ pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSu
 /// Compresses every plain-tar layer of `source` into `dir` and points the
 /// layer at the result; returns whether any layer changed.
 fn compress_plain_layers(
-    source: &mut ImageSource,
+    source: &mut Image,
     compression: crate::media::Compression,
     dir: &Path,
 ) -> Result<bool> {
@@ -336,7 +336,7 @@ fn compress_plain_layers(
             dir,
             &threads,
         )?;
-        *layer = crate::source::LayerRef {
+        *layer = crate::image::Layer {
             media_type: compression.media_type().to_string(),
             digest,
             size,
@@ -351,7 +351,7 @@ fn compress_plain_layers(
 /// manifest (by digest) first, then the index under the tag, with the same
 /// HEAD-skip, tag and retry rules as one image.
 fn push_index(
-    index: &crate::source::IndexSource,
+    index: &crate::image::Index,
     refs: &[Reference],
     opts: &PushOptions,
 ) -> Result<PushSummary> {
@@ -792,7 +792,7 @@ fn put_manifest(
 /// referrers, to which ours is added.
 fn push_referrers(
     client: &Client,
-    source: &ImageSource,
+    source: &Image,
     subject: &Digest,
     reference: &Reference,
     opts: &PushOptions,
