@@ -2,7 +2,7 @@
 //! root tree, builds every layer in parallel and writes the chosen output.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -273,22 +273,40 @@ pub fn prepare(
     })
 }
 
-pub fn build(req: BuildRequest) -> Result<BuildSummary> {
-    let spec = &req.spec;
+/// A spec resolved once, before any layer is built: the base image and the
+/// explicit layers opened, the closure planned into layers, and every
+/// default filled in.
+pub struct ResolvedSpec {
+    pub prepared: Prepared,
+    pub base: Option<Image>,
+    pub explicit: Vec<explicit::ExplicitLayer>,
+    pub tag: String,
+    /// `name:tag`, the name lower-cased as registries want it.
+    pub reference: String,
+    /// RFC 3339.
+    pub created: String,
+    pub architecture: String,
+    /// The mtime and owner fields of store-path entries.
+    pub store_owner: Owner,
+    pub compression: Compression,
+}
+
+/// Resolves `spec` (relative paths from `spec_dir`) for an output `format`.
+pub fn resolve(spec: &Spec, spec_dir: Option<&Path>, format: Format) -> Result<ResolvedSpec> {
     let base = match &spec.from_image {
         Some(path) => Some(
-            Image::open(std::path::Path::new(path), None)
+            Image::open(Path::new(path), None)
                 .with_context(|| format!("cannot open fromImage {path}"))?,
         ),
         None => None,
     };
     let (explicit, covered) = explicit::read_all(&spec.layers)?;
-    if !explicit.is_empty() && req.format == Format::DockerArchive {
+    if !explicit.is_empty() && format == Format::DockerArchive {
         bail!("explicit layers are compressed blobs: build an OCI layout or oci-archive with them");
     }
     let mut prepared = prepare(
         spec,
-        req.spec_dir.as_deref(),
+        spec_dir,
         base.as_ref().map_or(0, |b| b.layers.len()) + explicit.len(),
         &covered,
     )?;
@@ -296,29 +314,36 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
         merge_base_env(&mut prepared.config, &base.config);
     }
     let created_text = spec.created.as_deref().unwrap_or(image::DEFAULT_CREATED);
-    let created = image::format_rfc3339(image::resolve_time(created_text)?);
-    let store_owner = store_owner(spec)?;
-    let mtime = store_owner.mtime;
-    let compression = match req.format {
-        // docker-archive holds uncompressed layers, as `docker save` writes them.
-        Format::DockerArchive => Compression::None,
-        _ => spec.compression.unwrap_or(Compression::Gzip),
-    };
     let name = spec
         .name
         .clone()
         .unwrap_or_else(|| "nixoci-image".into())
         .to_lowercase();
     let tag = spec.tag.clone().unwrap_or_else(|| "latest".into());
-    let reference = format!("{name}:{tag}");
+    Ok(ResolvedSpec {
+        prepared,
+        base,
+        explicit,
+        reference: format!("{name}:{tag}"),
+        tag,
+        created: image::format_rfc3339(image::resolve_time(created_text)?),
+        architecture: spec
+            .architecture
+            .clone()
+            .unwrap_or_else(|| image::host_architecture().to_string()),
+        store_owner: store_owner(spec)?,
+        compression: match format {
+            // docker-archive holds uncompressed layers, as `docker save` writes them.
+            Format::DockerArchive => Compression::None,
+            _ => spec.compression.unwrap_or(Compression::Gzip),
+        },
+    })
+}
 
+/// Builds the image the request describes and writes it out.
+pub fn build(req: BuildRequest) -> Result<BuildSummary> {
+    let resolved = resolve(&req.spec, req.spec_dir.as_deref(), req.format)?;
     let staging = Staging::new(&req.destination, req.force)?;
-    let blob_dir = staging.blob_dir()?;
-    let root_owner = Owner::numeric_root(mtime);
-
-    let total: u64 = prepared.closure.nodes().iter().map(|n| n.nar_size).sum();
-    let bars = req.progress.start(total, prepared.plan.len() as u64 + 1);
-    let on_bytes = |n: u64| bars.bytes(n);
     // Layers run on `jobs` threads, biggest first; their compression runs on
     // another `jobs` threads, so that one big layer still gets every core.
     let compress_threads = Arc::new(
@@ -328,10 +353,56 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
             .build()
             .context("cannot start compression threads")?,
     );
+    let layers = build_layers(&resolved, &staging.blob_dir()?, &req, &compress_threads)?;
+    let (image, config_digest, manifest_digest) =
+        write_layout(&resolved, &layers, &staging.layout_dir())?;
+    output::emit(
+        &image,
+        &output::Target {
+            format: req.format,
+            reference: &resolved.reference,
+            mtime: resolved.store_owner.mtime,
+            archive: output::ArchiveCompression {
+                kind: req.archive_compression,
+                threads: &compress_threads,
+                zstd_workers: req.jobs as u32,
+            },
+        },
+        &staging,
+        &req.destination,
+    )?;
+    Ok(BuildSummary {
+        reference: resolved.reference,
+        digest: manifest_digest,
+        config_digest,
+        media_type: media::MANIFEST,
+        layers,
+        closure: resolved.prepared.closure.nodes().to_vec(),
+    })
+}
+
+/// Every layer of the image into `blob_dir`, bottom to top: the base
+/// image's, the explicit layers, then the planned store layers and the
+/// customisation layer (built in parallel, biggest first, through the cache
+/// when there is one).
+fn build_layers(
+    resolved: &ResolvedSpec,
+    blob_dir: &Path,
+    req: &BuildRequest,
+    compress_threads: &Arc<rayon::ThreadPool>,
+) -> Result<Vec<LayerBlob>> {
+    let prepared = &resolved.prepared;
+    let compression = resolved.compression;
+    let store_owner = &resolved.store_owner;
+    let root_owner = Owner::numeric_root(store_owner.mtime);
+
+    let total: u64 = prepared.closure.nodes().iter().map(|n| n.nar_size).sum();
+    let bars = req.progress.start(total, prepared.plan.len() as u64 + 1);
+    let on_bytes = |n: u64| bars.bytes(n);
     let opts = LayerOptions {
         compression,
-        threads: &compress_threads,
-        blob_dir: &blob_dir,
+        threads: compress_threads,
+        blob_dir,
         on_bytes: &on_bytes,
     };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -359,15 +430,8 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
         (0..=store_layer_count).map(|_| Mutex::new(None)).collect();
     pool.scope_fifo(|scope| {
         for &i in &order {
-            let (slots, prepared, opts, bars, store_owner, root_owner, cache) = (
-                &slots,
-                &prepared,
-                &opts,
-                &bars,
-                &store_owner,
-                &root_owner,
-                &cache,
-            );
+            let (slots, opts, bars, root_owner, cache) =
+                (&slots, &opts, &bars, &root_owner, &cache);
             let size = layer_size(i);
             scope.spawn_fifo(move |_| {
                 let blob = if i < store_layer_count {
@@ -434,33 +498,39 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
         .collect::<Result<Vec<_>>>()?;
     bars.finish();
     // Bottom to top: the base image, the explicit layers, the planned ones.
-    let mut all = match &base {
-        Some(base) => base_layers(base, &blob_dir, compression == Compression::None)?,
+    let mut all = match &resolved.base {
+        Some(base) => base_layers(base, blob_dir, compression == Compression::None)?,
         None => Vec::new(),
     };
-    for layer in &explicit {
-        all.push(layer.link_into(&blob_dir)?);
+    for layer in &resolved.explicit {
+        all.push(layer.link_into(blob_dir)?);
     }
     all.append(&mut layers);
-    layers = all;
+    Ok(all)
+}
 
+/// The config, the manifest and `index.json` for `layers`, written into the
+/// staging `layout`: the finished image, with its config's and manifest's
+/// digests.
+fn write_layout(
+    resolved: &ResolvedSpec,
+    layers: &[LayerBlob],
+    layout: &Path,
+) -> Result<(Image, Digest, Digest)> {
+    let blob_dir = layout.join("blobs/sha256");
     let config_bytes = image::config_json(
         &ConfigInput {
-            config: &prepared.config,
-            architecture: spec
-                .architecture
-                .as_deref()
-                .unwrap_or(image::host_architecture()),
-            created: &created,
+            config: &resolved.prepared.config,
+            architecture: &resolved.architecture,
+            created: &resolved.created,
         },
-        &layers,
+        layers,
     );
     let config_digest = output::write_blob(&blob_dir, &config_bytes)?;
-    let layout = staging.layout_dir();
     let image = Image::written(
         config_bytes,
         layers.iter().map(Layer::from).collect(),
-        &layout,
+        layout,
     )?;
     let (manifest_bytes, _) = image.manifest();
     let manifest_digest = output::write_blob(&blob_dir, &manifest_bytes)?;
@@ -469,31 +539,11 @@ pub fn build(req: BuildRequest) -> Result<BuildSummary> {
         &manifest_digest,
         manifest_bytes.len() as u64,
     );
-    output::finish_layout(&layout, &image::index_json(manifest_desc, &tag, &reference))?;
-
-    output::emit(
-        &image,
-        &output::Target {
-            format: req.format,
-            reference: &reference,
-            mtime,
-            archive: output::ArchiveCompression {
-                kind: req.archive_compression,
-                threads: &compress_threads,
-                zstd_workers: req.jobs as u32,
-            },
-        },
-        &staging,
-        &req.destination,
+    output::finish_layout(
+        layout,
+        &image::index_json(manifest_desc, &resolved.tag, &resolved.reference),
     )?;
-    Ok(BuildSummary {
-        reference,
-        digest: manifest_digest,
-        config_digest,
-        media_type: media::MANIFEST,
-        layers,
-        closure: prepared.closure.nodes().to_vec(),
-    })
+    Ok((image, config_digest, manifest_digest))
 }
 
 /// nixpkgs' Env merge with a base image: base Env then ours, one entry per

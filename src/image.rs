@@ -1,6 +1,8 @@
-//! Image and config: the image config (runtime config, rootfs, history), the
-//! manifest and the index, all as canonical JSON (sorted keys, no spaces) so
-//! digests are stable; and the timestamps they carry.
+//! The image model and its JSON: [`Image`], [`Layer`] and [`Index`] (what
+//! every reader in `source` makes, `build` produces, and every writer in
+//! `output` and the pusher take); the image config (runtime config, rootfs,
+//! history), the manifest and the index, all as canonical JSON (sorted keys,
+//! no spaces) so digests are stable; and the timestamps they carry.
 
 use std::fs;
 use std::io::Read;

@@ -4,11 +4,13 @@
 //! NAR, derivation files), [`closure`] (the reference graph), [`layering`]
 //! (partitioning into layers), [`layer`] (tar, layer blobs, the layer cache
 //! and Nix-built layers), [`media`] (media types, compression and its
-//! decoders), [`digest`] (content digests), [`image`] (config and manifests),
-//! [`output`] (layout and archives), [`source`] (reading built images),
+//! decoders), [`digest`] (content digests), [`image`] (the `Image` and
+//! `Index` model, config and manifests), [`source`] (readers: built images
+//! opened as that model), [`output`] (writers: layouts and archives),
 //! [`spec`] (the build spec), [`build`] (the pipeline), [`check`] (pre-push
 //! checks), [`registry`] (push), [`verify`] (supply-chain pins and
-//! provenance) and [`progress`].
+//! provenance), [`sbom`] (bills of materials), [`nixlib`] (the Nix library's
+//! build steps) and [`progress`].
 
 pub mod build;
 pub mod check;
@@ -19,6 +21,7 @@ pub mod layer;
 pub mod layering;
 pub mod media;
 pub mod nix;
+pub mod nixlib;
 pub mod output;
 pub mod progress;
 pub mod registry;

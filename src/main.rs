@@ -9,14 +9,13 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use nixoci::build::{self, BuildRequest};
-use nixoci::layer::rootfs::RootEntry;
 use nixoci::layering::{self, Strategy};
 use nixoci::media::Compression;
 use nixoci::output::{Destination, Format};
 use nixoci::progress::Progress;
 use nixoci::registry::auth::{CredentialSources, Credentials};
 use nixoci::registry::{self, PushError, PushOptions, Reference};
-use nixoci::spec::Spec;
+use nixoci::spec::{Overrides, Spec};
 use nixoci::{closure, nix};
 
 #[derive(Parser)]
@@ -427,47 +426,20 @@ fn main() -> ExitCode {
 }
 
 fn run_build(args: BuildArgs) -> Result<()> {
-    let (mut spec, spec_dir) = match &args.spec {
-        Some(file) if file.as_os_str() == "-" => {
-            (Spec::read(std::path::Path::new("/dev/stdin"))?, None)
-        }
-        Some(file) => (Spec::read(file)?, file.parent().map(PathBuf::from)),
-        None => (Spec::default(), None),
-    };
-    spec.contents.extend(args.store_paths.iter().cloned());
-    if let Some(file) = &args.config {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read config {}", file.display()))?;
-        let value = serde_json::from_str(&text)
-            .map_err(|e| anyhow!("{}: not valid JSON ({e})", file.display()))?;
-        spec.config = Some(value);
-    }
-    if let Some(graph) = &args.graph {
-        spec.graph = Some(serde_json::Value::String(graph.display().to_string()));
-    }
-    if let Some(given) = &args.tag {
-        let (name, tag) = nixoci::image::split_name_tag(given)?;
-        spec.name = Some(name);
-        spec.tag = Some(tag);
-    }
-    for root in &args.roots {
-        spec.root_entries.push(RootEntry::parse_cli(root)?);
-    }
-    spec.compression = args.compression.or(spec.compression);
-    spec.max_layers = args.max_layers.or(spec.max_layers);
-    spec.layering = args.strategy.or(spec.layering);
-    spec.created = args.created.clone().or(spec.created);
-    spec.mtime = args.mtime.clone().or(spec.mtime);
-    spec.architecture = args.architecture.clone().or(spec.architecture);
-    if spec.contents.is_empty()
-        && spec.config.is_none()
-        && spec.root_entries.is_empty()
-        && spec.graph.is_none()
-    {
-        return Err(anyhow!(
-            "nothing to build: name store paths, --spec, --graph, --config or --root"
-        ));
-    }
+    let (spec, spec_dir) = Spec::load(args.spec.as_deref())?;
+    let spec = spec.with_overrides(Overrides {
+        store_paths: args.store_paths,
+        config_file: args.config,
+        graph_file: args.graph,
+        tag: args.tag,
+        root_entries: args.roots,
+        compression: args.compression,
+        max_layers: args.max_layers,
+        layering: args.strategy,
+        created: args.created,
+        mtime: args.mtime,
+        architecture: args.architecture,
+    })?;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -569,35 +541,35 @@ fn run_push(args: PushArgs) -> Result<()> {
 }
 
 fn run_verify(args: VerifyArgs) -> Result<()> {
-    // `nix-instantiate` prints plain paths; `nix path-info` may add `!out`.
-    let (drvs, given): (Vec<PathBuf>, Vec<PathBuf>) = args
-        .manifests
-        .iter()
-        .map(|p| PathBuf::from(p.to_string_lossy().trim_end_matches("!out")))
-        .partition(|p| p.extension().is_some_and(|x| x == "drv"));
+    use nixoci::verify::{self, provenance};
+    let (drvs, pin_files) = verify::split_arguments(&args.manifests)?;
     if !drvs.is_empty() && !args.drv {
         return Err(anyhow!(
             "{} is a derivation: pass --drv to check a derivation graph",
             drvs[0].display()
         ));
     }
-    let manifests = if given.is_empty() {
-        let mut found: Vec<PathBuf> = std::fs::read_dir("mirrors")
-            .map_err(|_| anyhow!("no pin files given and no ./mirrors directory"))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        found.sort();
-        found
-    } else {
-        given
-    };
     if args.drv {
-        return run_verify_drv(&args, &drvs, &manifests);
+        if drvs.is_empty() {
+            return Err(anyhow!(
+                "--drv needs derivation paths, e.g. nixoci verify --drv $(nix-instantiate containers/authentik)"
+            ));
+        }
+        let roots: Vec<String> = drvs
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        let fetches = provenance::classify(&args.store, &roots, &pin_files)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&fetches)?);
+        } else {
+            print!("{}", provenance::render(&fetches));
+        }
+        return provenance::refuse_unproven(&fetches, args.allow_upstream);
     }
-    let rows = nixoci::verify::verify(
-        &manifests,
-        &nixoci::verify::Options {
+    let rows = verify::verify(
+        &pin_files,
+        &verify::Options {
             mirror_root: args.mirror_root.as_deref(),
             store_dir: &args.store,
             progress: Progress::from_quiet(args.quiet),
@@ -606,50 +578,11 @@ fn run_verify(args: VerifyArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        print!("{}", nixoci::verify::render(&rows));
+        print!("{}", verify::render(&rows));
     }
     let failed = rows.iter().filter(|r| r.status.is_failure()).count();
     if failed > 0 {
         return Err(anyhow!("{failed} pin(s) did not verify"));
-    }
-    Ok(())
-}
-
-fn run_verify_drv(args: &VerifyArgs, drvs: &[PathBuf], manifests: &[PathBuf]) -> Result<()> {
-    use nixoci::verify::provenance::{self, Class};
-    if drvs.is_empty() {
-        return Err(anyhow!(
-            "--drv needs derivation paths, e.g. nixoci verify --drv $(nix-instantiate containers/authentik)"
-        ));
-    }
-    let roots: Vec<String> = drvs
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    let fetches = provenance::classify(&args.store, &roots, manifests)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&fetches)?);
-    } else {
-        print!("{}", provenance::render(&fetches));
-    }
-    let refused: Vec<&str> = fetches
-        .iter()
-        .filter(|f| {
-            f.class == Class::Unpinned || (f.class == Class::PinnedUpstream && !args.allow_upstream)
-        })
-        .map(|f| f.drv.as_str())
-        .collect();
-    if !refused.is_empty() {
-        return Err(anyhow!(
-            "{} fixed-output derivation(s) not proven to come from the mirrors{}: {}",
-            refused.len(),
-            if args.allow_upstream {
-                ""
-            } else {
-                " (pinned upstream ones pass with --allow-upstream)"
-            },
-            refused.join(" ")
-        ));
     }
     Ok(())
 }
@@ -667,60 +600,16 @@ fn run_cache_prune(cache: &std::path::Path, max_size: u64) -> Result<()> {
 }
 
 fn run_nix_helper(helper: NixHelper) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let read = |attrs: &PathBuf| -> Result<serde_json::Value> {
-        let text = std::fs::read_to_string(attrs)
-            .with_context(|| format!("cannot read {}", attrs.display()))?;
-        serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", attrs.display()))
-    };
+    use nixoci::nixlib;
     match helper {
-        NixHelper::WriteJson { attrs, key, output } => {
-            let value = read(&attrs)?;
-            let item = value
-                .get(&key)
-                .ok_or_else(|| anyhow!("{} has no `{key}`", attrs.display()))?;
-            std::fs::write(&output, nixoci::image::canonical(item))?;
-        }
-        NixHelper::Layer { attrs, output } => {
-            let spec = nixoci::spec::Spec::read(&attrs)?;
-            build::build_layer_output(&spec, attrs.parent(), &output)?;
-        }
-        NixHelper::Registration { attrs, output } => {
-            let nodes =
-                nixoci::closure::nodes_from_json(&read(&attrs)?, &attrs.display().to_string())?;
-            std::fs::write(
-                &output,
-                nixoci::closure::registration(&nodes, nix::DEFAULT_STORE_DIR)?,
-            )?;
-        }
-        NixHelper::LinkContents { output, paths } => {
-            let mut tree = nixoci::layer::rootfs::RootTree::new(nix::DEFAULT_STORE_DIR);
-            for path in &paths {
-                tree.merge_content(path)?;
-            }
-            tree.materialize(&output)?;
-        }
+        NixHelper::WriteJson { attrs, key, output } => nixlib::write_json(&attrs, &key, &output),
+        NixHelper::Layer { attrs, output } => nixlib::layer(&attrs, &output),
+        NixHelper::Registration { attrs, output } => nixlib::registration(&attrs, &output),
+        NixHelper::LinkContents { output, paths } => nixlib::link_contents(&output, &paths),
         NixHelper::StreamScript { attrs, output } => {
-            let value = read(&attrs)?;
-            let mut spec = value
-                .get("nixoci")
-                .cloned()
-                .ok_or_else(|| anyhow!("{} has no `nixoci` spec", attrs.display()))?;
-            if let (Some(obj), Some(graph)) = (spec.as_object_mut(), value.get("graph")) {
-                obj.insert("graph".into(), graph.clone());
-            }
-            let exe = std::env::current_exe()?;
-            let script = format!(
-                "#!/bin/sh\n# Writes the image to stdout as a docker-archive (like nixpkgs' streamLayeredImage).\n\
-                 exec {} build --spec - --format docker-archive -o - \"$@\" <<'NIXOCI_SPEC'\n{}\nNIXOCI_SPEC\n",
-                exe.display(),
-                serde_json::to_string(&spec)?
-            );
-            std::fs::write(&output, script)?;
-            std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o555))?;
+            nixlib::stream_script(&attrs, &output, &std::env::current_exe()?)
         }
     }
-    Ok(())
 }
 
 fn run_sbom(args: SbomArgs) -> Result<()> {

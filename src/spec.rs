@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -81,6 +81,75 @@ impl Spec {
             value = inner;
         }
         serde_json::from_value(value).map_err(|e| anyhow!("{source}: invalid spec: {e}"))
+    }
+}
+
+/// What `nixoci build`'s flags do to a spec: store paths and root entries
+/// are added to its own, and every other flag given replaces its value.
+#[derive(Default)]
+pub struct Overrides {
+    pub store_paths: Vec<String>,
+    /// A JSON file holding the runtime config.
+    pub config_file: Option<PathBuf>,
+    pub graph_file: Option<PathBuf>,
+    /// `NAME[:TAG]`.
+    pub tag: Option<String>,
+    /// `--root` entries, in the CLI's `KIND:PATH:…` form.
+    pub root_entries: Vec<String>,
+    pub compression: Option<Compression>,
+    pub max_layers: Option<usize>,
+    pub layering: Option<Strategy>,
+    pub created: Option<String>,
+    pub mtime: Option<String>,
+    pub architecture: Option<String>,
+}
+
+impl Spec {
+    /// The spec in `file` (`-` is stdin), or an empty one without a file,
+    /// with the directory its relative paths are read from.
+    pub fn load(file: Option<&Path>) -> Result<(Spec, Option<PathBuf>)> {
+        Ok(match file {
+            Some(file) if file.as_os_str() == "-" => (Spec::read(Path::new("/dev/stdin"))?, None),
+            Some(file) => (Spec::read(file)?, file.parent().map(PathBuf::from)),
+            None => (Spec::default(), None),
+        })
+    }
+
+    /// The spec with `flags` applied; a spec that names nothing to build is refused.
+    pub fn with_overrides(mut self, flags: Overrides) -> Result<Spec> {
+        self.contents.extend(flags.store_paths);
+        if let Some(file) = &flags.config_file {
+            let text = fs::read_to_string(file)
+                .with_context(|| format!("cannot read config {}", file.display()))?;
+            let value = serde_json::from_str(&text)
+                .map_err(|e| anyhow!("{}: not valid JSON ({e})", file.display()))?;
+            self.config = Some(value);
+        }
+        if let Some(graph) = &flags.graph_file {
+            self.graph = Some(Value::String(graph.display().to_string()));
+        }
+        if let Some(given) = &flags.tag {
+            let (name, tag) = crate::image::split_name_tag(given)?;
+            self.name = Some(name);
+            self.tag = Some(tag);
+        }
+        for root in &flags.root_entries {
+            self.root_entries.push(RootEntry::parse_cli(root)?);
+        }
+        self.compression = flags.compression.or(self.compression);
+        self.max_layers = flags.max_layers.or(self.max_layers);
+        self.layering = flags.layering.or(self.layering);
+        self.created = flags.created.or(self.created);
+        self.mtime = flags.mtime.or(self.mtime);
+        self.architecture = flags.architecture.or(self.architecture);
+        if self.contents.is_empty()
+            && self.config.is_none()
+            && self.root_entries.is_empty()
+            && self.graph.is_none()
+        {
+            bail!("nothing to build: name store paths, --spec, --graph, --config or --root");
+        }
+        Ok(self)
     }
 }
 

@@ -138,6 +138,26 @@ pub struct Options<'a> {
     pub progress: Progress,
 }
 
+/// What `nixoci verify` was given, sorted: derivations (`nix-instantiate`
+/// paths, or `nix path-info`'s `…drv!out`) and pin files. Without pin files,
+/// every `mirrors/*.toml` of the current directory is checked.
+pub fn split_arguments(args: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let (drvs, given): (Vec<PathBuf>, Vec<PathBuf>) = args
+        .iter()
+        .map(|p| PathBuf::from(p.to_string_lossy().trim_end_matches("!out")))
+        .partition(|p| p.extension().is_some_and(|x| x == "drv"));
+    if !given.is_empty() {
+        return Ok((drvs, given));
+    }
+    let mut found: Vec<PathBuf> = fs::read_dir("mirrors")
+        .map_err(|_| anyhow!("no pin files given and no ./mirrors directory"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    found.sort();
+    Ok((drvs, found))
+}
+
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
     let text =
         fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;

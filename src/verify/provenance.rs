@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::Serialize;
 
 use super::{read_manifest, Kind, Manifest};
@@ -179,6 +179,31 @@ pub fn classify(store_dir: &str, roots: &[String], manifests: &[PathBuf]) -> Res
 }
 
 /// The report: one block per fixed-output derivation, then the counts.
+/// Refuses the fetches not proven to come from the mirrors: the unpinned
+/// ones, and the upstream ones unless `allow_upstream`.
+pub fn refuse_unproven(fetches: &[Fetch], allow_upstream: bool) -> Result<()> {
+    let refused: Vec<&str> = fetches
+        .iter()
+        .filter(|f| {
+            f.class == Class::Unpinned || (f.class == Class::PinnedUpstream && !allow_upstream)
+        })
+        .map(|f| f.drv.as_str())
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{} fixed-output derivation(s) not proven to come from the mirrors{}: {}",
+        refused.len(),
+        if allow_upstream {
+            ""
+        } else {
+            " (pinned upstream ones pass with --allow-upstream)"
+        },
+        refused.join(" ")
+    )
+}
+
 pub fn render(fetches: &[Fetch]) -> String {
     let mut out = String::new();
     for f in fetches {
