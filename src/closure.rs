@@ -163,7 +163,7 @@ pub fn registration(nodes: &[PathInfo], store_dir: &str) -> Result<String> {
     nodes.dedup_by(|a, b| a.path == b.path);
     let mut text = String::new();
     for node in nodes {
-        nix::validate_store_path(store_dir, &node.path).map_err(|e| anyhow!(e))?;
+        nix::validate_store_path(store_dir, &node.path)?;
         let hash = node
             .nar_hash
             .as_ref()
@@ -179,7 +179,7 @@ pub fn registration(nodes: &[PathInfo], store_dir: &str) -> Result<String> {
             refs.len()
         ));
         for r in refs {
-            nix::validate_store_path(store_dir, &r).map_err(|e| anyhow!(e))?;
+            nix::validate_store_path(store_dir, &r)?;
             text.push_str(&r);
             text.push('\n');
         }
@@ -363,7 +363,7 @@ fn parse_registration(text: &str, source: &str) -> Result<Vec<PathInfo>> {
 /// `nix-store`, which also works without a daemon as root).
 pub fn read_from_store(roots: &[String], store_dir: &str) -> Result<Closure> {
     for root in roots {
-        nix::validate_store_path(store_dir, root).map_err(|e| anyhow!(e))?;
+        nix::validate_store_path(store_dir, root)?;
         if fs::symlink_metadata(root).is_err() {
             bail!("store path {root} does not exist");
         }

@@ -19,7 +19,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
@@ -240,7 +240,7 @@ fn chunk_hashes(path: &Path, size: u64) -> io::Result<Vec<String>> {
 }
 
 /// Parses sizes like `500M`, `10G`, `1.5GiB` or plain bytes (powers of 1024).
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -248,7 +248,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let (number, unit) = t.split_at(split);
     let number: f64 = number
         .parse()
-        .map_err(|_| format!("`{text}` is not a size (e.g. 500M, 10G)"))?;
+        .map_err(|_| anyhow!("`{text}` is not a size (e.g. 500M, 10G)"))?;
     let shift = match unit
         .trim()
         .to_ascii_uppercase()
@@ -260,11 +260,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "M" => 20,
         "G" => 30,
         "T" => 40,
-        _ => return Err(format!("`{text}`: unknown unit (K, M, G or T)")),
+        _ => bail!("`{text}`: unknown unit (K, M, G or T)"),
     };
     let bytes = number * (1u64 << shift) as f64;
     if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(format!("`{text}` is out of range"));
+        bail!("`{text}` is out of range");
     }
     Ok(bytes as u64)
 }
@@ -275,11 +275,11 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("0"), Ok(0));
-        assert_eq!(parse_size("500M"), Ok(500 << 20));
-        assert_eq!(parse_size("10G"), Ok(10 << 30));
-        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
-        assert_eq!(parse_size("2kb"), Ok(2048));
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
+        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_size("2kb").unwrap(), 2048);
         assert!(parse_size("ten").is_err());
         assert!(parse_size("5X").is_err());
     }

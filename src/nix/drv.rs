@@ -73,7 +73,7 @@ impl Derivation {
             "sha512" => HashAlgo::Sha512,
             other => bail!("unsupported output hash algorithm `{other}`"),
         };
-        let hash = Hash::parse(&out.hash, Some(algo)).map_err(|e| anyhow!(e))?;
+        let hash = Hash::parse(&out.hash, Some(algo))?;
         Ok(Some((mode, hash)))
     }
 
@@ -173,7 +173,7 @@ pub fn parse(text: &str) -> Result<Derivation> {
 
 /// Reads and parses one `.drv` file of the store.
 pub fn read(store_dir: &str, path: &str) -> Result<Derivation> {
-    validate_store_path(store_dir, path).map_err(|e| anyhow!(e))?;
+    validate_store_path(store_dir, path)?;
     if !path.ends_with(".drv") {
         bail!("{path} is not a derivation (.drv) path");
     }

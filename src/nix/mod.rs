@@ -13,6 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use anyhow::{anyhow, bail, Result};
 use base64::Engine as _;
 use sha2::Digest as _;
 
@@ -29,24 +30,20 @@ const NIX32_ALPHABET: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
 
 /// Checks that `path` is `<store_dir>/<32 nix32 chars>-<name>` with nothing
 /// after the name; the error explains what is wrong.
-pub fn validate_store_path(store_dir: &str, path: &str) -> Result<(), String> {
+pub fn validate_store_path(store_dir: &str, path: &str) -> Result<()> {
     let rest = path
         .strip_prefix(store_dir)
         .and_then(|r| r.strip_prefix('/'))
-        .ok_or_else(|| format!("`{path}` is not inside the store directory {store_dir}"))?;
+        .ok_or_else(|| anyhow!("`{path}` is not inside the store directory {store_dir}"))?;
     let bytes = rest.as_bytes();
     if bytes.len() < 34 || bytes[32] != b'-' {
-        return Err(format!(
-            "`{path}` is not a store path (expected {store_dir}/<32-char hash>-<name>)"
-        ));
+        bail!("`{path}` is not a store path (expected {store_dir}/<32-char hash>-<name>)");
     }
     if !bytes[..32].iter().all(|c| NIX32_ALPHABET.contains(c)) {
-        return Err(format!("`{path}` has an invalid hash part"));
+        bail!("`{path}` has an invalid hash part");
     }
     if !bytes[33..].iter().all(|&c| is_name_char(c)) {
-        return Err(format!(
-            "`{path}` has a name with characters Nix does not allow, or a sub-path"
-        ));
+        bail!("`{path}` has a name with characters Nix does not allow, or a sub-path");
     }
     Ok(())
 }
@@ -170,20 +167,20 @@ impl Hash {
 
     /// Parses `sha256-<base64>` (SRI), `sha256:<nix32|hex|base64>`, or a bare
     /// digest when `default_algo` is given (as in the registration format).
-    pub fn parse(text: &str, default_algo: Option<HashAlgo>) -> Result<Hash, String> {
+    pub fn parse(text: &str, default_algo: Option<HashAlgo>) -> Result<Hash> {
         let text = text.trim();
         let (algo, digest, sri) = if let Some((name, rest)) = text.split_once('-') {
             match HashAlgo::from_name(name) {
                 Some(a) => (a, rest, true),
-                None => return Err(format!("unknown hash algorithm in `{text}`")),
+                None => bail!("unknown hash algorithm in `{text}`"),
             }
         } else if let Some((name, rest)) = text.split_once(':') {
             let a = HashAlgo::from_name(name)
-                .ok_or_else(|| format!("unknown hash algorithm in `{text}`"))?;
+                .ok_or_else(|| anyhow!("unknown hash algorithm in `{text}`"))?;
             (a, rest, false)
         } else {
             let a =
-                default_algo.ok_or_else(|| format!("hash `{text}` does not name its algorithm"))?;
+                default_algo.ok_or_else(|| anyhow!("hash `{text}` does not name its algorithm"))?;
             (a, text, false)
         };
         let want = algo.len();
@@ -198,10 +195,10 @@ impl Hash {
         };
         match bytes {
             Some(b) if b.len() == want => Ok(Hash { algo, bytes: b }),
-            _ => Err(format!(
+            _ => bail!(
                 "`{text}` is not a valid {} hash (SRI, nix32 or hex)",
                 algo.name()
-            )),
+            ),
         }
     }
 

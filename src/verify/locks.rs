@@ -208,7 +208,7 @@ fn uv_pins(text: &str, cache: &Path) -> anyhow::Result<Vec<Pin>> {
                 pins.push(Pin {
                     label: format!("{} {file}", package.name),
                     candidates: vec![cache.join(&file)],
-                    check: Check::Flat(Hash::parse(&hash, None).map_err(anyhow::Error::msg)?),
+                    check: Check::Flat(Hash::parse(&hash, None)?),
                 });
             }
         }
@@ -242,7 +242,7 @@ fn npm_pins(text: &str, cache: &Path) -> anyhow::Result<Vec<Pin>> {
         pins.push(Pin {
             label: name.trim_start_matches("node_modules/").to_string(),
             candidates: vec![cache.join(after_host), cache.join(basename(url))],
-            check: Check::Flat(Hash::parse(sri, None).map_err(anyhow::Error::msg)?),
+            check: Check::Flat(Hash::parse(sri, None)?),
         });
     }
     Ok(pins)
