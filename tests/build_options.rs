@@ -209,49 +209,197 @@ fn fixed_store() -> (std::path::PathBuf, serde_json::Value) {
     (store.to_path_buf(), graph)
 }
 
+/// sha256 (hex) of a file's bytes, computed here, not by nixoci.
+fn file_sha256(path: &Path) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(fs::read(path).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Every byte nixoci writes for one fixed input, pinned: layers, configs
+/// and manifests in each compression, the archives, a two-platform index and
+/// both bills of materials. The pins were computed with the release before
+/// the image-model redesign, so the redesign provably changed no byte; a
+/// change here means every user's images change too.
 #[test]
-fn digests_are_pinned_for_a_fixed_input() {
+fn digests_are_pinned_for_a_fixed_input_in_every_format() {
     let (store, graph) = fixed_store();
     let dir = tempdir();
-    let mut digests = Vec::new();
-    for compression in ["gzip", "zstd", "none"] {
-        let spec =
-            json!({"storeDir": store, "graph": graph, "tag": "1", "compression": compression});
-        fs::write(dir.path().join("spec.json"), spec.to_string()).unwrap();
-        let s = summary(&run(nixoci()
+    let build = |name: &str, spec: serde_json::Value, args: &[&str]| -> std::path::PathBuf {
+        let mut spec = spec;
+        spec["storeDir"] = json!(store);
+        spec["tag"] = json!("1");
+        if spec.get("graph").is_none() {
+            spec["graph"] = graph.clone();
+        }
+        let spec_file = dir.path().join(format!("{name}.json"));
+        fs::write(&spec_file, spec.to_string()).unwrap();
+        let out = dir.path().join(name);
+        run(nixoci()
             .arg("build")
             .arg("--spec")
-            .arg(dir.path().join("spec.json"))
-            .args(["--json", "-o"])
-            .arg(dir.path().join(compression))));
-        digests.push(layer_digests(&s)[..2].to_vec());
+            .arg(&spec_file)
+            .args(args)
+            .args(["--json", "-q", "-o"])
+            .arg(&out));
+        out
+    };
+    let mut pins: Vec<(String, String)> = Vec::new();
+    for compression in ["gzip", "zstd", "none"] {
+        let layout = build(
+            compression,
+            json!({"compression": compression, "architecture": "amd64"}),
+            &[],
+        );
+        let (manifest, _) = layout_manifest(&layout);
+        let index = read_json(&layout.join("index.json"));
+        for layer in manifest["layers"].as_array().unwrap()[..2].iter() {
+            pins.push((
+                format!("{compression} layer"),
+                layer["digest"].as_str().unwrap().into(),
+            ));
+        }
+        pins.push((
+            format!("{compression} config"),
+            manifest["config"]["digest"].as_str().unwrap().into(),
+        ));
+        pins.push((
+            format!("{compression} manifest"),
+            index["manifests"][0]["digest"].as_str().unwrap().into(),
+        ));
     }
-    // These change only if the tar writer, the gzip block format, zlib-rs or
-    // libzstd changes its
-    // bytes; a change here means every user's layers change too.
-    assert_eq!(
-        digests,
-        vec![
-            vec![
-                "sha256:8cbe08cb71cefccda2d40ec41fb34e89a235f24a823ff01fd79fb507fc32385e"
-                    .to_string(),
-                "sha256:ba737ca14f5c952b97f870d71387e73bfae251cd6d152e4e0584338c87a2bee1"
-                    .to_string()
-            ],
-            vec![
-                "sha256:99bcd5c0709e0a65ad452ae491f5e7dc893dd7878849a293eed3ad39f2e97116"
-                    .to_string(),
-                "sha256:d98cad7d223ce37bac81fbb34626573c8dfcb80d5fd42826b70cea01e1c90dc1"
-                    .to_string()
-            ],
-            vec![
-                "sha256:c7cfd5c9957a19cf86fbe1aaafa1b009e4c5e2f66d92384512d6f67cb60a1423"
-                    .to_string(),
-                "sha256:c81c4614c287fc0f1bc2c9b4cdf2a8207191fc253d3b0bdc71e43bd0383e74c0"
-                    .to_string()
-            ],
-        ]
-    );
+    for (format, archive) in [
+        ("docker-archive", "none"),
+        ("docker-archive", "gzip"),
+        ("docker-archive", "zstd"),
+        ("oci-archive", "none"),
+    ] {
+        let file = build(
+            &format!("{format}-{archive}"),
+            json!({"architecture": "amd64"}),
+            &["--format", format, "--archive-compression", archive],
+        );
+        pins.push((format!("{format} {archive}"), file_sha256(&file)));
+    }
+    let arm = build("arm64", json!({"architecture": "arm64"}), &[]);
+    let both = dir.path().join("index");
+    run(nixoci()
+        .args(["index", "--tag", "golden:1", "-o"])
+        .arg(&both)
+        .arg(dir.path().join("gzip"))
+        .arg(&arm));
+    pins.push((
+        "index".into(),
+        read_json(&both.join("index.json"))["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .into(),
+    ));
+    // A bill of materials lists NAR hashes: the graph gets Nix's own.
+    let mut hashed = graph.clone();
+    for node in hashed.as_array_mut().unwrap() {
+        let hash = stdout(
+            Command::new("nix-hash")
+                .args(["--type", "sha256", "--base32"])
+                .arg(node["path"].as_str().unwrap()),
+        );
+        node["narHash"] = json!(format!("sha256:{}", hash.trim()));
+    }
+    for format in ["cyclonedx", "spdx"] {
+        // The layout's index.json names the image and its SBOM referrer.
+        let layout = build(
+            &format!("sbom-{format}"),
+            json!({"architecture": "amd64", "graph": hashed}),
+            &["--sbom", format],
+        );
+        pins.push((
+            format!("{format} sbom"),
+            file_sha256(&layout.join("index.json")),
+        ));
+    }
+    let pinned: Vec<(&str, &str)> = vec![
+        (
+            "gzip layer",
+            "sha256:8cbe08cb71cefccda2d40ec41fb34e89a235f24a823ff01fd79fb507fc32385e",
+        ),
+        (
+            "gzip layer",
+            "sha256:ba737ca14f5c952b97f870d71387e73bfae251cd6d152e4e0584338c87a2bee1",
+        ),
+        (
+            "gzip config",
+            "sha256:9899d417a3e0772e987360adfd9fb535d78541896e36ae86180b8e9a0b06fb2c",
+        ),
+        (
+            "gzip manifest",
+            "sha256:b1451ce4cb40511dfab7210d92e4a0e8baf2005c05e5d43182805ab914350d0e",
+        ),
+        (
+            "zstd layer",
+            "sha256:99bcd5c0709e0a65ad452ae491f5e7dc893dd7878849a293eed3ad39f2e97116",
+        ),
+        (
+            "zstd layer",
+            "sha256:d98cad7d223ce37bac81fbb34626573c8dfcb80d5fd42826b70cea01e1c90dc1",
+        ),
+        (
+            "zstd config",
+            "sha256:9899d417a3e0772e987360adfd9fb535d78541896e36ae86180b8e9a0b06fb2c",
+        ),
+        (
+            "zstd manifest",
+            "sha256:568da6eae4def9ea69dfeb5c7585a635b9cd76b112b2165f329eb517cbb6cde9",
+        ),
+        (
+            "none layer",
+            "sha256:c7cfd5c9957a19cf86fbe1aaafa1b009e4c5e2f66d92384512d6f67cb60a1423",
+        ),
+        (
+            "none layer",
+            "sha256:c81c4614c287fc0f1bc2c9b4cdf2a8207191fc253d3b0bdc71e43bd0383e74c0",
+        ),
+        (
+            "none config",
+            "sha256:9899d417a3e0772e987360adfd9fb535d78541896e36ae86180b8e9a0b06fb2c",
+        ),
+        (
+            "none manifest",
+            "sha256:df911a3348a951119f955c3e86e461be99d85b2260fa29c7a650d701b1dc2bc9",
+        ),
+        (
+            "docker-archive none",
+            "cd110ff6e3634a888fd91dd88fc203b1dc7b793bbdebefbcc7ff4d63c13e86e6",
+        ),
+        (
+            "docker-archive gzip",
+            "1a4028415dea162e4f74089f30eb8ede7028a4bd70436b0343dabe28c24dc9ed",
+        ),
+        (
+            "docker-archive zstd",
+            "b9467cd5e6083edc5ef44f9c42d47d95548b22e494c78d7c74bd58fafbd85d17",
+        ),
+        (
+            "oci-archive none",
+            "6284776d3efe635fed095e8c5513c713002c3f9beb2af0acb8dff869de655095",
+        ),
+        (
+            "index",
+            "sha256:083de63aae122a38e7c80b496780a1732d39c290f7debb81c4e4b456146fc4a9",
+        ),
+        (
+            "cyclonedx sbom",
+            "15e8dd581c994a0b707d0aa96f909a061da4af3858f8e2020eb2a41f6b7cce1b",
+        ),
+        (
+            "spdx sbom",
+            "f8eced269050d41a6ee82ac38b1d072d15343550f5ffc93b7aa697c2eb872012",
+        ),
+    ];
+    let got: Vec<String> = pins.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let want: Vec<String> = pinned.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    assert_eq!(got, want, "\n{}", got.join("\n"));
 }
 
 #[test]
