@@ -13,11 +13,16 @@
         inherit system;
         overlays = [ self.overlays.default ];
       };
-      # The systems mirrors/authentik.toml pins the per-platform fixed
-      # outputs (npm's native packages) for: only those can be built.
+      # The systems mirrors/authentik.toml pins every per-platform fixed
+      # output for (npm's native packages, the compiled Python
+      # environment): only those can be built.
       authentikPins = builtins.fromTOML (builtins.readFile ./mirrors/authentik.toml);
+      perPlatformFods = builtins.filter (f: f ? system) (authentikPins.fod or [ ]);
+      pinnedFor = system: name:
+        builtins.any (f: f.name == name && f.system == system) perPlatformFods;
       authentikSystems = builtins.filter
-        (system: builtins.any (f: (f.system or null) == system) (authentikPins.fod or [ ]))
+        (system: perPlatformFods != [ ]
+          && builtins.all (f: pinnedFor system f.name) perPlatformFods)
         systems;
       # Built only from the sources mirrors/authentik.toml pins.
       authentikFor = system:

@@ -469,16 +469,22 @@ fn flake_evaluates_every_output() {
         "{outputs}"
     );
 
-    // With aarch64 pins (here never built, only evaluated), the arm64 image
-    // and the index of both appear.
+    // With aarch64 pins (here never built, only evaluated) for every
+    // per-platform fixed output, the arm64 image and the index of both
+    // appear; with one of them missing, neither does.
     let dir = tempdir();
     let copy = edited_copy(dir.path());
     let pins = copy.join("mirrors/authentik.toml");
+    let aarch64_pin = |name: &str| {
+        format!("\n[[fod]]\nname = \"{name}\"\noutputHash = \"sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\nsystem = \"aarch64-linux\"\n")
+    };
     let mut text = fs::read_to_string(&pins).unwrap();
-    text.push_str(
-        "\n[[fod]]\nname = \"authentik-webui-deps-2026.2.0\"\noutputHash = \"sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\nsystem = \"aarch64-linux\"\n",
-    );
-    fs::write(&pins, text).unwrap();
+    text.push_str(&aarch64_pin("authentik-webui-deps-2026.2.0"));
+    fs::write(&pins, &text).unwrap();
+    let names = nix_flake_eval_names(&copy, "packages.aarch64-linux");
+    assert!(!names.contains("authentik-image"), "{names}");
+    text.push_str(&aarch64_pin("authentik-python-deps-2026.2.0"));
+    fs::write(&pins, &text).unwrap();
     let arch = nix_flake_eval(
         &copy,
         "packages.aarch64-linux.authentik-image.nixoci.architecture",
@@ -488,8 +494,17 @@ fn flake_evaluates_every_output() {
     assert_eq!(args.matches("-authentik-oci").count(), 2, "{args}");
 }
 
+/// The attribute names of an attribute set of the flake in `copy`.
+fn nix_flake_eval_names(copy: &Path, attr: &str) -> String {
+    nix_flake_eval_with(copy, attr, &["--apply", "builtins.attrNames"])
+}
+
 /// `nix eval --json` of an attribute of the flake in `copy` (with the stand-in nixpkgs).
 fn nix_flake_eval(copy: &Path, attr: &str) -> String {
+    nix_flake_eval_with(copy, attr, &[])
+}
+
+fn nix_flake_eval_with(copy: &Path, attr: &str, extra: &[&str]) -> String {
     let (_, standin, _) = flake_dirs();
     let out = stdout(
         Command::new("nix")
@@ -498,6 +513,7 @@ fn nix_flake_eval(copy: &Path, attr: &str) -> String {
             .args(["--override-input", "nixpkgs"])
             .arg(format!("path:{}", standin.display()))
             .arg("--no-write-lock-file")
+            .args(extra)
             .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors()),
     );
     match serde_json::from_str::<Value>(&out) {
