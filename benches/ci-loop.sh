@@ -8,7 +8,12 @@
 #             nixpkgs' Python, so the baseline is flattered) + `skopeo copy
 #             docker-archive: docker://` (gzip, with skopeo's blob-info cache);
 #   nixoci    `nixoci build --cache` (gzip) + `nixoci push`;
-#   and, cold only, the same with zstd layers.
+#   nix       `nix-build` of the Nix library's buildLayeredImage, with the
+#             biggest path in a layer derivation of its own (buildLayer),
+#             + `nixoci push` (benches/explicit-layers.nix; the packages
+#             themselves are built before the clock starts, as a binary
+#             cache would have them);
+#   and, cold only, `nixoci build` with zstd layers + `nixoci push`.
 # Prints wall and CPU seconds per step, and the ratios.
 #
 # usage: bash benches/ci-loop.sh [SIZE_MIB]   (default 2400)
@@ -18,8 +23,11 @@ size_mib=${1:-2400}
 cargo build --release --quiet
 nixoci=$PWD/target/release/nixoci
 work=$(mktemp -d /var/tmp/nixoci-bench.XXXXXX)
+chmod 755 "$work"   # Nix's build users copy the bench store from here
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null; cleanup_nix; chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+# What the Nix pipeline added to /nix/store goes again.
+cleanup_nix() { [ -f "$work/nix-paths" ] && sort -u "$work/nix-paths" | xargs -r nix-store --delete > /dev/null 2>&1; true; }
 source benches/common.sh
 make_bench_store "$size_mib" --skewed
 export XDG_CACHE_HOME=$work/xdg   # nothing from earlier runs helps either side
@@ -27,6 +35,14 @@ export XDG_CACHE_HOME=$work/xdg   # nothing from earlier runs helps either side
 start_registry base 5393
 start_registry ours 5394
 start_registry zstd 5395
+start_registry nix 5396
+
+# The Nix pipeline's packages (copies of the bench store), built now.
+nix_build() { # CHANGE ATTR
+  nix-build --no-out-link benches/explicit-layers.nix -A "$2" \
+    --arg nixociBin "$nixoci" --argstr specFile "$work/spec.json" --argstr change "$1" 2>/dev/null
+}
+nix_build "" packages > "$work/nix-paths"
 
 # timed LABEL CMD…: runs CMD, prints wall and CPU (user+sys) seconds.
 timed() {
@@ -51,12 +67,19 @@ ours_zstd() { # TAG
   "$nixoci" build --spec "$work/spec.json" --compression zstd -q -o "$work/layout-zstd"
   "$nixoci" push --insecure -q "$work/layout-zstd" "127.0.0.1:5395/bench/app:$1"
 }
-export -f baseline ours ours_zstd; export nixoci work
+nix_pipeline() { # CHANGE TAG
+  local image
+  image=$(nix_build "$1" image)
+  nix-store -qR "$image" >> "$work/nix-paths"
+  "$nixoci" push --insecure -q "$image" "127.0.0.1:5396/bench/app:$2"
+}
+export -f baseline ours ours_zstd nix_build nix_pipeline; export nixoci work
 
 printf '%-52s %8s %8s\n' "step" "wall s" "CPU s"
 timed "cold: docker-archive + skopeo copy" bash -c 'baseline cold'; read -r base_cold base_cold_cpu < "$work/last"
 timed "cold: nixoci build --cache + nixoci push" bash -c 'ours cold'; read -r ours_cold ours_cold_cpu < "$work/last"
 timed "cold: nixoci build (zstd) + nixoci push" bash -c 'ours_zstd cold'; read -r zstd_cold _ < "$work/last"
+timed "cold: nix-build (explicit layer) + nixoci push" bash -c 'nix_pipeline "" cold'; read -r nix_cold _ < "$work/last"
 
 # One small path added on top of the closure (the everyday change).
 python3 - "$work/spec.json" "$store" "$nixoci" <<'PY'
@@ -73,12 +96,14 @@ json.dump(spec, open(spec_file, "w"))
 PY
 timed "one path added: docker-archive + skopeo copy" bash -c 'baseline changed'; read -r base_warm base_warm_cpu < "$work/last"
 timed "one path added: nixoci build --cache + nixoci push" bash -c 'ours changed'; read -r ours_warm ours_warm_cpu < "$work/last"
+timed "one path added: nix-build (explicit layer) + push" bash -c 'nix_pipeline changed changed'; read -r nix_warm _ < "$work/last"
 
-python3 - "$base_cold" "$ours_cold" "$base_warm" "$ours_warm" "$base_cold_cpu" "$ours_cold_cpu" "$base_warm_cpu" "$ours_warm_cpu" "$zstd_cold" <<'PY'
+python3 - "$base_cold" "$ours_cold" "$base_warm" "$ours_warm" "$base_cold_cpu" "$ours_cold_cpu" "$base_warm_cpu" "$ours_warm_cpu" "$zstd_cold" "$nix_cold" "$nix_warm" <<'PY'
 import sys
-bc, oc, bw, ow, bcc, occ, bwc, owc, zc = map(float, sys.argv[1:])
+bc, oc, bw, ow, bcc, occ, bwc, owc, zc, nc, nw = map(float, sys.argv[1:])
 print()
 print(f"cold:           nixoci is {bc / oc:.1f}x faster (wall), {bcc / occ:.1f}x less CPU   (target >= 1.5x for gzip)")
 print(f"cold, zstd:     nixoci is {bc / zc:.1f}x faster (wall)   (target >= 3.5x)")
 print(f"one path added: nixoci is {bw / ow:.1f}x faster (wall), {bwc / owc:.1f}x less CPU   (target >= 20x)")
+print(f"nix-build with an explicit layer: cold {bc / nc:.1f}x, one path added {bw / nw:.1f}x faster (wall) than the baseline")
 PY
