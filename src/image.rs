@@ -463,10 +463,6 @@ impl Image {
         platform
     }
 
-    pub fn blob(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs/sha256").join(digest.hex())
-    }
-
     /// The layer's tar stream, decompressed according to its content, once
     /// the blob is checked against its digest.
     pub fn layer_reader(&self, layer: &Layer) -> Result<Box<dyn Read>> {
@@ -511,6 +507,13 @@ impl Layer {
     }
 }
 
+/// An image index (`nixoci index`): its bytes and the images it lists, in order.
+pub struct Index {
+    pub bytes: Vec<u8>,
+    pub images: Vec<Image>,
+    pub(crate) _unpacked: Option<tempfile::TempDir>,
+}
+
 impl Index {
     /// The index of `images`, one per platform, in the order given; two
     /// images of one platform are refused.
@@ -534,13 +537,6 @@ impl Index {
             _unpacked: None,
         })
     }
-}
-
-/// An image index (`nixoci index`): its bytes and the images it lists, in order.
-pub struct Index {
-    pub bytes: Vec<u8>,
-    pub images: Vec<Image>,
-    pub(crate) _unpacked: Option<tempfile::TempDir>,
 }
 
 #[cfg(test)]
