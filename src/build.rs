@@ -595,9 +595,9 @@ fn base_layers(
             if uncompressed && compressed {
                 let dest = blob_dir.join(diff_id.hex());
                 let mut reader = base.layer_reader(layer)?;
-                let mut out = layer::HashingWriter::new(fs::File::create(&dest)?);
+                let mut out = layer::HashingWriter::new(fs::File::create(&dest)?)?;
                 std::io::copy(&mut reader, &mut out)?;
-                let (_, digest, size) = out.finish();
+                let (_, digest, size) = out.finish()?;
                 if digest.as_ref() != Some(&diff_id) {
                     bail!("fromImage: a layer does not match its diff_id {diff_id}");
                 }

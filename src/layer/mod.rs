@@ -23,7 +23,7 @@ use sha2::Digest as _;
 use crate::digest::Digest;
 use crate::media::compress::Compressor;
 use crate::media::Compression;
-use crate::nix::{self, Hash, NarEncoder, Sha256Counter};
+use crate::nix::{self, BackgroundSha256, Hash, NarEncoder};
 use tar::{Owner, TarWriter};
 
 /// What one finished layer is.
@@ -46,20 +46,22 @@ pub struct LayerBlob {
     pub cache: Option<&'static str>,
 }
 
-/// `Write` adapter that counts, and hashes unless told the hash is not needed.
+/// `Write` adapter that counts, and hashes unless told the hash is not
+/// needed. The hash runs on a thread of its own, so that it never holds the
+/// tar writer or the compressor back.
 pub struct HashingWriter<W: Write> {
     inner: W,
-    hasher: Option<sha2::Sha256>,
+    hasher: Option<BackgroundSha256>,
     count: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        HashingWriter {
+    pub fn new(inner: W) -> io::Result<Self> {
+        Ok(HashingWriter {
             inner,
-            hasher: Some(sha2::Sha256::new()),
+            hasher: Some(BackgroundSha256::spawn()?),
             count: 0,
-        }
+        })
     }
 
     /// Counts bytes only (when another hash of the same bytes exists).
@@ -72,9 +74,12 @@ impl<W: Write> HashingWriter<W> {
     }
 
     /// The inner writer, the digest (if hashing) and the byte count.
-    pub fn finish(self) -> (W, Option<Digest>, u64) {
-        let digest = self.hasher.map(Digest::from_hasher);
-        (self.inner, digest, self.count)
+    pub fn finish(self) -> io::Result<(W, Option<Digest>, u64)> {
+        let digest = match self.hasher {
+            Some(hasher) => Some(Digest::from_raw(&hasher.finish()?.0)),
+            None => None,
+        };
+        Ok((self.inner, digest, self.count))
     }
 }
 
@@ -82,7 +87,7 @@ impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         if let Some(h) = &mut self.hasher {
-            h.update(&buf[..n]);
+            h.write_all(&buf[..n])?;
         }
         self.count += n as u64;
         Ok(n)
@@ -109,7 +114,7 @@ pub fn compress_layer_file(
 ) -> Result<(Digest, u64, PathBuf)> {
     let tmp = out_dir.join(format!(".compressing-{}", diff_id.hex()));
     let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let digesting = HashingWriter::new(BufWriter::with_capacity(256 << 10, file));
+    let digesting = HashingWriter::new(BufWriter::with_capacity(256 << 10, file))?;
     let workers = zstd_workers(threads, fs::metadata(plain)?.len());
     let mut compressor = Compressor::new(compression, digesting, threads, workers)?;
     let mut input =
@@ -129,7 +134,7 @@ pub fn compress_layer_file(
         let _ = fs::remove_file(&tmp);
         bail!("layer {diff_id} is damaged: its content hashes to {got}");
     }
-    let (buffered, digest, size) = compressor.finish()?.finish();
+    let (buffered, digest, size) = compressor.finish()?.finish()?;
     buffered.into_inner().map_err(|e| e.into_error())?;
     let digest = digest.ok_or_else(|| anyhow!("the compressed layer was not hashed"))?;
     let dest = out_dir.join(digest.hex());
@@ -165,7 +170,7 @@ fn open_sink(opts: &LayerOptions, tmp_name: &str, size: u64) -> Result<(LayerSin
     // Uncompressed, the blob digest is the diff_id: hash those bytes once.
     let compressed = match opts.compression {
         Compression::None => HashingWriter::counting(buffered),
-        _ => HashingWriter::new(buffered),
+        _ => HashingWriter::new(buffered)?,
     };
     let compressor = Compressor::new(
         opts.compression,
@@ -173,7 +178,7 @@ fn open_sink(opts: &LayerOptions, tmp_name: &str, size: u64) -> Result<(LayerSin
         opts.threads,
         zstd_workers(opts.threads, size),
     )?;
-    Ok((HashingWriter::new(compressor), tmp))
+    Ok((HashingWriter::new(compressor)?, tmp))
 }
 
 fn close_sink(
@@ -182,10 +187,10 @@ fn close_sink(
     opts: &LayerOptions,
     store_paths: Vec<String>,
 ) -> Result<LayerBlob> {
-    let (compressor, diff_id, _) = sink.finish();
+    let (compressor, diff_id, _) = sink.finish()?;
     let diff_id = diff_id.expect("the tar stream is always hashed");
     let compressed = compressor.finish()?;
-    let (buffered, digest, size) = compressed.finish();
+    let (buffered, digest, size) = compressed.finish()?;
     let digest = digest.unwrap_or_else(|| diff_id.clone());
     buffered.into_inner().map_err(|e| e.into_error())?;
     let dest = opts.blob_dir.join(digest.hex());
@@ -256,7 +261,9 @@ pub fn write_store_paths<W: Write>(
         let want = expected.get(i).and_then(Option::as_ref);
         let mut walk = StoreWalk {
             // Without a registered hash there is nothing to compare: skip hashing.
-            nar: NarEncoder::new(OptionalHash(want.map(|_| Sha256Counter::default())))?,
+            nar: NarEncoder::new(OptionalHash(
+                want.map(|_| BackgroundSha256::spawn()).transpose()?,
+            ))?,
             nar_in_order: true,
             owner,
             on_bytes,
@@ -266,7 +273,7 @@ pub fn write_store_paths<W: Write>(
             .with_context(|| format!("cannot archive {path}"))?;
         if let Some(want) = want {
             let got = match walk.nar.into_inner().0 {
-                Some(counter) if walk.nar_in_order => Hash::sha256(counter.finish().0),
+                Some(hasher) if walk.nar_in_order => Hash::sha256(hasher.finish()?.0),
                 _ => {
                     // A directory whose Python order differs from NAR's byte order
                     // (names that are not UTF-8): hash this path on its own.
@@ -303,7 +310,7 @@ fn python_order(a: &[u8], b: &[u8]) -> Ordering {
 }
 
 /// A NAR hash sink that may be switched off.
-struct OptionalHash(Option<Sha256Counter>);
+struct OptionalHash(Option<BackgroundSha256>);
 
 impl Write for OptionalHash {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {

@@ -521,31 +521,73 @@ impl Write for BlockSender {
     }
 }
 
+/// A [`Sha256Counter`] on a thread of its own: writes are gathered into
+/// blocks and handed over (a few in flight: bounded memory), so that the
+/// writer never waits for the hash while a core is free. The hash is the one
+/// hashing in place gives.
+pub struct BackgroundSha256 {
+    sender: Option<BlockSender>,
+    worker: Option<std::thread::JoinHandle<([u8; 32], u64)>>,
+}
+
+impl BackgroundSha256 {
+    pub fn spawn() -> io::Result<BackgroundSha256> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let worker = std::thread::Builder::new()
+            .name("nixoci-sha256".into())
+            .spawn(move || {
+                let mut sink = Sha256Counter::default();
+                for block in rx {
+                    sink.hasher.update(&block);
+                    sink.count += block.len() as u64;
+                }
+                sink.finish()
+            })?;
+        Ok(BackgroundSha256 {
+            sender: Some(BlockSender {
+                block: Vec::with_capacity(PIPE_BLOCK),
+                tx,
+            }),
+            worker: Some(worker),
+        })
+    }
+
+    /// The SHA-256 and the byte count, once every byte is hashed.
+    pub fn finish(mut self) -> io::Result<([u8; 32], u64)> {
+        if let Some(mut sender) = self.sender.take() {
+            sender.flush()?;
+        }
+        self.worker
+            .take()
+            .ok_or_else(|| io::Error::other("the hashing thread is gone"))?
+            .join()
+            .map_err(|_| io::Error::other("the hashing thread panicked"))
+    }
+
+    fn sender(&mut self) -> io::Result<&mut BlockSender> {
+        self.sender
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the hash is finished"))
+    }
+}
+
+impl Write for BackgroundSha256 {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sender()?.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        // Blocks go when full; `finish` sends the rest.
+        Ok(())
+    }
+}
+
 /// The NAR SHA-256 and NAR size of the tree at `path`, as `nix hash path`
 /// gives. Reading the tree and hashing run on two threads, so reads overlap
 /// the hashing.
 pub fn nar_hash_path(path: &Path, on_bytes: &mut dyn FnMut(u64)) -> io::Result<(Hash, u64)> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-    std::thread::scope(|scope| {
-        let hasher = scope.spawn(move || {
-            let mut sink = Sha256Counter::default();
-            for block in rx {
-                sink.write_all(&block)?;
-            }
-            Ok::<_, io::Error>(sink.finish())
-        });
-        let sender = BlockSender {
-            block: Vec::with_capacity(PIPE_BLOCK),
-            tx,
-        };
-        let dumped = dump_path(path, sender, on_bytes).and_then(|mut s| s.flush());
-        let hashed = hasher
-            .join()
-            .map_err(|_| io::Error::other("the hashing thread panicked"))?;
-        dumped?;
-        let (digest, size) = hashed?;
-        Ok((Hash::sha256(digest), size))
-    })
+    let hasher = dump_path(path, BackgroundSha256::spawn()?, on_bytes)?;
+    let (digest, size) = hasher.finish()?;
+    Ok((Hash::sha256(digest), size))
 }
 
 /// The flat hash of a file's bytes (`nix hash file`; npm's sha512 integrity).
