@@ -491,9 +491,9 @@ pub fn nar_size(path: &Path) -> io::Result<u64> {
     Ok(padded(13) + node(path)?)
 }
 
-/// Blocks a NAR is handed over in, between the thread reading the tree and
-/// the one hashing it (a few of them in flight: bounded memory).
-const PIPE_BLOCK: usize = 1 << 20;
+/// Blocks bytes are handed to a hashing thread in (4 in flight: about
+/// 1.5 MiB per hasher, and a layer runs three).
+const PIPE_BLOCK: usize = 256 << 10;
 
 /// A `Write` that sends full blocks to another thread.
 struct BlockSender {
