@@ -280,7 +280,8 @@ mod tests {
     fn secrets_are_not_printed() {
         let c = Credentials::parse("zot-ci:zak_secret:with:colons").unwrap();
         assert_eq!(c.secret(), "zak_secret:with:colons");
-        assert!(!format!("{c:?}").contains("zak_secret"));
+        // Debug output (`--verbose`, errors) names the user, and only the user.
+        assert_eq!(format!("{c:?}"), "Credentials(zot-ci, <redacted>)");
     }
 
     #[test]
