@@ -1,5 +1,7 @@
-//! The build pipeline: resolves a spec into a closure, a layer plan and a
-//! root tree, builds every layer in parallel and writes the chosen output.
+//! The build pipeline: [`resolve`] turns a spec into a [`ResolvedSpec`]
+//! (closure, layer plan, root tree, every default filled in); [`build`]
+//! then builds every layer in parallel, writes the layout that makes them an
+//! [`Image`], and hands that image to `output` in the chosen format.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,7 +25,7 @@ use crate::output::{self, Destination, Format, Staging};
 use crate::progress::Progress;
 use crate::spec::{GraphSource, Spec};
 
-/// A fully resolved build request.
+/// What to build (a spec, with the CLI's flags applied) and where it goes.
 pub struct BuildRequest {
     pub spec: Spec,
     /// Directory relative graph paths in the spec are read from.
