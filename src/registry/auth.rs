@@ -70,7 +70,7 @@ pub struct CredentialSources {
 }
 
 impl CredentialSources {
-    /// Credentials for `registry` (host[:port]), or None for anonymous access.
+    /// Credentials for `registry` (`host[:port]`), or None for anonymous access.
     pub fn resolve(&self, registry: &str) -> Result<Option<Credentials>> {
         if let Some(c) = &self.explicit {
             return Ok(Some(c.clone()));
