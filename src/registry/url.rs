@@ -245,5 +245,14 @@ mod tests {
         assert!(!same_origin("http://[::1]/a", "http://[::1]:5000/b"));
         assert_eq!(origin("relative/path"), None);
         assert_eq!(origin("http://reg:notaport/"), None);
+        // A scheme starts with a letter and holds only letters, digits and
+        // `+-.` (RFC 3986 §3.1); anything else is not an absolute URL.
+        assert_eq!(origin("1x://evil:80/"), None);
+        assert_eq!(origin("h~p://evil:80/"), None);
+        assert_eq!(origin("://evil:80/"), None);
+        assert_eq!(
+            origin("git+ssh://Host:22/x"),
+            Some(("git+ssh".into(), "host".into(), 22))
+        );
     }
 }
