@@ -243,6 +243,10 @@ mod tests {
         assert!(!same_origin("http://reg@evil/a", "http://reg/a"));
         assert!(same_origin("http://[::1]:5000/a", "http://[::1]:5000/b"));
         assert!(!same_origin("http://[::1]/a", "http://[::1]:5000/b"));
+        assert_eq!(
+            origin("http://[::1]/a"),
+            Some(("http".into(), "[::1]".into(), 80))
+        );
         assert_eq!(origin("relative/path"), None);
         assert_eq!(origin("http://reg:notaport/"), None);
         // A scheme starts with a letter and holds only letters, digits and
