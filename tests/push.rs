@@ -382,6 +382,8 @@ fn faults_are_retried_and_the_push_still_succeeds() {
         {"method": "PUT", "path_contains": "/blobs/uploads/", "action": "500"},
         {"method": "PUT", "path_contains": "/blobs/uploads/", "action": "drop"},
         {"method": "PUT", "path_contains": "/manifests/", "action": "500"},
+        // A connection cut on a request the client retries itself.
+        {"method": "HEAD", "path_contains": "/manifests/", "action": "drop"},
     ]}));
     let dir = tempdir();
     let layout = image(dir.path(), "");
@@ -397,6 +399,12 @@ fn faults_are_retried_and_the_push_still_succeeds() {
         );
     }
     assert!(err.contains("retrying"), "{err}");
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("HEAD") && r.contains("/manifests/") && r.ends_with("DROPPED")),
+        "the manifest HEAD was not cut: {requests:?}"
+    );
     assert_pulls_back_equal(
         &format!("{}/team/app:v1", registry.host()),
         &layout,
@@ -736,6 +744,33 @@ fn stalled_and_endless_registries_end_in_exit_5() {
 }
 
 #[test]
+fn a_request_is_tried_six_times_at_most() {
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    // An endless 429 that asks for no wait: only the count of retries ends it.
+    proxy.set_plan(json!({"faults": [
+        {"method": "HEAD", "path_contains": "/manifests/", "action": "429", "retry_after": 0, "times": 1000},
+    ]}));
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    let reference = format!("{}/team/app:v1", proxy.host());
+    let (out, _) = push_bounded(
+        &[layout.to_str().unwrap(), &reference],
+        std::time::Duration::from_secs(90),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    let tries = proxy
+        .stats()
+        .1
+        .iter()
+        .filter(|r| r.starts_with("HEAD") && r.ends_with("429 (injected)"))
+        .count();
+    assert_eq!(tries, 6, "one try and 5 retries: {err}");
+    assert_eq!(err.matches("retrying").count(), 5, "{err}");
+}
+
+#[test]
 fn a_registry_that_stores_another_digest_fails_the_push() {
     let registry = Registry::start(Auth::Anonymous);
     let proxy = Proxy::start(&registry);
@@ -857,6 +892,10 @@ fn tls_is_verified_by_default() {
     assert!(
         err.to_lowercase().contains("certificate") || err.contains("UnknownIssuer"),
         "{err}"
+    );
+    assert!(
+        !err.contains("retrying"),
+        "a refused certificate is not worth retrying: {err}"
     );
     let log = fs::read_to_string(registry.dir.path().join("registry.log")).unwrap_or_default();
     assert!(
