@@ -739,6 +739,13 @@ fn stalled_and_endless_registries_end_in_exit_5() {
             err.contains("--timeout") || err.contains("timed out") || err.contains("Timeout"),
             "{marker}: {err}"
         );
+        if marker.starts_with("429") {
+            // 11 days asked, 6 s allowed: the retry time ends it, and says so.
+            assert!(
+                err.contains("no more retries: the retry time of 6s (--timeout) is used up"),
+                "{err}"
+            );
+        }
         eprintln!("{marker}: exit 5 after {took:?}");
     }
 }
@@ -768,6 +775,10 @@ fn a_request_is_tried_six_times_at_most() {
         .count();
     assert_eq!(tries, 6, "one try and 5 retries: {err}");
     assert_eq!(err.matches("retrying").count(), 5, "{err}");
+    assert!(
+        !err.contains("no more retries"),
+        "the count ended it, not the retry time: {err}"
+    );
 }
 
 #[test]
