@@ -544,3 +544,27 @@ impl<R: Read> Read for Counting<'_, R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_state_is_not_printed() {
+        assert_eq!(
+            redact_query("http://r/v2/a/blobs/uploads/x?_state=SECRET&digest=sha256:1"),
+            "http://r/v2/a/blobs/uploads/x?…"
+        );
+        assert_eq!(
+            redact_query("http://r/v2/a/tags/list?n=10"),
+            "http://r/v2/a/tags/list?n=10"
+        );
+        assert_eq!(redact_query("http://r/v2/"), "http://r/v2/");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_16_seconds() {
+        let waits: Vec<u128> = (1..=8).map(|a| backoff(a).as_millis()).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 16000, 16000, 16000]);
+    }
+}
