@@ -867,3 +867,50 @@ fn push_referrers(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_checked_part_by_part() {
+        let r = Reference::parse("registry.example.com:5000/team/app:v1.2-3_x").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_str()),
+            ("registry.example.com:5000", "team/app", "v1.2-3_x")
+        );
+        for ok in [
+            "localhost/app:1",
+            "reg.io/app:1",
+            "127.0.0.1:5000/app:1",
+            "[::1]:5000/app:1",
+        ] {
+            assert!(Reference::parse(ok).is_ok(), "{ok} refused");
+        }
+        let longest = format!("reg.io/app:{}", "t".repeat(128));
+        assert!(Reference::parse(&longest).is_ok());
+        for bad in [
+            // No registry host: a Docker Hub short name is not guessed.
+            "team/app:1",
+            "localhostx/app:1",
+            // Host characters.
+            "reg_io.x/app:1",
+            "reg.io%2f/app:1",
+            // Tags: empty, too long, a leading `.` or `-`, or characters that
+            // would change the request path.
+            "reg.io/app:",
+            &format!("reg.io/app:{}", "t".repeat(129)),
+            "reg.io/app:.hidden",
+            "reg.io/app:-x",
+            "reg.io/app:x/../../other/manifests/y",
+            "reg.io/app:x?y",
+            // Repository names.
+            "reg.io/:1",
+            "reg.io/Team/app:1",
+            "reg.io/team/../app:1",
+            "user:pass@reg.io/app:1",
+        ] {
+            assert!(Reference::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+}
