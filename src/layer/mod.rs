@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use sha2::Digest as _;
 
 use crate::digest::Digest;
 use crate::media::compress::Compressor;
@@ -112,34 +111,25 @@ pub fn compress_layer_file(
     out_dir: &Path,
     threads: &Arc<rayon::ThreadPool>,
 ) -> Result<(Digest, u64, PathBuf)> {
-    let tmp = out_dir.join(format!(".compressing-{}", diff_id.hex()));
-    let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let digesting = HashingWriter::new(BufWriter::with_capacity(256 << 10, file))?;
-    let workers = zstd_workers(threads, fs::metadata(plain)?.len());
-    let mut compressor = Compressor::new(compression, digesting, threads, workers)?;
-    let mut input =
-        File::open(plain).with_context(|| format!("cannot read {}", plain.display()))?;
-    let mut plain_hash = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = io::Read::read(&mut input, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        plain_hash.update(&buf[..n]);
-        compressor.write_all(&buf[..n])?;
+    let opts = LayerOptions {
+        compression,
+        threads,
+        blob_dir: out_dir,
+        on_bytes: &|_| {},
+    };
+    let input = File::open(plain).with_context(|| format!("cannot read {}", plain.display()))?;
+    let size = input.metadata()?.len();
+    let (mut sink, tmp) = open_sink(&opts, &format!(".compressing-{}", diff_id.hex()), size)?;
+    io::copy(&mut io::BufReader::with_capacity(1 << 20, input), &mut sink)?;
+    let blob = close_sink(sink, tmp, &opts, Vec::new())?;
+    if blob.diff_id != *diff_id {
+        let _ = fs::remove_file(&blob.file);
+        bail!(
+            "layer {diff_id} is damaged: its content hashes to {}",
+            blob.diff_id
+        );
     }
-    let got = Digest::from_hasher(plain_hash);
-    if got != *diff_id {
-        let _ = fs::remove_file(&tmp);
-        bail!("layer {diff_id} is damaged: its content hashes to {got}");
-    }
-    let (buffered, digest, size) = compressor.finish()?.finish()?;
-    buffered.into_inner().map_err(|e| e.into_error())?;
-    let digest = digest.ok_or_else(|| anyhow!("the compressed layer was not hashed"))?;
-    let dest = out_dir.join(digest.hex());
-    fs::rename(&tmp, &dest)?;
-    Ok((digest, size, dest))
+    Ok((blob.digest, blob.size, blob.file))
 }
 
 /// Where and how layers are written.
