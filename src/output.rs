@@ -449,7 +449,7 @@ pub fn attach_referrer(
             layout.display()
         );
     }
-    let image = crate::image::Image::open(layout, None)?;
+    let image = Image::open(layout, None)?;
     let (manifest, media_type) = image.manifest();
     let subject = image::descriptor(&media_type, &Digest::of(&manifest), manifest.len() as u64);
     let blob_dir = layout.join("blobs/sha256");
@@ -498,12 +498,16 @@ fn docker_archive_members(
             layer.media_type
         );
     }
+    let layer_names: Vec<String> = diff_ids
+        .iter()
+        .map(|d| format!("{}/layer.tar", d.hex()))
+        .collect();
     let mut members: Vec<Member> = image
         .layers
         .iter()
-        .zip(&diff_ids)
-        .map(|(l, diff_id)| Member {
-            name: format!("{}/layer.tar", diff_id.hex()),
+        .zip(&layer_names)
+        .map(|(l, name)| Member {
+            name: name.clone(),
             file: l.file.clone(),
         })
         .collect();
@@ -517,7 +521,7 @@ fn docker_archive_members(
     let manifest = json!([{
         "Config": config_name,
         "RepoTags": [reference],
-        "Layers": diff_ids.iter().map(|d| format!("{}/layer.tar", d.hex())).collect::<Vec<_>>(),
+        "Layers": layer_names,
     }]);
     let manifest_file = staging.dir.join("manifest.json");
     fs::write(&manifest_file, image::canonical(&manifest))?;

@@ -63,6 +63,20 @@ fn blob_file(root: &Path, digest: &Digest) -> PathBuf {
     root.join("blobs/sha256").join(digest.hex())
 }
 
+/// The blob a descriptor names, in the layout at `root`.
+fn layer_at(root: &Path, descriptor: &Value, what: &str) -> Result<Layer> {
+    let digest = digest_of(descriptor, what)?;
+    Ok(Layer {
+        media_type: descriptor["mediaType"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        size: descriptor["size"].as_u64().unwrap_or_default(),
+        file: blob_file(root, &digest),
+        digest,
+    })
+}
+
 /// The digest a descriptor names, checked (it becomes a file name).
 fn digest_of(descriptor: &Value, what: &str) -> Result<Digest> {
     let text = descriptor["digest"]
@@ -149,18 +163,11 @@ fn referrers_of(root: &Path, entries: &[&Value], subject: &Digest) -> Result<Vec
         {
             continue;
         }
-        let mut blobs = Vec::new();
-        for d in std::iter::once(&manifest["config"])
+        let what = format!("artifact {digest}: a blob");
+        let blobs = std::iter::once(&manifest["config"])
             .chain(manifest["layers"].as_array().into_iter().flatten())
-        {
-            let digest = digest_of(d, &format!("artifact {digest}: a blob"))?;
-            blobs.push(Layer {
-                media_type: d["mediaType"].as_str().unwrap_or_default().to_string(),
-                size: d["size"].as_u64().unwrap_or_default(),
-                file: blob_file(root, &digest),
-                digest,
-            });
-        }
+            .map(|d| layer_at(root, d, &what))
+            .collect::<Result<Vec<_>>>()?;
         found.push(Referrer {
             artifact_type: manifest["artifactType"]
                 .as_str()
@@ -186,15 +193,7 @@ fn image_of_manifest(
         .as_array()
         .ok_or_else(|| anyhow!("manifest without layers"))?
         .iter()
-        .map(|l| {
-            let digest = digest_of(l, "a layer")?;
-            Ok(Layer {
-                media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
-                size: l["size"].as_u64().unwrap_or_default(),
-                file: blob_file(root, &digest),
-                digest,
-            })
-        })
+        .map(|l| layer_at(root, l, "a layer"))
         .collect::<Result<Vec<_>>>()?;
     Ok(Image {
         config,

@@ -240,6 +240,16 @@ enum BlobContent<'a> {
     File(&'a Path),
 }
 
+impl<'a> From<&'a image::Layer> for Blob<'a> {
+    fn from(layer: &'a image::Layer) -> Blob<'a> {
+        Blob {
+            digest: layer.digest.clone(),
+            size: layer.size,
+            content: BlobContent::File(&layer.file),
+        }
+    }
+}
+
 /// The config and layer blobs of an image, each once.
 fn blobs_of(source: &Image) -> Vec<Blob<'_>> {
     let mut blobs = vec![Blob {
@@ -249,11 +259,7 @@ fn blobs_of(source: &Image) -> Vec<Blob<'_>> {
     }];
     for layer in &source.layers {
         if !blobs.iter().any(|b| b.digest == layer.digest) {
-            blobs.push(Blob {
-                digest: layer.digest.clone(),
-                size: layer.size,
-                content: BlobContent::File(&layer.file),
-            });
+            blobs.push(Blob::from(layer));
         }
     }
     blobs
@@ -799,15 +805,7 @@ fn push_referrers(
     summary: &mut PushSummary,
 ) -> Result<()> {
     for referrer in &source.referrers {
-        let blobs: Vec<Blob> = referrer
-            .blobs
-            .iter()
-            .map(|b| Blob {
-                digest: b.digest.clone(),
-                size: b.size,
-                content: BlobContent::File(&b.file),
-            })
-            .collect();
+        let blobs: Vec<Blob> = referrer.blobs.iter().map(Blob::from).collect();
         upload_blobs(client, &blobs, opts, summary)?;
         let digest = Digest::of(&referrer.manifest_bytes);
         let native = put_manifest(
