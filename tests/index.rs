@@ -124,17 +124,10 @@ fn an_index_of_two_platforms_resolves_per_platform_and_pushes_once() {
 
     // A re-push uploads nothing and leaves the tag alone.
     let (before, _) = proxy.stats();
-    let out = nixoci()
+    let out = run(nixoci()
         .args(["push", "--insecure", "-q", "--json"])
         .arg(&index)
-        .arg(&target)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&target));
     let again: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(again["bytes_uploaded"], 0);
     assert_eq!(proxy.stats().0, before);

@@ -199,17 +199,10 @@ fn an_attached_sbom_is_pushed_and_found_from_the_image_digest() {
     let registry = Registry::start(Auth::Anonymous);
     let proxy = Proxy::start(&registry);
     let push = |host: &str| {
-        let out = nixoci()
+        let out = run(nixoci()
             .args(["push", "--insecure", "-q", "--json"])
             .arg(&image)
-            .arg(format!("{host}/team/app:1"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .arg(format!("{host}/team/app:1")));
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
     let first = push(&proxy.host());
