@@ -11,17 +11,15 @@ import sys
 import tarfile
 
 
-def main():
-    mtime, uid, gid = (int(x) for x in sys.argv[1:4])
-    uname, gname = sys.argv[4:6]
-    paths = sys.argv[6:]
+def write_layer(stream, paths, mtime, uid, gid, uname, gname):
+    """Writes the store-path layer of `paths` as a tar to `stream`."""
 
     def owned(info):
         info.mtime, info.uid, info.gid = mtime, uid, gid
         info.uname, info.gname = uname, gname
         return info
 
-    with tarfile.open(fileobj=sys.stdout.buffer, mode="w|") as tar:
+    with tarfile.open(fileobj=stream, mode="w|") as tar:
         for top in ("/nix", "/nix/store"):
             info = tarfile.TarInfo(top)
             info.type = tarfile.DIRTYPE
@@ -44,4 +42,10 @@ def main():
                     tar.addfile(info)
 
 
-main()
+def main():
+    mtime, uid, gid = (int(x) for x in sys.argv[1:4])
+    write_layer(sys.stdout.buffer, sys.argv[6:], mtime, uid, gid, *sys.argv[4:6])
+
+
+if __name__ == "__main__":
+    main()
