@@ -9,13 +9,15 @@
 #             docker-archive: docker://` (gzip, with skopeo's blob-info cache);
 #   fast baseline  the same, but with the docker-archive written by nixoci
 #             (a flattered baseline: nixoci writes it several times faster);
-#   nixoci    `nixoci build --cache` (gzip) + `nixoci push`;
+#   nixoci    `nixoci build --cache --push` (gzip): new big layers are
+#             uploaded while they are compressed; and, cold only, the same
+#             as two commands, `nixoci build --cache` + `nixoci push`;
 #   nix       `nix-build` of the Nix library's buildLayeredImage, with the
 #             biggest path in a layer derivation of its own (buildLayer),
 #             + `nixoci push` (benches/explicit-layers.nix; the packages
 #             themselves are built before the clock starts, as a binary
 #             cache would have them);
-#   and, cold only, `nixoci build` with zstd layers + `nixoci push`.
+#   and, cold only, `nixoci build --cache --push` with zstd layers.
 # Prints wall and CPU seconds per step, and the ratios.
 #
 # usage: bash benches/ci-loop.sh [SIZE_MIB]   (default 2400)
@@ -38,6 +40,7 @@ start_registry base 5393
 start_registry fast 5397
 start_registry ours 5394
 start_registry zstd 5395
+start_registry steps 5398
 start_registry nix 5396
 
 # The Nix pipeline's packages (copies of the bench store), built now.
@@ -74,12 +77,16 @@ fast_baseline() { # TAG
   skopeo copy -q --dest-tls-verify=false "docker-archive:$work/fast.tar" "docker://127.0.0.1:5397/bench/app:$1"
 }
 ours() { # TAG
-  "$nixoci" build --spec "$work/spec.json" --compression gzip --cache "$work/cache" -q -o "$work/layout"
-  "$nixoci" push --insecure -q "$work/layout" "127.0.0.1:5394/bench/app:$1"
+  "$nixoci" build --spec "$work/spec.json" --compression gzip --cache "$work/cache" -q -o "$work/layout" \
+    --push "127.0.0.1:5394/bench/app:$1" --insecure
+}
+ours_two_steps() { # TAG
+  "$nixoci" build --spec "$work/spec.json" --compression gzip --cache "$work/cache-steps" -q -o "$work/layout-steps"
+  "$nixoci" push --insecure -q "$work/layout-steps" "127.0.0.1:5398/bench/app:$1"
 }
 ours_zstd() { # TAG
-  "$nixoci" build --spec "$work/spec.json" --compression zstd -q -o "$work/layout-zstd"
-  "$nixoci" push --insecure -q "$work/layout-zstd" "127.0.0.1:5395/bench/app:$1"
+  "$nixoci" build --spec "$work/spec.json" --compression zstd --cache "$work/cache-zstd" -q -o "$work/layout-zstd" \
+    --push "127.0.0.1:5395/bench/app:$1" --insecure
 }
 nix_pipeline() { # CHANGE TAG
   local image
@@ -87,14 +94,15 @@ nix_pipeline() { # CHANGE TAG
   nix-store -qR "$image" >> "$work/nix-paths"
   "$nixoci" push --insecure -q "$image" "127.0.0.1:5396/bench/app:$2"
 }
-export -f baseline fast_baseline ours ours_zstd nix_build nix_pipeline; export nixoci work
+export -f baseline fast_baseline ours ours_two_steps ours_zstd nix_build nix_pipeline; export nixoci work
 
 printf '%-52s %8s %8s\n' "step" "wall s" "CPU s"
 reference_archive
 timed "cold: nixpkgs' streamer + skopeo copy" bash -c 'baseline cold'; read -r base_cold base_cold_cpu < "$work/last"
 timed "cold: nixoci docker-archive + skopeo copy" bash -c 'fast_baseline cold'; read -r fast_cold _ < "$work/last"
-timed "cold: nixoci build --cache + nixoci push" bash -c 'ours cold'; read -r ours_cold ours_cold_cpu < "$work/last"
-timed "cold: nixoci build (zstd) + nixoci push" bash -c 'ours_zstd cold'; read -r zstd_cold _ < "$work/last"
+timed "cold: nixoci build --cache --push" bash -c 'ours cold'; read -r ours_cold ours_cold_cpu < "$work/last"
+timed "cold: nixoci build --cache, then nixoci push" bash -c 'ours_two_steps cold'; read -r steps_cold _ < "$work/last"
+timed "cold: nixoci build --cache --push (zstd)" bash -c 'ours_zstd cold'; read -r zstd_cold _ < "$work/last"
 timed "cold: nix-build (explicit layer) + nixoci push" bash -c 'nix_pipeline "" cold'; read -r nix_cold _ < "$work/last"
 
 # One small path added on top of the closure (the everyday change).
@@ -113,16 +121,17 @@ PY
 reference_archive
 timed "one path added: nixpkgs' streamer + skopeo copy" bash -c 'baseline changed'; read -r base_warm base_warm_cpu < "$work/last"
 timed "one path added: nixoci docker-archive + skopeo" bash -c 'fast_baseline changed'; read -r fast_warm _ < "$work/last"
-timed "one path added: nixoci build --cache + nixoci push" bash -c 'ours changed'; read -r ours_warm ours_warm_cpu < "$work/last"
+timed "one path added: nixoci build --cache --push" bash -c 'ours changed'; read -r ours_warm ours_warm_cpu < "$work/last"
 timed "one path added: nix-build (explicit layer) + push" bash -c 'nix_pipeline changed changed'; read -r nix_warm _ < "$work/last"
 
-python3 - "$base_cold" "$ours_cold" "$base_warm" "$ours_warm" "$base_cold_cpu" "$ours_cold_cpu" "$base_warm_cpu" "$ours_warm_cpu" "$zstd_cold" "$nix_cold" "$nix_warm" "$fast_cold" "$fast_warm" <<'PY'
+python3 - "$base_cold" "$ours_cold" "$base_warm" "$ours_warm" "$base_cold_cpu" "$ours_cold_cpu" "$base_warm_cpu" "$ours_warm_cpu" "$zstd_cold" "$nix_cold" "$nix_warm" "$fast_cold" "$fast_warm" "$steps_cold" <<'PY'
 import sys
-bc, oc, bw, ow, bcc, occ, bwc, owc, zc, nc, nw, fc, fw = map(float, sys.argv[1:])
+bc, oc, bw, ow, bcc, occ, bwc, owc, zc, nc, nw, fc, fw, sc = map(float, sys.argv[1:])
 print()
 print("against nixpkgs' streamer + skopeo (our users' pipeline):")
 print(f"cold:           nixoci is {bc / oc:.1f}x faster (wall), {bcc / occ:.1f}x less CPU   (target >= 1.5x for gzip)")
 print(f"cold, zstd:     nixoci is {bc / zc:.1f}x faster (wall)   (target >= 3.5x)")
+print(f"cold, gzip, build then push as two commands: {bc / sc:.1f}x faster (wall)")
 print(f"one path added: nixoci is {bw / ow:.1f}x faster (wall), {bwc / owc:.1f}x less CPU   (target >= 20x)")
 print(f"nix-build with an explicit layer: cold {bc / nc:.1f}x, one path added {bw / nw:.1f}x faster (wall) than the baseline")
 print("against the fast baseline (nixoci's docker-archive + skopeo):")

@@ -38,6 +38,10 @@ pub struct BuildRequest {
     pub force: bool,
     /// A layer cache directory (`--cache`).
     pub cache: Option<PathBuf>,
+    /// Where layers the cache does not have also go while they are
+    /// compressed (`--push`). Only the cache can tell a new layer from one a
+    /// registry may hold already, so without a cache nothing is streamed.
+    pub streams: Option<Arc<dyn layer::BlobStreams + Send>>,
     pub jobs: usize,
     pub progress: Progress,
 }
@@ -177,6 +181,7 @@ pub fn build_layer_output(
             threads: &threads,
             blob_dir: out,
             on_bytes: &|_| {},
+            streams: None,
         },
     )?;
     fs::rename(&blob.file, out.join("blob"))?;
@@ -406,6 +411,11 @@ fn build_layers(
         threads: compress_threads,
         blob_dir,
         on_bytes: &on_bytes,
+        streams: None,
+    };
+    let new_layer_opts = LayerOptions {
+        streams: req.streams.as_deref().map(|s| s as &dyn layer::BlobStreams),
+        ..opts
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(req.jobs)
@@ -432,8 +442,8 @@ fn build_layers(
         (0..=store_layer_count).map(|_| Mutex::new(None)).collect();
     pool.scope_fifo(|scope| {
         for &i in &order {
-            let (slots, opts, bars, root_owner, cache) =
-                (&slots, &opts, &bars, &root_owner, &cache);
+            let (slots, opts, new_layer_opts, bars, root_owner, cache) =
+                (&slots, &opts, &new_layer_opts, &bars, &root_owner, &cache);
             let size = layer_size(i);
             scope.spawn_fifo(move |_| {
                 let blob = if i < store_layer_count {
@@ -458,7 +468,7 @@ fn build_layers(
                                     &expected,
                                     size,
                                     store_owner,
-                                    opts,
+                                    new_layer_opts,
                                 )
                                 .map(|blob| {
                                     cache.put(&key, &blob);

@@ -1,8 +1,9 @@
 //! The `nixoci` command line: parses arguments and calls the library.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -14,6 +15,7 @@ use nixoci::media::Compression;
 use nixoci::output::{Destination, Format};
 use nixoci::progress::Progress;
 use nixoci::registry::auth::{CredentialSources, Credentials};
+use nixoci::registry::stream::Streams;
 use nixoci::registry::{self, PushError, PushOptions, Reference};
 use nixoci::spec::{Overrides, Spec};
 use nixoci::{closure, nix};
@@ -169,6 +171,13 @@ struct BuildArgs {
     /// Keep a bill of materials of the closure in the OCI layout, as a referrer that `nixoci push` uploads.
     #[arg(long, value_enum, value_name = "FORMAT")]
     sbom: Option<nixoci::sbom::Format>,
+    /// Push the built layout to REGISTRY/REPOSITORY:TAG, as `nixoci push` would (repeatable).
+    /// With --cache, the layers the cache does not have (64 MiB and up) are uploaded to the first
+    /// REF while they are compressed; the push after the build sends only what is still missing.
+    #[arg(long = "push", value_name = "REF")]
+    push: Vec<String>,
+    #[command(flatten, next_help_heading = "Pushing (with --push)")]
+    registry: RegistryArgs,
 }
 
 #[derive(Args)]
@@ -251,6 +260,23 @@ struct PushArgs {
     /// Where to push: REGISTRY/REPOSITORY:TAG; several tags may be given.
     #[arg(required = true, value_name = "REF")]
     refs: Vec<String>,
+    /// Compress layers that are plain tars (docker-archives, nixpkgs' .tar.gz) before pushing;
+    /// deterministic, so a re-push finds them already there. Compressed layers are pushed as they are.
+    #[arg(long, value_enum)]
+    compression: Option<Compression>,
+    /// Print the pushed repo@sha256 digests and the bytes uploaded as JSON.
+    #[arg(long)]
+    json: bool,
+    /// No progress bars.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// How to talk to a registry (`push`, and `build --push`).
+#[derive(Args)]
+struct RegistryArgs {
     /// USER:PASSWORD for HTTP Basic or the token server.
     #[arg(long, value_name = "USER:PASS", conflicts_with = "creds_env")]
     creds: Option<String>,
@@ -272,25 +298,42 @@ struct PushArgs {
     /// Chunk size in bytes when the registry refuses monolithic uploads.
     #[arg(long, default_value_t = 16 << 20)]
     chunk_size: u64,
-    /// Compress layers that are plain tars (docker-archives, nixpkgs' .tar.gz) before pushing;
-    /// deterministic, so a re-push finds them already there. Compressed layers are pushed as they are.
-    #[arg(long, value_enum)]
-    compression: Option<Compression>,
     /// Seconds with no byte moving before a transfer counts as failed (then it is retried).
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     stall_timeout: u64,
     /// Seconds after which a failing request or blob upload is not retried any more (exit 5).
     #[arg(long, value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
-    /// Print the pushed repo@sha256 digests and the bytes uploaded as JSON.
-    #[arg(long)]
-    json: bool,
-    /// No progress bars.
-    #[arg(long, short = 'q')]
-    quiet: bool,
     /// Log every request (method, URL, status; never headers or credentials).
     #[arg(long, short = 'v')]
     verbose: bool,
+}
+
+impl RegistryArgs {
+    fn options(&self, quiet: bool, compression: Option<Compression>) -> Result<PushOptions> {
+        Ok(PushOptions {
+            creds: CredentialSources {
+                explicit: self.creds.as_deref().map(Credentials::parse).transpose()?,
+                env_var: self.creds_env.clone(),
+                username: self.username.clone(),
+            },
+            insecure: self.insecure,
+            mount_from: self.mount_from.clone(),
+            parallel: self.parallel,
+            chunk_size: self.chunk_size.max(1),
+            progress: Progress::from_quiet(quiet),
+            verbose: self.verbose,
+            timeouts: registry::client::Timeouts {
+                stall: Duration::from_secs(self.stall_timeout),
+                total: Duration::from_secs(self.timeout),
+            },
+            compression,
+        })
+    }
+}
+
+fn parse_references(refs: &[String]) -> Result<Vec<Reference>> {
+    refs.iter().map(|r| Reference::parse(r)).collect()
 }
 
 #[derive(Args)]
@@ -445,6 +488,19 @@ fn run_build(args: BuildArgs) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let destination = Destination::parse(&args.output);
+    let refs = parse_references(&args.push)?;
+    if !refs.is_empty()
+        && (args.format != Format::OciLayout || matches!(destination, Destination::Stdout))
+    {
+        return Err(anyhow!(
+            "--push pushes the OCI layout it builds: use --format oci-layout -o DIR"
+        ));
+    }
+    let push_options = args.registry.options(args.quiet, None)?;
+    let streams = match refs.first() {
+        Some(first) => Some(Arc::new(Streams::connect(first, &push_options)?)),
+        None => None,
+    };
     if args.sbom.is_some()
         && (args.format != Format::OciLayout || matches!(destination, Destination::Stdout))
     {
@@ -460,19 +516,19 @@ fn run_build(args: BuildArgs) -> Result<()> {
         destination: destination.clone(),
         force: args.force,
         cache: args.cache.clone(),
+        streams: streams
+            .clone()
+            .map(|s| s as Arc<dyn nixoci::layer::BlobStreams + Send>),
         jobs,
         progress: Progress::from_quiet(args.quiet),
-    })?;
+    });
+    // The uploads end either way: a failed build's are cancelled.
+    let streamed = streams.map(|s| s.finish());
+    let summary = summary?;
     if let (Some(format), Destination::Path(layout)) = (args.sbom, &destination) {
         nixoci::sbom::attach_to_build(layout, &summary, format)?;
     }
-    if args.json {
-        let text = serde_json::to_string_pretty(&summary)?;
-        match destination {
-            Destination::Stdout => eprintln!("{text}"),
-            Destination::Path(_) => println!("{text}"),
-        }
-    } else if !args.quiet {
+    if !args.quiet && !args.json {
         eprintln!(
             "built {} ({} layers) {} -> {}",
             summary.reference,
@@ -480,6 +536,34 @@ fn run_build(args: BuildArgs) -> Result<()> {
             summary.digest,
             args.output
         );
+    }
+    let pushed = match (&destination, streamed) {
+        (Destination::Path(layout), Some(streamed)) => {
+            if !args.quiet && !streamed.uploaded.is_empty() {
+                eprintln!(
+                    "uploaded {} layer(s), {} bytes, while they were compressed",
+                    streamed.uploaded.len(),
+                    streamed.bytes_uploaded
+                );
+            }
+            Some((
+                streamed,
+                registry::push(Path::new(layout), &refs, &push_options)?,
+            ))
+        }
+        _ => None,
+    };
+    if args.json {
+        let text = match pushed {
+            Some((streamed, push)) => serde_json::to_string_pretty(
+                &serde_json::json!({"build": summary, "streamed": streamed, "push": push}),
+            )?,
+            None => serde_json::to_string_pretty(&summary)?,
+        };
+        match destination {
+            Destination::Stdout => eprintln!("{text}"),
+            Destination::Path(_) => println!("{text}"),
+        }
     }
     Ok(())
 }
@@ -506,33 +590,11 @@ fn run_plan(args: PlanArgs) -> Result<()> {
 }
 
 fn run_push(args: PushArgs) -> Result<()> {
-    let refs = args
-        .refs
-        .iter()
-        .map(|r| Reference::parse(r))
-        .collect::<Result<Vec<_>>>()?;
-    let creds = CredentialSources {
-        explicit: args.creds.as_deref().map(Credentials::parse).transpose()?,
-        env_var: args.creds_env.clone(),
-        username: args.username.clone(),
-    };
+    let refs = parse_references(&args.refs)?;
     let summary = registry::push(
         &args.src,
         &refs,
-        &PushOptions {
-            creds,
-            insecure: args.insecure,
-            mount_from: args.mount_from.clone(),
-            parallel: args.parallel,
-            chunk_size: args.chunk_size.max(1),
-            progress: Progress::from_quiet(args.quiet),
-            verbose: args.verbose,
-            timeouts: registry::client::Timeouts {
-                stall: Duration::from_secs(args.stall_timeout),
-                total: Duration::from_secs(args.timeout),
-            },
-            compression: args.compression,
-        },
+        &args.registry.options(args.quiet, args.compression)?,
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);

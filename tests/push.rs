@@ -384,6 +384,9 @@ fn faults_are_retried_and_the_push_still_succeeds() {
         {"method": "PUT", "path_contains": "/manifests/", "action": "500"},
         // A connection cut on a request the client retries itself.
         {"method": "HEAD", "path_contains": "/manifests/", "action": "drop"},
+        // An upload session that expired (404) or a request timeout (408) may pass.
+        {"method": "POST", "path_contains": "/blobs/uploads/", "action": "404"},
+        {"method": "POST", "path_contains": "/blobs/uploads/", "action": "408"},
     ]}));
     let dir = tempdir();
     let layout = image(dir.path(), "");
@@ -392,7 +395,13 @@ fn faults_are_retried_and_the_push_still_succeeds() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     let requests = proxy.stats().1;
-    for injected in ["429 (injected)", "500 (injected)", "DROPPED"] {
+    for injected in [
+        "429 (injected)",
+        "500 (injected)",
+        "DROPPED",
+        "404 (injected)",
+        "408 (injected)",
+    ] {
         assert!(
             requests.iter().any(|r| r.contains(injected)),
             "{injected} was not exercised: {requests:?}"
@@ -1057,4 +1066,265 @@ fn parallel_bounds_the_uploads_in_flight() {
             "--parallel {parallel}: {seen} uploads at once"
         );
     }
+}
+
+/// A synthetic store in `dir` with one path of 72 MiB of incompressible
+/// bytes (big enough to be streamed) and a small one referring to it;
+/// returns the spec that builds it.
+fn big_layer_spec(dir: &Path) -> PathBuf {
+    let store = dir.join("store");
+    let big = store.join("0123456789abcdfghijklmnpqrsvwxyz-big");
+    let small = store.join("1123456789abcdfghijklmnpqrsvwxyz-small");
+    fs::create_dir_all(&big).unwrap();
+    fs::create_dir_all(&small).unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let data: Vec<u8> = (0..72 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    fs::write(big.join("data"), data).unwrap();
+    fs::write(small.join("hello"), "hello\n").unwrap();
+    let nar = |p: &Path| {
+        stdout(nixoci().args(["hash", "path"]).arg(p))
+            .trim()
+            .to_string()
+    };
+    let spec = dir.join("spec.json");
+    fs::write(
+        &spec,
+        json!({
+            "storeDir": store,
+            "tag": "1",
+            "graph": [
+                {"path": big, "references": [], "narHash": nar(&big)},
+                {"path": small, "references": [big], "narHash": nar(&small)},
+            ],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    spec
+}
+
+/// `nixoci build --push` of `spec` (extra arguments after), checked for
+/// leaked credentials like `push`.
+fn build_push(spec: &Path, layout: &Path, args: &[&str]) -> Output {
+    let out = nixoci()
+        .arg("build")
+        .arg("--spec")
+        .arg(spec)
+        .arg("-o")
+        .arg(layout)
+        .args(["-q", "--insecure", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(PASSWORD));
+    out
+}
+
+fn build_push_ok(spec: &Path, layout: &Path, args: &[&str]) -> Value {
+    let out = build_push(spec, layout, args);
+    assert!(
+        out.status.success(),
+        "build --push failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The digest of the biggest layer a build summary lists.
+fn biggest_layer(summary: &Value) -> String {
+    summary["build"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|l| l["size"].as_u64().unwrap())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn build_push_uploads_a_new_big_layer_while_it_is_compressed() {
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    let dir = tempdir();
+    let spec = big_layer_spec(dir.path());
+    let cache = dir.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    let layout = dir.path().join("layout");
+    let reference = format!("{}/stream/app:1", proxy.host());
+    let first = build_push_ok(&spec, &layout, &["--cache", cache, "--push", &reference]);
+
+    // The big layer went up in chunks during the build; the push after it
+    // sent only the rest, and no blob byte was sent twice.
+    let big = biggest_layer(&first);
+    assert_eq!(first["streamed"]["uploaded"], json!([big]), "{first:#}");
+    let requests = proxy.stats().1;
+    let patches = requests.iter().filter(|r| r.starts_with("PATCH")).count();
+    assert!(patches >= 2, "the stream sent no chunks: {requests:?}");
+    let (manifest, _) = layout_manifest(&layout);
+    let blob_bytes: u64 = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain([&manifest["config"]])
+        .map(|d| d["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        proxy.stats().0,
+        blob_bytes,
+        "bytes sent != the image's blobs: {requests:?}"
+    );
+    assert_eq!(first["push"]["blobs_present"], 1, "{first:#}");
+    assert_eq!(first["push"]["digest"], first["build"]["digest"]);
+    assert_pulls_back_equal(
+        &format!("{}/stream/app:1", registry.host()),
+        &layout,
+        None,
+        dir.path(),
+    );
+
+    // Everything from the cache: nothing is streamed and nothing uploaded.
+    let before = proxy.stats().1.len();
+    let again = build_push_ok(
+        &spec,
+        &layout,
+        &[
+            "--cache",
+            cache,
+            "--push",
+            &format!("{}/stream/app:2", proxy.host()),
+        ],
+    );
+    assert_eq!(again["streamed"]["uploaded"], json!([]), "{again:#}");
+    assert_eq!(again["push"]["bytes_uploaded"], 0, "{again:#}");
+    let later = &proxy.stats().1[before..];
+    assert!(
+        !later
+            .iter()
+            .any(|r| r.starts_with("PATCH") || r.starts_with("POST")),
+        "{later:?}"
+    );
+
+    // Without a cache nothing tells a new layer from an old one: nothing is
+    // streamed, and the push finds every blob present.
+    let before = proxy.stats().1.len();
+    let uncached = build_push_ok(
+        &spec,
+        &dir.path().join("layout2"),
+        &["--push", &format!("{}/stream/app:3", proxy.host())],
+    );
+    assert_eq!(uncached["streamed"]["uploaded"], json!([]), "{uncached:#}");
+    assert_eq!(uncached["push"]["bytes_uploaded"], 0, "{uncached:#}");
+    let later = &proxy.stats().1[before..];
+    assert!(
+        !later
+            .iter()
+            .any(|r| r.starts_with("PATCH") || r.starts_with("POST")),
+        "{later:?}"
+    );
+
+    // A fresh cache streams the layer again, but the registry holds it: the
+    // upload is not committed, its session is deleted.
+    let before = proxy.stats().1.len();
+    let fresh = dir.path().join("cache2");
+    let present = build_push_ok(
+        &spec,
+        &dir.path().join("layout3"),
+        &[
+            "--cache",
+            fresh.to_str().unwrap(),
+            "--push",
+            &format!("{}/stream/app:4", proxy.host()),
+        ],
+    );
+    assert_eq!(present["streamed"]["present"], 1, "{present:#}");
+    assert_eq!(present["streamed"]["uploaded"], json!([]), "{present:#}");
+    let later = &proxy.stats().1[before..];
+    assert!(later.iter().any(|r| r.starts_with("DELETE")), "{later:?}");
+    assert!(
+        !later
+            .iter()
+            .any(|r| r.starts_with("PUT") && r.contains("/blobs/uploads/")),
+        "an upload was committed: {later:?}"
+    );
+}
+
+#[test]
+fn a_failed_stream_leaves_the_layer_to_the_push_after_the_build() {
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    proxy.set_plan(json!({"faults": [
+        {"method": "PATCH", "path_contains": "/blobs/uploads/", "action": "500"},
+    ]}));
+    let dir = tempdir();
+    let spec = big_layer_spec(dir.path());
+    let layout = dir.path().join("layout");
+    let cache = dir.path().join("cache");
+    let out = build_push(
+        &spec,
+        &layout,
+        &[
+            "--cache",
+            cache.to_str().unwrap(),
+            "--push",
+            &format!("{}/fall/app:1", proxy.host()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("it is pushed after the build instead"),
+        "{err}"
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["streamed"]["abandoned"], 1, "{summary:#}");
+    assert_eq!(summary["push"]["blobs_uploaded"], 4, "{summary:#}");
+    let requests = proxy.stats().1;
+    assert!(
+        requests.iter().any(|r| r.starts_with("DELETE")),
+        "{requests:?}"
+    );
+    assert_pulls_back_equal(
+        &format!("{}/fall/app:1", registry.host()),
+        &layout,
+        None,
+        dir.path(),
+    );
+}
+
+#[test]
+fn build_push_refuses_what_it_cannot_push_before_building() {
+    let dir = tempdir();
+    let f = fixture();
+    let out = fails(nixoci().arg("build").arg(&f.app).args([
+        "--format",
+        "docker-archive",
+        "-o",
+        dir.path().join("image.tar").to_str().unwrap(),
+        "--push",
+        "127.0.0.1:1/team/app:1",
+    ]));
+    assert!(
+        out.contains("--push pushes the OCI layout it builds"),
+        "{out}"
+    );
+    let out = fails(nixoci().arg("build").arg(&f.app).args([
+        "-o",
+        dir.path().join("layout").to_str().unwrap(),
+        "--push",
+        "team/app:1",
+    ]));
+    assert!(out.contains("team/app:1"), "{out}");
+    assert!(
+        !dir.path().join("layout").exists(),
+        "it built before refusing"
+    );
 }

@@ -96,9 +96,46 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Somewhere a layer's compressed bytes can go while they are being written,
+/// besides the blob file: `nixoci build --push` uploads big layers this way,
+/// during their compression.
+pub trait BlobStreams: Sync {
+    /// A stream for a new layer of about `size` uncompressed bytes, or `None`
+    /// when this layer goes to the blob file only.
+    fn open(&self, size: u64) -> Option<Box<dyn BlobStream>>;
+}
+
+/// One layer's stream. It cannot fail the build: a stream that breaks stops
+/// taking bytes, and the blob file is still complete.
+pub trait BlobStream: Send {
+    /// The next compressed bytes.
+    fn send(&mut self, bytes: &[u8]);
+    /// All bytes were sent, and their digest is `digest`.
+    fn finish(self: Box<Self>, digest: &Digest);
+}
+
+/// The blob file, and a stream that gets the same bytes.
+struct BlobFile {
+    file: BufWriter<File>,
+    stream: Option<Box<dyn BlobStream>>,
+}
+
+impl Write for BlobFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        if let Some(stream) = &mut self.stream {
+            stream.send(&buf[..n]);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// The pipe a layer tar is written into: diff_id hash, compressor, digest hash
 /// and the blob file.
-type LayerSink = HashingWriter<Compressor<HashingWriter<BufWriter<File>>>>;
+type LayerSink = HashingWriter<Compressor<HashingWriter<BlobFile>>>;
 
 /// Compresses the uncompressed layer `plain` (whose digest must be
 /// `diff_id`) into `out_dir`, deterministically; returns the blob's digest,
@@ -116,6 +153,7 @@ pub fn compress_layer_file(
         threads,
         blob_dir: out_dir,
         on_bytes: &|_| {},
+        streams: None,
     };
     let input = File::open(plain).with_context(|| format!("cannot read {}", plain.display()))?;
     let size = input.metadata()?.len();
@@ -141,6 +179,8 @@ pub struct LayerOptions<'a> {
     pub blob_dir: &'a Path,
     /// Reports bytes of store content read, for progress.
     pub on_bytes: &'a (dyn Fn(u64) + Sync),
+    /// Where the compressed bytes also go while they are written, if anywhere.
+    pub streams: Option<&'a dyn BlobStreams>,
 }
 
 /// zstd workers for a layer of about `size` bytes: every thread once it
@@ -156,7 +196,10 @@ fn zstd_workers(threads: &rayon::ThreadPool, size: u64) -> u32 {
 fn open_sink(opts: &LayerOptions, tmp_name: &str, size: u64) -> Result<(LayerSink, PathBuf)> {
     let tmp = opts.blob_dir.join(tmp_name);
     let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let buffered = BufWriter::with_capacity(256 * 1024, file);
+    let buffered = BlobFile {
+        file: BufWriter::with_capacity(256 * 1024, file),
+        stream: opts.streams.and_then(|streams| streams.open(size)),
+    };
     // Uncompressed, the blob digest is the diff_id: hash those bytes once.
     let compressed = match opts.compression {
         Compression::None => HashingWriter::counting(buffered),
@@ -182,7 +225,10 @@ fn close_sink(
     let compressed = compressor.finish()?;
     let (buffered, digest, size) = compressed.finish()?;
     let digest = digest.unwrap_or_else(|| diff_id.clone());
-    buffered.into_inner().map_err(|e| e.into_error())?;
+    buffered.file.into_inner().map_err(|e| e.into_error())?;
+    if let Some(stream) = buffered.stream {
+        stream.finish(&digest);
+    }
     let dest = opts.blob_dir.join(digest.hex());
     fs::rename(&tmp, &dest).with_context(|| format!("cannot move blob to {}", dest.display()))?;
     Ok(LayerBlob {

@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod stream;
 pub mod url;
 
 use std::fmt;
@@ -706,50 +707,69 @@ fn upload_once(
     let mut offset = 0;
     while offset < blob.size || blob.size == 0 {
         let len = opts.chunk_size.min(blob.size - offset);
-        let range = [
-            ("Content-Type", "application/octet-stream".to_string()),
-            (
-                "Content-Range",
-                format!("{offset}-{}", offset + len.max(1) - 1),
-            ),
-        ];
-        let reply = client.request(
-            "PATCH",
-            &location(client, &session)?,
-            &range,
+        session = patch_chunk(
+            client,
+            &session,
+            offset,
             &body(offset, len),
-            false,
+            len,
+            &blob.digest,
         )?;
-        if reply.status != 202 {
-            return Err(PushError::new(
-                Failure::for_status(reply.status),
-                format!(
-                    "uploading {} in chunks: {}",
-                    blob.digest,
-                    reply.registry_error()
-                ),
-            ));
-        }
-        session = reply;
         offset += len;
         if blob.size == 0 {
             break;
         }
     }
+    finish_upload(client, &session, &blob.digest)?;
+    Ok(Outcome::Uploaded)
+}
+
+/// Sends the `len` bytes of `body` from `offset` of a chunked upload to the
+/// session `session` names; returns the reply, which names the next one.
+fn patch_chunk(
+    client: &Client,
+    session: &client::Reply,
+    offset: u64,
+    body: &Body,
+    len: u64,
+    blob: &dyn fmt::Display,
+) -> Result<client::Reply, PushError> {
+    let range = [
+        ("Content-Type", "application/octet-stream".to_string()),
+        (
+            "Content-Range",
+            format!("{offset}-{}", offset + len.max(1) - 1),
+        ),
+    ];
+    let reply = client.request("PATCH", &location(client, session)?, &range, body, false)?;
+    if reply.status != 202 {
+        return Err(PushError::new(
+            Failure::for_status(reply.status),
+            format!("uploading {blob} in chunks: {}", reply.registry_error()),
+        ));
+    }
+    Ok(reply)
+}
+
+/// Closes a chunked upload: the registry checks the bytes against `digest`.
+fn finish_upload(
+    client: &Client,
+    session: &client::Reply,
+    digest: &Digest,
+) -> Result<(), PushError> {
     let done = client.request(
         "PUT",
-        &with_digest(&location(client, &session)?, &blob.digest),
+        &with_digest(&location(client, session)?, digest),
         &[],
         &Body::Empty,
         false,
     )?;
     match done.status {
-        201 => Ok(Outcome::Uploaded),
+        201 => Ok(()),
         _ => Err(PushError::new(
             Failure::for_status(done.status),
             format!(
-                "finishing the upload of {}: {}",
-                blob.digest,
+                "finishing the upload of {digest}: {}",
                 done.registry_error()
             ),
         )),

@@ -1,0 +1,225 @@
+//! Uploads that run while a layer is still being compressed (`nixoci build
+//! --push` with a cache): the compressed bytes go to the registry as an OCI
+//! chunked upload (POST, a PATCH with `Content-Range` per chunk, PUT with the
+//! digest) as they come out of the compressor, so that the push of a big
+//! layer overlaps its compression instead of following it.
+//!
+//! This is only a head start. The blob file is written as always; a stream
+//! that fails is abandoned (its session deleted), and the push that follows
+//! the build uploads from the blob files whatever the registry does not have.
+//! The digest is known only at the end, so a blob the registry turns out to
+//! hold already is not committed a second time.
+
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::client::{Body, Client, Reply};
+use super::{connect, finish_upload, location, patch_chunk, start_session};
+use super::{PushError, PushOptions, Reference};
+use crate::digest::Digest;
+use crate::layer::{BlobStream, BlobStreams};
+
+/// Bytes per PATCH. A stream holds at most three chunks: one filling, one
+/// queued and one on the wire.
+const CHUNK: usize = 4 << 20;
+
+/// Layers smaller than this (uncompressed) are pushed after the build: their
+/// upload is short, and a session per layer would cost more than it saves.
+pub const MIN_STREAMED_SIZE: u64 = 64 << 20;
+
+/// The uploads of one build, all to one repository.
+pub struct Streams {
+    client: Arc<Client>,
+    uploads: Mutex<Vec<JoinHandle<Streamed>>>,
+}
+
+/// How one stream ended.
+enum Streamed {
+    Uploaded { digest: Digest, bytes: u64 },
+    Present,
+    Abandoned(String),
+}
+
+/// What the streams did, for the summary.
+#[derive(Debug, Default, Serialize)]
+pub struct StreamReport {
+    /// Layers uploaded during the build.
+    pub uploaded: Vec<Digest>,
+    /// Their bytes.
+    pub bytes_uploaded: u64,
+    /// Streams that failed; their layers went with the push after the build.
+    pub abandoned: usize,
+    /// Streams whose layer the registry already held (found once it was complete).
+    pub present: usize,
+}
+
+impl Streams {
+    /// Streams to the repository of `reference`.
+    pub fn connect(reference: &Reference, opts: &PushOptions) -> Result<Streams> {
+        Ok(Streams {
+            client: Arc::new(connect(reference, opts)?),
+            uploads: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Waits for every stream to end.
+    pub fn finish(&self) -> StreamReport {
+        let uploads = std::mem::take(&mut *self.uploads.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut report = StreamReport::default();
+        for upload in uploads {
+            match upload.join() {
+                Ok(Streamed::Uploaded { digest, bytes }) => {
+                    report.uploaded.push(digest);
+                    report.bytes_uploaded += bytes;
+                }
+                Ok(Streamed::Present) => report.present += 1,
+                Ok(Streamed::Abandoned(why)) => {
+                    eprintln!("nixoci: a layer's upload during the build failed ({why}); it is pushed after the build instead");
+                    report.abandoned += 1;
+                }
+                Err(_) => report.abandoned += 1,
+            }
+        }
+        report
+    }
+}
+
+impl BlobStreams for Streams {
+    fn open(&self, size: u64) -> Option<Box<dyn BlobStream>> {
+        if size < MIN_STREAMED_SIZE {
+            return None;
+        }
+        let (sender, pieces) = mpsc::sync_channel(1);
+        let client = Arc::clone(&self.client);
+        let upload = std::thread::Builder::new()
+            .name("nixoci-stream".into())
+            .spawn(move || upload(&client, pieces))
+            .ok()?;
+        self.uploads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(upload);
+        Some(Box::new(Stream {
+            sender: Some(sender),
+            pending: Vec::with_capacity(CHUNK),
+        }))
+    }
+}
+
+enum Piece {
+    Bytes(Vec<u8>),
+    End(Digest),
+}
+
+/// The compressor's end of a stream.
+struct Stream {
+    /// `None` once the upload has ended early.
+    sender: Option<SyncSender<Piece>>,
+    pending: Vec<u8>,
+}
+
+impl Stream {
+    fn pass(&mut self, piece: Piece) {
+        if let Some(sender) = &self.sender {
+            if sender.send(piece).is_err() {
+                self.sender = None;
+            }
+        }
+    }
+}
+
+impl BlobStream for Stream {
+    fn send(&mut self, mut bytes: &[u8]) {
+        while self.sender.is_some() && !bytes.is_empty() {
+            let take = (CHUNK - self.pending.len()).min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.pending.len() == CHUNK {
+                let full = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK));
+                self.pass(Piece::Bytes(full));
+            }
+        }
+    }
+
+    fn finish(mut self: Box<Self>, digest: &Digest) {
+        if !self.pending.is_empty() {
+            let last = std::mem::take(&mut self.pending);
+            self.pass(Piece::Bytes(last));
+        }
+        self.pass(Piece::End(digest.clone()));
+    }
+}
+
+/// Runs one chunked upload from the pieces it is sent.
+fn upload(client: &Client, pieces: Receiver<Piece>) -> Streamed {
+    let mut session = match start_session(client, "") {
+        Ok(reply) if reply.status == 202 => reply,
+        Ok(reply) => {
+            return Streamed::Abandoned(format!("starting an upload: {}", reply.registry_error()))
+        }
+        Err(e) => return Streamed::Abandoned(e.to_string()),
+    };
+    let ended = send_pieces(client, &mut session, &pieces)
+        .unwrap_or_else(|e| Streamed::Abandoned(e.to_string()));
+    // From here on, a compressor still sending is not held up.
+    drop(pieces);
+    if !matches!(ended, Streamed::Uploaded { .. }) {
+        cancel(client, &session);
+    }
+    ended
+}
+
+/// PATCHes every piece into `session` (which follows each reply's
+/// Location); at the end, commits the blob unless the registry has it.
+fn send_pieces(
+    client: &Client,
+    session: &mut Reply,
+    pieces: &Receiver<Piece>,
+) -> Result<Streamed, PushError> {
+    let mut offset = 0;
+    for piece in pieces.iter() {
+        match piece {
+            Piece::Bytes(bytes) => {
+                let len = bytes.len() as u64;
+                *session = patch_chunk(
+                    client,
+                    session,
+                    offset,
+                    &Body::Bytes(&bytes),
+                    len,
+                    &"a layer",
+                )?;
+                offset += len;
+            }
+            Piece::End(digest) => {
+                let head = client.url(&format!("blobs/{digest}"));
+                if client
+                    .request("HEAD", &head, &[], &Body::Empty, true)?
+                    .status
+                    == 200
+                {
+                    return Ok(Streamed::Present);
+                }
+                finish_upload(client, session, &digest)?;
+                return Ok(Streamed::Uploaded {
+                    digest,
+                    bytes: offset,
+                });
+            }
+        }
+    }
+    // The layer failed: its writer went away without an end.
+    Ok(Streamed::Abandoned("the layer was not built".into()))
+}
+
+/// Deletes an upload session that will not be finished (best effort: the
+/// registry expires it anyway).
+fn cancel(client: &Client, session: &Reply) {
+    if let Ok(url) = location(client, session) {
+        let _ = client.request("DELETE", &url, &[], &Body::Empty, false);
+    }
+}
