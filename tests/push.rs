@@ -121,6 +121,7 @@ fn pushes_anonymously_with_basic_and_with_bearer_tokens() {
         };
         let summary = push_ok(&[args.as_slice(), &[layout.to_str().unwrap(), &reference]].concat());
         assert_eq!(summary["pushed"][0]["status"], "pushed", "{auth:?}");
+        assert_eq!(summary["pushed"][0]["reference"], reference.as_str());
         assert!(summary["bytes_uploaded"].as_u64().unwrap() > 0);
         let index = read_json(&layout.join("index.json"));
         let digest = index["manifests"][0]["digest"].as_str().unwrap();
@@ -1297,6 +1298,43 @@ fn a_failed_stream_leaves_the_layer_to_the_push_after_the_build() {
         &layout,
         None,
         dir.path(),
+    );
+
+    // A build that fails after its big layer was streamed pushes nothing:
+    // the stream is deleted, no blob committed, no tag written.
+    let data = dir
+        .path()
+        .join("store/0123456789abcdfghijklmnpqrsvwxyz-big/data");
+    let mut bytes = fs::read(&data).unwrap();
+    bytes[1000] ^= 0xff;
+    fs::write(&data, bytes).unwrap();
+    let before = proxy.stats().1.len();
+    let out = build_push(
+        &spec,
+        &dir.path().join("layout2"),
+        &[
+            "--cache",
+            dir.path().join("cache2").to_str().unwrap(),
+            "--push",
+            &format!("{}/fall/app:2", proxy.host()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("does not match its registered NAR hash"),
+        "{err}"
+    );
+    assert!(!err.contains("pushed after the build"), "{err}");
+    let later = &proxy.stats().1[before..];
+    assert!(
+        later.iter().any(|r| r.starts_with("PATCH")),
+        "nothing was streamed: {later:?}"
+    );
+    assert!(later.iter().any(|r| r.starts_with("DELETE")), "{later:?}");
+    assert!(
+        !later.iter().any(|r| r.starts_with("PUT")),
+        "something was committed: {later:?}"
     );
 }
 

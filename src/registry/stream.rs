@@ -51,8 +51,11 @@ pub struct StreamReport {
     pub uploaded: Vec<Digest>,
     /// Their bytes.
     pub bytes_uploaded: u64,
-    /// Streams that failed; their layers went with the push after the build.
+    /// Streams that failed; their layers go with the push after the build.
     pub abandoned: usize,
+    /// Why each of them failed.
+    #[serde(skip)]
+    pub failures: Vec<String>,
     /// Streams whose layer the registry already held (found once it was complete).
     pub present: usize,
 }
@@ -78,10 +81,13 @@ impl Streams {
                 }
                 Ok(Streamed::Present) => report.present += 1,
                 Ok(Streamed::Abandoned(why)) => {
-                    eprintln!("nixoci: a layer's upload during the build failed ({why}); it is pushed after the build instead");
                     report.abandoned += 1;
+                    report.failures.push(why);
                 }
-                Err(_) => report.abandoned += 1,
+                Err(_) => {
+                    report.abandoned += 1;
+                    report.failures.push("its upload thread panicked".into());
+                }
             }
         }
         report
