@@ -495,10 +495,13 @@ pub fn nar_size(path: &Path) -> io::Result<u64> {
 /// 1.5 MiB per hasher, and a layer runs three).
 const PIPE_BLOCK: usize = 256 << 10;
 
-/// A `Write` that sends full blocks to another thread.
+/// A `Write` that sends full blocks to another thread, which sends them
+/// back empty: the same few blocks go round instead of a fresh allocation
+/// (and its page faults) per block.
 struct BlockSender {
     block: Vec<u8>,
     tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    returned: std::sync::mpsc::Receiver<Vec<u8>>,
 }
 
 impl Write for BlockSender {
@@ -512,7 +515,11 @@ impl Write for BlockSender {
     }
     fn flush(&mut self) -> io::Result<()> {
         if !self.block.is_empty() {
-            let full = std::mem::replace(&mut self.block, Vec::with_capacity(PIPE_BLOCK));
+            let next = self
+                .returned
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(PIPE_BLOCK));
+            let full = std::mem::replace(&mut self.block, next);
             self.tx
                 .send(full)
                 .map_err(|_| io::Error::other("the hashing thread stopped"))?;
@@ -533,13 +540,17 @@ pub struct BackgroundSha256 {
 impl BackgroundSha256 {
     pub fn spawn() -> io::Result<BackgroundSha256> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (give_back, returned) = std::sync::mpsc::channel();
         let worker = std::thread::Builder::new()
             .name("nixoci-sha256".into())
             .spawn(move || {
                 let mut sink = Sha256Counter::default();
-                for block in rx {
+                for mut block in rx {
                     sink.hasher.update(&block);
                     sink.count += block.len() as u64;
+                    block.clear();
+                    // The writer may be gone already (it finished).
+                    let _ = give_back.send(block);
                 }
                 sink.finish()
             })?;
@@ -547,6 +558,7 @@ impl BackgroundSha256 {
             sender: Some(BlockSender {
                 block: Vec::with_capacity(PIPE_BLOCK),
                 tx,
+                returned,
             }),
             worker: Some(worker),
         })

@@ -10,7 +10,7 @@
 //! The digest is known only at the end, so a blob the registry turns out to
 //! hold already is not committed a second time.
 
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -23,8 +23,8 @@ use super::{PushError, PushOptions, Reference};
 use crate::digest::Digest;
 use crate::layer::{BlobStream, BlobStreams};
 
-/// Bytes per PATCH. A stream holds at most three chunks: one filling, one
-/// queued and one on the wire.
+/// Bytes per PATCH. A stream holds at most four chunks: one filling, one
+/// queued, one on the wire and one on its way back for reuse.
 const CHUNK: usize = 4 << 20;
 
 /// Layers smaller than this (uncompressed) are pushed after the build: their
@@ -100,10 +100,11 @@ impl BlobStreams for Streams {
             return None;
         }
         let (sender, pieces) = mpsc::sync_channel(1);
+        let (give_back, returned) = mpsc::channel();
         let client = Arc::clone(&self.client);
         let upload = std::thread::Builder::new()
             .name("nixoci-stream".into())
-            .spawn(move || upload(&client, pieces))
+            .spawn(move || upload(&client, pieces, give_back))
             .ok()?;
         self.uploads
             .lock()
@@ -111,6 +112,7 @@ impl BlobStreams for Streams {
             .push(upload);
         Some(Box::new(Stream {
             sender: Some(sender),
+            returned,
             pending: Vec::with_capacity(CHUNK),
         }))
     }
@@ -125,6 +127,8 @@ enum Piece {
 struct Stream {
     /// `None` once the upload has ended early.
     sender: Option<SyncSender<Piece>>,
+    /// Chunks the upload has sent, back for reuse (no fresh 4 MiB per chunk).
+    returned: Receiver<Vec<u8>>,
     pending: Vec<u8>,
 }
 
@@ -145,7 +149,11 @@ impl BlobStream for Stream {
             self.pending.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
             if self.pending.len() == CHUNK {
-                let full = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK));
+                let next = self
+                    .returned
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                let full = std::mem::replace(&mut self.pending, next);
                 self.pass(Piece::Bytes(full));
             }
         }
@@ -161,7 +169,7 @@ impl BlobStream for Stream {
 }
 
 /// Runs one chunked upload from the pieces it is sent.
-fn upload(client: &Client, pieces: Receiver<Piece>) -> Streamed {
+fn upload(client: &Client, pieces: Receiver<Piece>, give_back: Sender<Vec<u8>>) -> Streamed {
     let mut session = match start_session(client, "") {
         Ok(reply) if reply.status == 202 => reply,
         Ok(reply) => {
@@ -169,7 +177,7 @@ fn upload(client: &Client, pieces: Receiver<Piece>) -> Streamed {
         }
         Err(e) => return Streamed::Abandoned(e.to_string()),
     };
-    let ended = send_pieces(client, &mut session, &pieces)
+    let ended = send_pieces(client, &mut session, &pieces, &give_back)
         .unwrap_or_else(|e| Streamed::Abandoned(e.to_string()));
     // From here on, a compressor still sending is not held up.
     drop(pieces);
@@ -185,11 +193,12 @@ fn send_pieces(
     client: &Client,
     session: &mut Reply,
     pieces: &Receiver<Piece>,
+    give_back: &Sender<Vec<u8>>,
 ) -> Result<Streamed, PushError> {
     let mut offset = 0;
     for piece in pieces.iter() {
         match piece {
-            Piece::Bytes(bytes) => {
+            Piece::Bytes(mut bytes) => {
                 let len = bytes.len() as u64;
                 *session = patch_chunk(
                     client,
@@ -200,6 +209,9 @@ fn send_pieces(
                     &"a layer",
                 )?;
                 offset += len;
+                bytes.clear();
+                // The compressor may have finished already.
+                let _ = give_back.send(bytes);
             }
             Piece::End(digest) => {
                 let head = client.url(&format!("blobs/{digest}"));
