@@ -323,3 +323,51 @@ fn build_sbom_keeps_a_valid_spdx_document_in_the_layout() {
     build_fixture_image(&again, &["--sbom", "spdx"]);
     assert_eq!(read_json(&again.join("index.json")), index);
 }
+
+#[test]
+fn recompressing_on_push_leaves_the_old_images_sbom_behind() {
+    // Plain-tar layers with an SBOM about that image: `push --compression`
+    // makes another image, which the SBOM is not about.
+    let dir = tempdir();
+    let image = dir.path().join("image");
+    build_fixture_image(&image, &["--compression", "none", "--sbom", "cyclonedx"]);
+    let plain_digest = common_digest(&image);
+    let registry = Registry::start(Auth::Anonymous);
+    let out = run(nixoci()
+        .args([
+            "push",
+            "--insecure",
+            "-q",
+            "--json",
+            "--compression",
+            "gzip",
+        ])
+        .arg(&image)
+        .arg(format!("{}/team/app:1", registry.host())));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("its attached artifacts (SBOM) are not pushed"),
+        "{err}"
+    );
+    let pushed = serde_json::from_slice::<Value>(&out.stdout).unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(pushed, plain_digest);
+    for subject in [&pushed, &plain_digest] {
+        let status = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!(
+                "http://{}/v2/team/app/manifests/{}",
+                registry.host(),
+                subject.replacen(':', "-", 1)
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&status.stdout),
+            "404",
+            "a referrer of {subject} was pushed"
+        );
+    }
+}
