@@ -287,6 +287,13 @@ fn a_repush_from_a_fresh_process_uploads_nothing() {
         "the proxy saw what we report"
     );
     assert!(bytes > 0);
+    let blobs = layout_manifest(&layout).0["layers"]
+        .as_array()
+        .unwrap()
+        .len()
+        + 1;
+    assert_eq!(first["blobs_uploaded"], blobs, "{first}");
+    assert_eq!(first["blobs_present"], 0, "{first}");
 
     // A new tag for the same image: every blob is HEADed, none uploaded.
     let before = proxy.stats().1.len();
@@ -296,6 +303,7 @@ fn a_repush_from_a_fresh_process_uploads_nothing() {
     ]);
     assert_eq!(second["bytes_uploaded"], 0);
     assert_eq!(second["blobs_uploaded"], 0);
+    assert_eq!(second["blobs_present"], blobs, "{second}");
     let (after, requests) = proxy.stats();
     assert_eq!(
         after, bytes,
