@@ -1399,4 +1399,22 @@ fn build_push_refuses_what_it_cannot_push_before_building() {
         !dir.path().join("layout").exists(),
         "it built before refusing"
     );
+    // A registry it cannot reach: exit 5 before anything is built.
+    let out = nixoci()
+        .arg("build")
+        .arg(&f.app)
+        .args(["-o", dir.path().join("layout").to_str().unwrap()])
+        .args(["--push", "127.0.0.1:1/team/app:1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("cannot reach https://127.0.0.1:1/v2/"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("layout").exists(),
+        "it built before refusing"
+    );
 }
