@@ -425,6 +425,12 @@ fn faults_are_retried_and_the_push_still_succeeds() {
         );
     }
     assert!(err.contains("retrying"), "{err}");
+    // A failed blob upload starts again from a new session after 1 s (then 2, 4, … s).
+    assert!(
+        err.lines()
+            .any(|l| l.contains("upload of sha256:") && l.ends_with("retrying in 1.0s (1/5)")),
+        "{err}"
+    );
     assert!(
         requests
             .iter()
@@ -671,6 +677,17 @@ fn a_tag_the_credentials_may_not_read_is_an_auth_failure() {
     ]}));
     let dir = tempdir();
     let layout = image(dir.path(), "");
+    let out = push(&[
+        layout.to_str().unwrap(),
+        &format!("{}/team/app:v1", proxy.host()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("no permission to read team/app"), "{err}");
+    // The same for a blob.
+    proxy.set_plan(json!({"faults": [
+        {"method": "HEAD", "path_contains": "/blobs/", "action": "403", "times": 20},
+    ]}));
     let out = push(&[
         layout.to_str().unwrap(),
         &format!("{}/team/app:v1", proxy.host()),
