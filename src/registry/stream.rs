@@ -29,7 +29,7 @@ const CHUNK: usize = 4 << 20;
 
 /// Layers smaller than this (uncompressed) are pushed after the build: their
 /// upload is short, and a session per layer would cost more than it saves.
-pub const MIN_STREAMED_SIZE: u64 = 64 << 20;
+const MIN_STREAMED_SIZE: u64 = 64 << 20;
 
 /// The uploads of one build, all to one repository.
 pub struct Streams {
