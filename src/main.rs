@@ -539,7 +539,7 @@ fn run_build(args: BuildArgs) -> Result<()> {
     }
     let pushed = match (&destination, streamed) {
         (Destination::Path(layout), Some(streamed)) => {
-            for why in &streamed.failures {
+            for why in &streamed.abandoned {
                 eprintln!("nixoci: a layer's upload during the build failed ({why}); it is pushed after the build instead");
             }
             if !args.quiet && !streamed.uploaded.is_empty() {

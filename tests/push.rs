@@ -1218,6 +1218,14 @@ fn build_push_uploads_a_new_big_layer_while_it_is_compressed() {
     // sent only the rest, and no blob byte was sent twice.
     let big = biggest_layer(&first);
     assert_eq!(first["streamed"]["uploaded"], json!([big]), "{first:#}");
+    let big_size = first["build"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["digest"] == big.as_str())
+        .unwrap()["size"]
+        .clone();
+    assert_eq!(first["streamed"]["bytes_uploaded"], big_size, "{first:#}");
     let requests = proxy.stats().1;
     let patches = requests.iter().filter(|r| r.starts_with("PATCH")).count();
     assert!(patches >= 2, "the stream sent no chunks: {requests:?}");
@@ -1337,8 +1345,13 @@ fn a_failed_stream_leaves_the_layer_to_the_push_after_the_build() {
         "{err}"
     );
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["streamed"]["abandoned"], 1, "{summary:#}");
-    assert_eq!(summary["push"]["blobs_uploaded"], 4, "{summary:#}");
+    let abandoned = summary["streamed"]["abandoned"].as_array().unwrap();
+    assert_eq!(abandoned.len(), 1, "{summary:#}");
+    let why = abandoned[0].as_str().unwrap();
+    assert!(
+        why.starts_with("PATCH ") && why.ends_with("failed: HTTP 500: UNAVAILABLE injected fault"),
+        "{why}"
+    );
     let requests = proxy.stats().1;
     assert!(
         requests.iter().any(|r| r.starts_with("DELETE")),
@@ -1350,6 +1363,27 @@ fn a_failed_stream_leaves_the_layer_to_the_push_after_the_build() {
         None,
         dir.path(),
     );
+
+    // The registry refuses the stream's upload session: the same fallback.
+    proxy.set_plan(json!({"faults": [
+        {"method": "POST", "path_contains": "/blobs/uploads/", "action": "400"},
+    ]}));
+    let refused = build_push_ok(
+        &spec,
+        &dir.path().join("layout-refused"),
+        &[
+            "--cache",
+            dir.path().join("cache-refused").to_str().unwrap(),
+            "--push",
+            &format!("{}/fall/app:refused", proxy.host()),
+        ],
+    );
+    assert_eq!(
+        refused["streamed"]["abandoned"],
+        json!(["starting an upload: HTTP 400: UNAVAILABLE injected fault"]),
+        "{refused:#}"
+    );
+    assert_eq!(refused["push"]["digest"], refused["build"]["digest"]);
 
     // A build that fails after its big layer was streamed pushes nothing:
     // the stream is deleted, no blob committed, no tag written.

@@ -51,11 +51,8 @@ pub struct StreamReport {
     pub uploaded: Vec<Digest>,
     /// Their bytes.
     pub bytes_uploaded: u64,
-    /// Streams that failed; their layers go with the push after the build.
-    pub abandoned: usize,
-    /// Why each of them failed.
-    #[serde(skip)]
-    pub failures: Vec<String>,
+    /// Why each stream that failed did; their layers go with the push after the build.
+    pub abandoned: Vec<String>,
     /// Streams whose layer the registry already held (found once it was complete).
     pub present: usize,
 }
@@ -80,14 +77,8 @@ impl Streams {
                     report.bytes_uploaded += bytes;
                 }
                 Ok(Streamed::Present) => report.present += 1,
-                Ok(Streamed::Abandoned(why)) => {
-                    report.abandoned += 1;
-                    report.failures.push(why);
-                }
-                Err(_) => {
-                    report.abandoned += 1;
-                    report.failures.push("its upload thread panicked".into());
-                }
+                Ok(Streamed::Abandoned(why)) => report.abandoned.push(why),
+                Err(_) => report.abandoned.push("its upload thread panicked".into()),
             }
         }
         report

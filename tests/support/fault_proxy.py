@@ -7,6 +7,7 @@ PLAN.json (re-read on every request, so tests can change it):
   {"faults": [{"method": "PUT", "path_contains": "/blobs/uploads/",
                "action": "500" | "drop" | "429" | "trickle" | "blackhole",
                "retry_after": 1, "times": 1, "message": "registry error text"}],
+   # a fault fires `times` times (default 1), counted per distinct fault;
    # trickle: headers promising 1 MB, then a byte a second (for at most 30 s);
    # blackhole: never reads the request body nor answers (for at most 30 s).
    "immutable_tags": true,     # zot create-only: PUT of an existing tag -> 403
@@ -61,13 +62,15 @@ class Proxy(BaseHTTPRequestHandler):
         pass
 
     def fault(self, p):
-        for i, f in enumerate(p.get("faults", [])):
+        for f in p.get("faults", []):
             if f.get("method", self.command) != self.command or f.get("path_contains", "") not in self.path:
                 continue
+            # Counted per fault, so that a new plan's faults fire afresh.
+            key = json.dumps(f, sort_keys=True)
             with lock:
-                if used.get(i, 0) >= f.get("times", 1):
+                if used.get(key, 0) >= f.get("times", 1):
                     continue
-                used[i] = used.get(i, 0) + 1
+                used[key] = used.get(key, 0) + 1
             return f
         return None
 
