@@ -404,6 +404,8 @@ fn faults_are_retried_and_the_push_still_succeeds() {
         // An upload session that expired (404) or a request timeout (408) may pass.
         {"method": "POST", "path_contains": "/blobs/uploads/", "action": "404"},
         {"method": "POST", "path_contains": "/blobs/uploads/", "action": "408"},
+        // A "created" answer to an upload start that asked for no mount is no mount.
+        {"method": "POST", "path_contains": "/blobs/uploads/", "action": "201"},
     ]}));
     let dir = tempdir();
     let layout = image(dir.path(), "");
@@ -418,6 +420,7 @@ fn faults_are_retried_and_the_push_still_succeeds() {
         "DROPPED",
         "404 (injected)",
         "408 (injected)",
+        "201 (injected)",
     ] {
         assert!(
             requests.iter().any(|r| r.contains(injected)),
@@ -425,6 +428,12 @@ fn faults_are_retried_and_the_push_still_succeeds() {
         );
     }
     assert!(err.contains("retrying"), "{err}");
+    // A 5xx on a monolithic upload is retried as one, not taken for a refusal
+    // of monolithic uploads.
+    assert!(
+        !requests.iter().any(|r| r.starts_with("PATCH")),
+        "{requests:?}"
+    );
     // A failed blob upload starts again from a new session after 1 s (then 2, 4, … s).
     assert!(
         err.lines()
@@ -669,7 +678,7 @@ fn relative_locations_resolve_as_rfc3986_references() {
 }
 
 #[test]
-fn a_tag_the_credentials_may_not_read_is_an_auth_failure() {
+fn permission_refusals_are_auth_failures() {
     let registry = Registry::start(Auth::Anonymous);
     let proxy = Proxy::start(&registry);
     proxy.set_plan(json!({"faults": [
@@ -695,6 +704,22 @@ fn a_tag_the_credentials_may_not_read_is_an_auth_failure() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("no permission to read team/app"), "{err}");
+    // An upload start or a blob PUT refused: no permission to push.
+    for method in ["POST", "PUT"] {
+        proxy.set_plan(json!({"faults": [
+            {"method": method, "path_contains": "/blobs/uploads/", "action": "403", "times": 20},
+        ]}));
+        let out = push(&[
+            layout.to_str().unwrap(),
+            &format!("{}/team/app:v1", proxy.host()),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{method}: {err}");
+        assert!(
+            err.contains("no permission to push to team/app"),
+            "{method}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -686,12 +686,8 @@ fn upload_once(
                 ),
             ))
         }
-        s if s >= 500 || s == 429 => {
-            return Err(PushError::new(
-                Failure::Network,
-                format!("uploading {}: {}", blob.digest, put.registry_error()),
-            ))
-        }
+        // (A 5xx or 429 never gets here: `request` makes it an error, which
+        // `ensure_blob` retries.) Any other answer refuses a monolithic upload.
         _ => {
             if opts.verbose {
                 eprintln!(
