@@ -1,7 +1,8 @@
 //! Tar and layers: writes store-path layers byte-identical to nixpkgs'
 //! `stream_layered_image.py`, builds the customisation layer, and runs each
 //! layer through one streaming pass of tar → sha256 (diff_id) → compression →
-//! sha256 (digest) → blob file, checking every store path's NAR hash on the way.
+//! sha256 (digest) → blob file (and, for `build --push`, a registry upload:
+//! [`BlobStreams`]), checking every store path's NAR hash on the way.
 
 pub mod cache;
 pub mod explicit;
