@@ -488,10 +488,10 @@ fn run_build(args: BuildArgs) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let destination = Destination::parse(&args.output);
+    let writes_layout =
+        args.format == Format::OciLayout && !matches!(destination, Destination::Stdout);
     let refs = parse_references(&args.push)?;
-    if !refs.is_empty()
-        && (args.format != Format::OciLayout || matches!(destination, Destination::Stdout))
-    {
+    if !refs.is_empty() && !writes_layout {
         return Err(anyhow!(
             "--push pushes the OCI layout it builds: use --format oci-layout -o DIR"
         ));
@@ -501,9 +501,7 @@ fn run_build(args: BuildArgs) -> Result<()> {
         Some(first) => Some(Arc::new(Streams::connect(first, &push_options)?)),
         None => None,
     };
-    if args.sbom.is_some()
-        && (args.format != Format::OciLayout || matches!(destination, Destination::Stdout))
-    {
+    if args.sbom.is_some() && !writes_layout {
         return Err(anyhow!(
             "--sbom keeps the bill of materials in an OCI layout: use --format oci-layout -o DIR"
         ));
