@@ -607,7 +607,10 @@ fn base_layers(
             if uncompressed && compressed {
                 let dest = blob_dir.join(diff_id.hex());
                 let mut reader = base.layer_reader(layer)?;
-                let mut out = layer::HashingWriter::new(fs::File::create(&dest)?)?;
+                let mut out = layer::HashingWriter::new(
+                    fs::File::create(&dest)?,
+                    crate::digest::BackgroundSha256::spawn()?,
+                );
                 std::io::copy(&mut reader, &mut out)?;
                 let (_, digest, size) = out.finish()?;
                 if digest.as_ref() != Some(&diff_id) {

@@ -20,10 +20,10 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::digest::Digest;
+use crate::digest::{BackgroundSha256, Digest, Sha256Lanes};
 use crate::media::compress::Compressor;
 use crate::media::Compression;
-use crate::nix::{self, BackgroundSha256, Hash, NarEncoder};
+use crate::nix::{self, Hash, NarEncoder};
 use tar::{Owner, TarWriter};
 
 /// What one finished layer is.
@@ -56,12 +56,12 @@ pub struct HashingWriter<W: Write> {
 }
 
 impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> io::Result<Self> {
-        Ok(HashingWriter {
+    pub fn new(inner: W, hasher: BackgroundSha256) -> Self {
+        HashingWriter {
             inner,
-            hasher: Some(BackgroundSha256::spawn()?),
+            hasher: Some(hasher),
             count: 0,
-        })
+        }
     }
 
     /// Counts bytes only (when another hash of the same bytes exists).
@@ -158,7 +158,7 @@ pub fn compress_layer_file(
     };
     let input = File::open(plain).with_context(|| format!("cannot read {}", plain.display()))?;
     let size = input.metadata()?.len();
-    let (mut sink, tmp) = open_sink(&opts, &format!(".compressing-{}", diff_id.hex()), size)?;
+    let (mut sink, tmp, _) = open_sink(&opts, &format!(".compressing-{}", diff_id.hex()), size)?;
     io::copy(&mut io::BufReader::with_capacity(1 << 20, input), &mut sink)?;
     let blob = close_sink(sink, tmp, &opts, Vec::new())?;
     if blob.diff_id != *diff_id {
@@ -194,7 +194,13 @@ fn zstd_workers(threads: &rayon::ThreadPool, size: u64) -> u32 {
     }
 }
 
-fn open_sink(opts: &LayerOptions, tmp_name: &str, size: u64) -> Result<(LayerSink, PathBuf)> {
+/// The sink, its temporary blob file, and the hashing thread its hashes run
+/// on (which other hashes of the same layer can share).
+fn open_sink(
+    opts: &LayerOptions,
+    tmp_name: &str,
+    size: u64,
+) -> Result<(LayerSink, PathBuf, Sha256Lanes)> {
     let tmp = opts.blob_dir.join(tmp_name);
     let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let buffered = BlobFile {
@@ -202,9 +208,10 @@ fn open_sink(opts: &LayerOptions, tmp_name: &str, size: u64) -> Result<(LayerSin
         stream: opts.streams.and_then(|streams| streams.open(size)),
     };
     // Uncompressed, the blob digest is the diff_id: hash those bytes once.
+    let lanes = Sha256Lanes::spawn()?;
     let compressed = match opts.compression {
         Compression::None => HashingWriter::counting(buffered),
-        _ => HashingWriter::new(buffered)?,
+        _ => HashingWriter::new(buffered, lanes.stream()?),
     };
     let compressor = Compressor::new(
         opts.compression,
@@ -212,7 +219,7 @@ fn open_sink(opts: &LayerOptions, tmp_name: &str, size: u64) -> Result<(LayerSin
         opts.threads,
         zstd_workers(opts.threads, size),
     )?;
-    Ok((HashingWriter::new(compressor)?, tmp))
+    Ok((HashingWriter::new(compressor, lanes.stream()?), tmp, lanes))
 }
 
 fn close_sink(
@@ -250,12 +257,12 @@ fn build_layer(
     opts: &LayerOptions,
     size: u64,
     store_paths: Vec<String>,
-    write: impl FnOnce(&mut TarWriter<LayerSink>) -> Result<()>,
+    write: impl FnOnce(&mut TarWriter<LayerSink>, &Sha256Lanes) -> Result<()>,
 ) -> Result<LayerBlob> {
-    let (sink, tmp) = open_sink(opts, &format!(".tmp-layer-{index}"), size)?;
+    let (sink, tmp, lanes) = open_sink(opts, &format!(".tmp-layer-{index}"), size)?;
     let result = (|| {
         let mut tar = TarWriter::new(sink);
-        write(&mut tar)?;
+        write(&mut tar, &lanes)?;
         Ok::<_, anyhow::Error>(tar.finish()?)
     })();
     match result.and_then(|sink| close_sink(sink, tmp.clone(), opts, store_paths)) {
@@ -278,18 +285,20 @@ pub fn build_store_layer(
     owner: &Owner,
     opts: &LayerOptions,
 ) -> Result<LayerBlob> {
-    build_layer(index, opts, size, paths.to_vec(), |tar| {
-        write_store_paths(tar, paths, expected, owner, opts.on_bytes)
+    build_layer(index, opts, size, paths.to_vec(), |tar, lanes| {
+        write_store_paths(tar, paths, expected, owner, lanes, opts.on_bytes)
     })
 }
 
 /// The tar stream of a store-path layer: `/nix/`, `/nix/store/` at 0755, then
-/// every path and everything under it in Python `pathlib` order.
+/// every path and everything under it in Python `pathlib` order. The NAR
+/// hashes run on `lanes`, beside the tar's own hash.
 pub fn write_store_paths<W: Write>(
     tar: &mut TarWriter<W>,
     paths: &[String],
     expected: &[Option<Hash>],
     owner: &Owner,
+    lanes: &Sha256Lanes,
     on_bytes: &(dyn Fn(u64) + Sync),
 ) -> Result<()> {
     tar.directory(b"/nix", 0o755, owner)?;
@@ -298,9 +307,7 @@ pub fn write_store_paths<W: Write>(
         let want = expected.get(i).and_then(Option::as_ref);
         let mut walk = StoreWalk {
             // Without a registered hash there is nothing to compare: skip hashing.
-            nar: NarEncoder::new(OptionalHash(
-                want.map(|_| BackgroundSha256::spawn()).transpose()?,
-            ))?,
+            nar: NarEncoder::new(OptionalHash(want.map(|_| lanes.stream()).transpose()?))?,
             nar_in_order: true,
             owner,
             on_bytes,
@@ -423,7 +430,7 @@ pub fn build_root_layer(
     owner: &Owner,
     opts: &LayerOptions,
 ) -> Result<LayerBlob> {
-    build_layer(index, opts, 0, tree.store_references(), |tar| {
+    build_layer(index, opts, 0, tree.store_references(), |tar, _| {
         tree.write(tar, owner, opts.on_bytes)
     })
 }

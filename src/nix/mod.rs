@@ -491,113 +491,11 @@ pub fn nar_size(path: &Path) -> io::Result<u64> {
     Ok(padded(13) + node(path)?)
 }
 
-/// Blocks bytes are handed to a hashing thread in (4 in flight: about
-/// 1.5 MiB per hasher, and a layer runs three).
-const PIPE_BLOCK: usize = 256 << 10;
-
-/// A `Write` that sends full blocks to another thread, which sends them
-/// back empty: the same few blocks go round instead of a fresh allocation
-/// (and its page faults) per block.
-struct BlockSender {
-    block: Vec<u8>,
-    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
-    returned: std::sync::mpsc::Receiver<Vec<u8>>,
-}
-
-impl Write for BlockSender {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = buf.len().min(PIPE_BLOCK - self.block.len());
-        self.block.extend_from_slice(&buf[..n]);
-        if self.block.len() == PIPE_BLOCK {
-            self.flush()?;
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        if !self.block.is_empty() {
-            let next = self
-                .returned
-                .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(PIPE_BLOCK));
-            let full = std::mem::replace(&mut self.block, next);
-            self.tx
-                .send(full)
-                .map_err(|_| io::Error::other("the hashing thread stopped"))?;
-        }
-        Ok(())
-    }
-}
-
-/// A [`Sha256Counter`] on a thread of its own: writes are gathered into
-/// blocks and handed over (a few in flight: bounded memory), so that the
-/// writer never waits for the hash while a core is free. The hash is the one
-/// hashing in place gives.
-pub struct BackgroundSha256 {
-    sender: Option<BlockSender>,
-    worker: Option<std::thread::JoinHandle<([u8; 32], u64)>>,
-}
-
-impl BackgroundSha256 {
-    pub fn spawn() -> io::Result<BackgroundSha256> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-        let (give_back, returned) = std::sync::mpsc::channel();
-        let worker = std::thread::Builder::new()
-            .name("nixoci-sha256".into())
-            .spawn(move || {
-                let mut sink = Sha256Counter::default();
-                for mut block in rx {
-                    sink.hasher.update(&block);
-                    sink.count += block.len() as u64;
-                    block.clear();
-                    // The writer may be gone already (it finished).
-                    let _ = give_back.send(block);
-                }
-                sink.finish()
-            })?;
-        Ok(BackgroundSha256 {
-            sender: Some(BlockSender {
-                block: Vec::with_capacity(PIPE_BLOCK),
-                tx,
-                returned,
-            }),
-            worker: Some(worker),
-        })
-    }
-
-    /// The SHA-256 and the byte count, once every byte is hashed.
-    pub fn finish(mut self) -> io::Result<([u8; 32], u64)> {
-        if let Some(mut sender) = self.sender.take() {
-            sender.flush()?;
-        }
-        self.worker
-            .take()
-            .ok_or_else(|| io::Error::other("the hashing thread is gone"))?
-            .join()
-            .map_err(|_| io::Error::other("the hashing thread panicked"))
-    }
-
-    fn sender(&mut self) -> io::Result<&mut BlockSender> {
-        self.sender
-            .as_mut()
-            .ok_or_else(|| io::Error::other("the hash is finished"))
-    }
-}
-
-impl Write for BackgroundSha256 {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.sender()?.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        // Blocks go when full; `finish` sends the rest.
-        Ok(())
-    }
-}
-
 /// The NAR SHA-256 and NAR size of the tree at `path`, as `nix hash path`
 /// gives. Reading the tree and hashing run on two threads, so reads overlap
 /// the hashing.
 pub fn nar_hash_path(path: &Path, on_bytes: &mut dyn FnMut(u64)) -> io::Result<(Hash, u64)> {
-    let hasher = dump_path(path, BackgroundSha256::spawn()?, on_bytes)?;
+    let hasher = dump_path(path, crate::digest::BackgroundSha256::spawn()?, on_bytes)?;
     let (digest, size) = hasher.finish()?;
     Ok((Hash::sha256(digest), size))
 }

@@ -1,7 +1,13 @@
 //! Content digests: the `sha256:<hex>` name of every blob, config, manifest
 //! and index. A [`Digest`] is made by hashing bytes or parsed (and checked)
 //! from untrusted text, never assembled by hand, so a malformed digest can
-//! never become a file name or a URL.
+//! never become a file name or a URL. The hashing of big streams runs on
+//! threads of its own ([`background`]).
+
+mod background;
+mod two_lanes;
+
+pub use background::{BackgroundSha256, Sha256Lanes};
 
 use std::fmt;
 

@@ -1,0 +1,450 @@
+//! SHA-256 on a thread of its own, for several streams at once.
+//!
+//! A layer build hashes three streams: the tar (its diff_id), each store
+//! path's NAR (checked against the store) and the compressed blob (its
+//! digest). Writers hand their bytes over in blocks and go on; one thread
+//! per layer hashes them, two streams at a time where the CPU can
+//! ([`two_lanes`](super::two_lanes)), so hashing costs less CPU and never
+//! holds the tar writer or the compressor back. Memory is bounded: a few
+//! blocks in flight, reused rather than reallocated.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+
+use super::two_lanes;
+
+/// Bytes go to the hashing thread in blocks of this size (a multiple of
+/// SHA-256's 64-byte block).
+const PIPE_BLOCK: usize = 256 << 10;
+
+/// Blocks the thread takes in ahead of hashing them, over all its streams
+/// (with as many waiting in the channel: about 4 MiB at most).
+const QUEUED_BLOCKS: usize = 8;
+
+/// SHA-256 blocks hashed before the thread looks for new work, so that a
+/// stream hashed alone picks up a partner as soon as one has bytes.
+const STEP_BLOCKS: usize = 256;
+
+/// SHA-256's initial hash value (FIPS 180-4, 5.3.3).
+const INITIAL_STATE: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+
+enum Message {
+    Open {
+        stream: u64,
+        give_back: Sender<Vec<u8>>,
+    },
+    Bytes {
+        stream: u64,
+        block: Vec<u8>,
+    },
+    Finish {
+        stream: u64,
+        reply: Sender<([u8; 32], u64)>,
+    },
+    Abandon {
+        stream: u64,
+    },
+}
+
+/// A hashing thread. Streams made by [`Sha256Lanes::stream`] share it; it
+/// ends when the handle and every stream are gone.
+pub struct Sha256Lanes {
+    tx: SyncSender<Message>,
+    next_stream: Cell<u64>,
+}
+
+impl Sha256Lanes {
+    pub fn spawn() -> io::Result<Sha256Lanes> {
+        let (tx, rx) = mpsc::sync_channel(QUEUED_BLOCKS);
+        std::thread::Builder::new()
+            .name("nixoci-sha256".into())
+            .spawn(move || Worker::default().run(rx))?;
+        Ok(Sha256Lanes {
+            tx,
+            next_stream: Cell::new(0),
+        })
+    }
+
+    /// A new stream to hash.
+    pub fn stream(&self) -> io::Result<BackgroundSha256> {
+        let stream = self.next_stream.get();
+        self.next_stream.set(stream + 1);
+        let (give_back, returned) = mpsc::channel();
+        self.tx
+            .send(Message::Open { stream, give_back })
+            .map_err(|_| stopped())?;
+        Ok(BackgroundSha256 {
+            stream,
+            tx: self.tx.clone(),
+            block: Vec::with_capacity(PIPE_BLOCK),
+            returned,
+            finished: false,
+        })
+    }
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("the hashing thread stopped")
+}
+
+/// One stream's SHA-256 and byte count, computed on a [`Sha256Lanes`]
+/// thread. The hash is the one hashing in place gives.
+pub struct BackgroundSha256 {
+    stream: u64,
+    tx: SyncSender<Message>,
+    /// Bytes not sent yet; only a full block is sent before `finish`.
+    block: Vec<u8>,
+    /// Blocks the thread is done with, to fill again.
+    returned: Receiver<Vec<u8>>,
+    finished: bool,
+}
+
+impl BackgroundSha256 {
+    /// A stream on a hashing thread of its own.
+    pub fn spawn() -> io::Result<BackgroundSha256> {
+        Sha256Lanes::spawn()?.stream()
+    }
+
+    /// The SHA-256 and the byte count, once every byte is hashed.
+    pub fn finish(mut self) -> io::Result<([u8; 32], u64)> {
+        self.send_block()?;
+        let (reply, answer) = mpsc::channel();
+        self.finished = true;
+        self.tx
+            .send(Message::Finish {
+                stream: self.stream,
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())
+    }
+
+    fn send_block(&mut self) -> io::Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let next = self
+            .returned
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(PIPE_BLOCK));
+        let block = std::mem::replace(&mut self.block, next);
+        self.tx
+            .send(Message::Bytes {
+                stream: self.stream,
+                block,
+            })
+            .map_err(|_| stopped())
+    }
+}
+
+impl Write for BackgroundSha256 {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(PIPE_BLOCK - self.block.len());
+        self.block.extend_from_slice(&buf[..n]);
+        if self.block.len() == PIPE_BLOCK {
+            self.send_block()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        // Blocks go when full; `finish` sends the rest.
+        Ok(())
+    }
+}
+
+impl Drop for BackgroundSha256 {
+    fn drop(&mut self) {
+        if !self.finished {
+            // A stream given up (its build failed): the thread drops its bytes.
+            let _ = self.tx.send(Message::Abandon {
+                stream: self.stream,
+            });
+        }
+    }
+}
+
+/// One stream as the hashing thread sees it.
+struct Lane {
+    stream: u64,
+    state: [u32; 8],
+    /// Blocks received and not yet hashed; the front one from `offset`.
+    queue: VecDeque<Vec<u8>>,
+    offset: usize,
+    /// Bytes of a 64-byte block that spans two received blocks.
+    carry: [u8; 64],
+    carry_len: usize,
+    count: u64,
+    give_back: Sender<Vec<u8>>,
+    finish: Option<Sender<([u8; 32], u64)>>,
+}
+
+impl Lane {
+    /// How many whole 64-byte blocks lie at the front of the queue, ready
+    /// for [`Lane::front`]. Bytes that cannot form one there go to `carry`.
+    fn ready(&mut self) -> usize {
+        loop {
+            let Some(front) = self.queue.front() else {
+                return 0;
+            };
+            let rest = front.len() - self.offset;
+            if rest > 0 && self.carry_len == 0 && (rest >= 64 || self.queue.len() == 1) {
+                // Less than a block in the last block received: more may come.
+                return rest / 64;
+            }
+            let take = rest.min(64 - self.carry_len);
+            self.carry[self.carry_len..self.carry_len + take]
+                .copy_from_slice(&front[self.offset..self.offset + take]);
+            self.carry_len += take;
+            self.offset += take;
+            if self.carry_len == 64 {
+                two_lanes::compress(&mut self.state, &self.carry);
+                self.carry_len = 0;
+            }
+            if self.offset == front.len() {
+                self.pop();
+            }
+        }
+    }
+
+    /// The hash state and the first `blocks` ready blocks, to hash into it.
+    fn front(&mut self, blocks: usize) -> (&mut [u32; 8], &[u8]) {
+        let bytes = &self.queue[0][self.offset..self.offset + 64 * blocks];
+        (&mut self.state, bytes)
+    }
+
+    fn consumed(&mut self, blocks: usize) {
+        self.offset += 64 * blocks;
+        if self.offset == self.queue[0].len() {
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some(mut block) = self.queue.pop_front() {
+            block.clear();
+            // The stream may be gone already (it finished).
+            let _ = self.give_back.send(block);
+        }
+        self.offset = 0;
+    }
+
+    /// Pads the last bytes as FIPS 180-4 (5.1.1) says and returns the hash.
+    /// Only called once `ready` found no whole block.
+    fn digest(&mut self) -> [u8; 32] {
+        if let Some(front) = self.queue.front() {
+            let tail = &front[self.offset..];
+            self.carry[self.carry_len..self.carry_len + tail.len()].copy_from_slice(tail);
+            self.carry_len += tail.len();
+            self.pop();
+        }
+        let mut last = [0u8; 128];
+        last[..self.carry_len].copy_from_slice(&self.carry[..self.carry_len]);
+        last[self.carry_len] = 0x80;
+        let blocks = if self.carry_len < 56 { 1 } else { 2 };
+        last[64 * blocks - 8..64 * blocks].copy_from_slice(&(self.count * 8).to_be_bytes());
+        two_lanes::compress(&mut self.state, &last[..64 * blocks]);
+        let mut digest = [0u8; 32];
+        for (bytes, word) in digest.chunks_exact_mut(4).zip(self.state) {
+            bytes.copy_from_slice(&word.to_be_bytes());
+        }
+        digest
+    }
+}
+
+#[derive(Default)]
+struct Worker {
+    lanes: Vec<Lane>,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Message>) {
+        loop {
+            if self.ready_lanes().is_empty() {
+                // Nothing to hash: wait (a tail too short to hash waits for its
+                // stream's next bytes or its finish).
+                match rx.recv() {
+                    Ok(message) => self.receive(message),
+                    Err(_) => return,
+                }
+            }
+            // Take in what has arrived, within the bound, so that a stream
+            // finds a partner.
+            while self.queued() < QUEUED_BLOCKS {
+                match rx.try_recv() {
+                    Ok(message) => self.receive(message),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) if self.lanes.is_empty() => return,
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            }
+            let ready = self.ready_lanes();
+            self.hash_step(&ready);
+            self.finish_drained();
+        }
+    }
+
+    fn queued(&self) -> usize {
+        self.lanes.iter().map(|lane| lane.queue.len()).sum()
+    }
+
+    fn receive(&mut self, message: Message) {
+        match message {
+            Message::Open { stream, give_back } => self.lanes.push(Lane {
+                stream,
+                state: INITIAL_STATE,
+                queue: VecDeque::new(),
+                offset: 0,
+                carry: [0; 64],
+                carry_len: 0,
+                count: 0,
+                give_back,
+                finish: None,
+            }),
+            Message::Bytes { stream, block } => {
+                if let Some(lane) = self.lane(stream) {
+                    lane.count += block.len() as u64;
+                    lane.queue.push_back(block);
+                }
+            }
+            Message::Finish { stream, reply } => {
+                if let Some(lane) = self.lane(stream) {
+                    lane.finish = Some(reply);
+                }
+            }
+            Message::Abandon { stream } => self.lanes.retain(|lane| lane.stream != stream),
+        }
+    }
+
+    fn lane(&mut self, stream: u64) -> Option<&mut Lane> {
+        self.lanes.iter_mut().find(|lane| lane.stream == stream)
+    }
+
+    /// The lanes with whole blocks to hash, as (index, blocks).
+    fn ready_lanes(&mut self) -> Vec<(usize, usize)> {
+        self.lanes
+            .iter_mut()
+            .enumerate()
+            .map(|(i, lane)| (i, lane.ready()))
+            .filter(|&(_, blocks)| blocks > 0)
+            .collect()
+    }
+
+    /// Hashes up to a step's worth: two lanes side by side if two have
+    /// blocks, else the one.
+    fn hash_step(&mut self, ready: &[(usize, usize)]) {
+        match *ready {
+            [] => {}
+            [(i, blocks)] => {
+                let lane = &mut self.lanes[i];
+                let n = blocks.min(STEP_BLOCKS);
+                let (state, blocks) = lane.front(n);
+                two_lanes::compress(state, blocks);
+                lane.consumed(n);
+            }
+            [(i, a_blocks), (j, b_blocks), ..] => {
+                let n = a_blocks.min(b_blocks).min(STEP_BLOCKS);
+                // Ready lanes come in index order: `a` is left of `b`.
+                let (left, right) = self.lanes.split_at_mut(j);
+                let (a, b) = (&mut left[i], &mut right[0]);
+                let (a_state, a_blocks) = a.front(n);
+                let (b_state, b_blocks) = b.front(n);
+                two_lanes::compress_pair(a_state, a_blocks, b_state, b_blocks);
+                a.consumed(n);
+                b.consumed(n);
+            }
+        }
+    }
+
+    /// Replies to every finished stream whose bytes are all hashed.
+    fn finish_drained(&mut self) {
+        let mut i = 0;
+        while i < self.lanes.len() {
+            let lane = &mut self.lanes[i];
+            if lane.finish.is_some() && lane.ready() == 0 {
+                let digest = lane.digest();
+                if let Some(reply) = lane.finish.take() {
+                    // The stream may have stopped waiting (its build failed).
+                    let _ = reply.send((digest, lane.count));
+                }
+                self.lanes.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest as _;
+
+    fn bytes(len: usize, seed: u32) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect()
+    }
+
+    fn expected(bytes: &[u8]) -> ([u8; 32], u64) {
+        (sha2::Sha256::digest(bytes).into(), bytes.len() as u64)
+    }
+
+    #[test]
+    fn every_length_around_the_padding_and_block_edges() {
+        for len in (0..=200).chain([
+            PIPE_BLOCK - 1,
+            PIPE_BLOCK,
+            PIPE_BLOCK + 55,
+            3 * PIPE_BLOCK + 64,
+        ]) {
+            let data = bytes(len, 7);
+            let mut hasher = BackgroundSha256::spawn().unwrap();
+            hasher.write_all(&data).unwrap();
+            assert_eq!(hasher.finish().unwrap(), expected(&data), "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn streams_sharing_a_thread_hash_as_if_alone() {
+        // Three streams written in turns of odd sizes, as a layer's tar, NAR
+        // and blob are; one of them given up half-way, one finished early.
+        let lanes = Sha256Lanes::spawn().unwrap();
+        let data: Vec<Vec<u8>> = (0..4)
+            .map(|i| {
+                bytes(
+                    [5 * PIPE_BLOCK + 3, 4 * PIPE_BLOCK + 17, 777, PIPE_BLOCK][i],
+                    i as u32,
+                )
+            })
+            .collect();
+        let mut streams: Vec<_> = data.iter().map(|_| lanes.stream().unwrap()).collect();
+        let mut written = [0usize; 4];
+        let turns = [1000, 65_536, 1, 300_001, 64, 12_345];
+        let mut turn = 0;
+        while written.iter().zip(&data).any(|(&w, d)| w < d.len()) {
+            for (i, stream) in streams.iter_mut().enumerate() {
+                let end = (written[i] + turns[turn % turns.len()]).min(data[i].len());
+                stream.write_all(&data[i][written[i]..end]).unwrap();
+                written[i] = end;
+                turn += 1;
+            }
+        }
+        let mut streams = streams.into_iter();
+        let (first, second, third, fourth) = (
+            streams.next().unwrap(),
+            streams.next().unwrap(),
+            streams.next().unwrap(),
+            streams.next().unwrap(),
+        );
+        assert_eq!(third.finish().unwrap(), expected(&data[2]));
+        drop(second);
+        let late = lanes.stream().unwrap();
+        assert_eq!(first.finish().unwrap(), expected(&data[0]));
+        assert_eq!(fourth.finish().unwrap(), expected(&data[3]));
+        assert_eq!(late.finish().unwrap(), expected(&[]));
+    }
+}
