@@ -216,6 +216,11 @@ impl Lane {
         (&mut self.state, bytes)
     }
 
+    /// Bytes received and not hashed yet.
+    fn backlog(&self) -> usize {
+        self.queue.iter().map(Vec::len).sum::<usize>() - self.offset
+    }
+
     fn consumed(&mut self, blocks: usize) {
         self.offset += 64 * blocks;
         if self.offset == self.queue[0].len() {
@@ -263,9 +268,7 @@ struct Worker {
 impl Worker {
     fn run(mut self, rx: Receiver<Message>) {
         loop {
-            if self.ready_lanes().is_empty() {
-                // Nothing to hash: wait (a tail too short to hash waits for its
-                // stream's next bytes or its finish).
+            if self.should_wait() {
                 match rx.recv() {
                     Ok(message) => self.receive(message),
                     Err(_) => return,
@@ -284,6 +287,22 @@ impl Worker {
             let ready = self.ready_lanes();
             self.hash_step(&ready);
             self.finish_drained();
+        }
+    }
+
+    /// Whether to wait for more bytes before hashing: when there is nothing
+    /// to hash (a tail too short to hash waits for its stream's next bytes or
+    /// its finish), or one stream alone that another open stream could pair
+    /// with, while there is room to queue its blocks.
+    fn should_wait(&mut self) -> bool {
+        match *self.ready_lanes() {
+            [] => true,
+            [(i, _)] => {
+                self.lanes[i].finish.is_none()
+                    && self.lanes.len() > 1
+                    && self.queued() < QUEUED_BLOCKS
+            }
+            _ => false,
         }
     }
 
@@ -323,18 +342,26 @@ impl Worker {
         self.lanes.iter_mut().find(|lane| lane.stream == stream)
     }
 
-    /// The lanes with whole blocks to hash, as (index, blocks).
+    /// The lanes with whole blocks to hash, as (index, blocks), the most
+    /// behind first: pairing those keeps a big stream from being hashed
+    /// alone while a small one takes its partner.
     fn ready_lanes(&mut self) -> Vec<(usize, usize)> {
-        self.lanes
+        let mut ready: Vec<(usize, usize, usize)> = self
+            .lanes
             .iter_mut()
             .enumerate()
-            .map(|(i, lane)| (i, lane.ready()))
-            .filter(|&(_, blocks)| blocks > 0)
+            .map(|(i, lane)| (i, lane.ready(), lane.backlog()))
+            .filter(|&(_, blocks, _)| blocks > 0)
+            .collect();
+        ready.sort_by_key(|&(_, _, backlog)| std::cmp::Reverse(backlog));
+        ready
+            .into_iter()
+            .map(|(i, blocks, _)| (i, blocks))
             .collect()
     }
 
-    /// Hashes up to a step's worth: two lanes side by side if two have
-    /// blocks, else the one.
+    /// Hashes up to a step's worth: the first two lanes side by side if two
+    /// have blocks, else the one.
     fn hash_step(&mut self, ready: &[(usize, usize)]) {
         match *ready {
             [] => {}
@@ -345,9 +372,9 @@ impl Worker {
                 two_lanes::compress(state, blocks);
                 lane.consumed(n);
             }
-            [(i, a_blocks), (j, b_blocks), ..] => {
-                let n = a_blocks.min(b_blocks).min(STEP_BLOCKS);
-                // Ready lanes come in index order: `a` is left of `b`.
+            [(first, first_blocks), (second, second_blocks), ..] => {
+                let n = first_blocks.min(second_blocks).min(STEP_BLOCKS);
+                let (i, j) = (first.min(second), first.max(second));
                 let (left, right) = self.lanes.split_at_mut(j);
                 let (a, b) = (&mut left[i], &mut right[0]);
                 let (a_state, a_blocks) = a.front(n);
