@@ -45,9 +45,6 @@ enum Message {
         stream: u64,
         reply: Sender<([u8; 32], u64)>,
     },
-    Abandon {
-        stream: u64,
-    },
 }
 
 /// A hashing thread. Streams made by [`Sha256Lanes::stream`] share it; it
@@ -82,7 +79,6 @@ impl Sha256Lanes {
             tx: self.tx.clone(),
             block: Vec::with_capacity(PIPE_BLOCK),
             returned,
-            finished: false,
         })
     }
 }
@@ -100,7 +96,6 @@ pub struct BackgroundSha256 {
     block: Vec<u8>,
     /// Blocks the thread is done with, to fill again.
     returned: Receiver<Vec<u8>>,
-    finished: bool,
 }
 
 impl BackgroundSha256 {
@@ -113,7 +108,6 @@ impl BackgroundSha256 {
     pub fn finish(mut self) -> io::Result<([u8; 32], u64)> {
         self.send_block()?;
         let (reply, answer) = mpsc::channel();
-        self.finished = true;
         self.tx
             .send(Message::Finish {
                 stream: self.stream,
@@ -156,58 +150,38 @@ impl Write for BackgroundSha256 {
     }
 }
 
-impl Drop for BackgroundSha256 {
-    fn drop(&mut self) {
-        if !self.finished {
-            // A stream given up (its build failed): the thread drops its bytes.
-            let _ = self.tx.send(Message::Abandon {
-                stream: self.stream,
-            });
-        }
-    }
-}
-
 /// One stream as the hashing thread sees it.
 struct Lane {
     stream: u64,
     state: [u32; 8],
     /// Blocks received and not yet hashed; the front one from `offset`.
+    /// Every block but a stream's last is a whole number of SHA-256 blocks
+    /// (`BackgroundSha256` sends a partial one only when it finishes).
     queue: VecDeque<Vec<u8>>,
     offset: usize,
-    /// Bytes of a 64-byte block that spans two received blocks.
-    carry: [u8; 64],
-    carry_len: usize,
     count: u64,
     give_back: Sender<Vec<u8>>,
     finish: Option<Sender<([u8; 32], u64)>>,
 }
 
 impl Lane {
-    /// How many whole 64-byte blocks lie at the front of the queue, ready
-    /// for [`Lane::front`]. Bytes that cannot form one there go to `carry`.
-    fn ready(&mut self) -> usize {
-        loop {
-            let Some(front) = self.queue.front() else {
-                return 0;
-            };
-            let rest = front.len() - self.offset;
-            if rest > 0 && self.carry_len == 0 && (rest >= 64 || self.queue.len() == 1) {
-                // Less than a block in the last block received: more may come.
-                return rest / 64;
-            }
-            let take = rest.min(64 - self.carry_len);
-            self.carry[self.carry_len..self.carry_len + take]
-                .copy_from_slice(&front[self.offset..self.offset + take]);
-            self.carry_len += take;
-            self.offset += take;
-            if self.carry_len == 64 {
-                two_lanes::compress(&mut self.state, &self.carry);
-                self.carry_len = 0;
-            }
-            if self.offset == front.len() {
-                self.pop();
-            }
+    fn new(stream: u64, give_back: Sender<Vec<u8>>) -> Lane {
+        Lane {
+            stream,
+            state: INITIAL_STATE,
+            queue: VecDeque::new(),
+            offset: 0,
+            count: 0,
+            give_back,
+            finish: None,
         }
+    }
+
+    /// How many whole SHA-256 blocks [`Lane::front`] can give.
+    fn ready(&self) -> usize {
+        self.queue
+            .front()
+            .map_or(0, |front| (front.len() - self.offset) / 64)
     }
 
     /// The hash state and the first `blocks` ready blocks, to hash into it.
@@ -238,18 +212,18 @@ impl Lane {
     }
 
     /// Pads the last bytes as FIPS 180-4 (5.1.1) says and returns the hash.
-    /// Only called once `ready` found no whole block.
+    /// Only called once `ready` found no whole block: what is left is the
+    /// stream's last block, and less than 64 bytes of it.
     fn digest(&mut self) -> [u8; 32] {
-        if let Some(front) = self.queue.front() {
-            let tail = &front[self.offset..];
-            self.carry[self.carry_len..self.carry_len + tail.len()].copy_from_slice(tail);
-            self.carry_len += tail.len();
-            self.pop();
-        }
         let mut last = [0u8; 128];
-        last[..self.carry_len].copy_from_slice(&self.carry[..self.carry_len]);
-        last[self.carry_len] = 0x80;
-        let blocks = if self.carry_len < 56 { 1 } else { 2 };
+        let tail = self.queue.front().map_or(0, |front| {
+            let tail = &front[self.offset..];
+            last[..tail.len()].copy_from_slice(tail);
+            tail.len()
+        });
+        self.pop();
+        last[tail] = 0x80;
+        let blocks = if tail < 56 { 1 } else { 2 };
         last[64 * blocks - 8..64 * blocks].copy_from_slice(&(self.count * 8).to_be_bytes());
         two_lanes::compress(&mut self.state, &last[..64 * blocks]);
         let mut digest = [0u8; 32];
@@ -274,15 +248,8 @@ impl Worker {
                     Err(_) => return,
                 }
             }
-            // Take in what has arrived, within the bound, so that a stream
-            // finds a partner.
-            while self.queued() < QUEUED_BLOCKS {
-                match rx.try_recv() {
-                    Ok(message) => self.receive(message),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) if self.lanes.is_empty() => return,
-                    Err(TryRecvError::Disconnected) => break,
-                }
+            if !self.take_in(&rx) {
+                return;
             }
             let ready = self.ready_lanes();
             self.hash_step(&ready);
@@ -294,7 +261,7 @@ impl Worker {
     /// to hash (a tail too short to hash waits for its stream's next bytes or
     /// its finish), or one stream alone that another open stream could pair
     /// with, while there is room to queue its blocks.
-    fn should_wait(&mut self) -> bool {
+    fn should_wait(&self) -> bool {
         match *self.ready_lanes() {
             [] => true,
             [(i, _)] => {
@@ -306,23 +273,27 @@ impl Worker {
         }
     }
 
+    /// Takes in what has arrived, while fewer than [`QUEUED_BLOCKS`] blocks
+    /// are queued, so that a stream finds a partner. False once every
+    /// stream is gone: no one is left to take a hash.
+    fn take_in(&mut self, rx: &Receiver<Message>) -> bool {
+        while self.queued() < QUEUED_BLOCKS {
+            match rx.try_recv() {
+                Ok(message) => self.receive(message),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+        true
+    }
+
     fn queued(&self) -> usize {
         self.lanes.iter().map(|lane| lane.queue.len()).sum()
     }
 
     fn receive(&mut self, message: Message) {
         match message {
-            Message::Open { stream, give_back } => self.lanes.push(Lane {
-                stream,
-                state: INITIAL_STATE,
-                queue: VecDeque::new(),
-                offset: 0,
-                carry: [0; 64],
-                carry_len: 0,
-                count: 0,
-                give_back,
-                finish: None,
-            }),
+            Message::Open { stream, give_back } => self.lanes.push(Lane::new(stream, give_back)),
             Message::Bytes { stream, block } => {
                 if let Some(lane) = self.lane(stream) {
                     lane.count += block.len() as u64;
@@ -334,7 +305,6 @@ impl Worker {
                     lane.finish = Some(reply);
                 }
             }
-            Message::Abandon { stream } => self.lanes.retain(|lane| lane.stream != stream),
         }
     }
 
@@ -345,10 +315,10 @@ impl Worker {
     /// The lanes with whole blocks to hash, as (index, blocks), the most
     /// behind first: pairing those keeps a big stream from being hashed
     /// alone while a small one takes its partner.
-    fn ready_lanes(&mut self) -> Vec<(usize, usize)> {
+    fn ready_lanes(&self) -> Vec<(usize, usize)> {
         let mut ready: Vec<(usize, usize, usize)> = self
             .lanes
-            .iter_mut()
+            .iter()
             .enumerate()
             .map(|(i, lane)| (i, lane.ready(), lane.backlog()))
             .filter(|&(_, blocks, _)| blocks > 0)
@@ -438,7 +408,8 @@ mod tests {
     #[test]
     fn streams_sharing_a_thread_hash_as_if_alone() {
         // Three streams written in turns of odd sizes, as a layer's tar, NAR
-        // and blob are; one of them given up half-way, one finished early.
+        // and blob are; one of them dropped half-way (as when a build fails), one
+        // finished early.
         let lanes = Sha256Lanes::spawn().unwrap();
         let data: Vec<Vec<u8>> = (0..4)
             .map(|i| {
@@ -473,5 +444,116 @@ mod tests {
         assert_eq!(first.finish().unwrap(), expected(&data[0]));
         assert_eq!(fourth.finish().unwrap(), expected(&data[3]));
         assert_eq!(late.finish().unwrap(), expected(&[]));
+    }
+
+    #[test]
+    fn a_write_takes_at_most_one_block() {
+        let mut hasher = BackgroundSha256::spawn().unwrap();
+        assert_eq!(hasher.write(&[1; 100]).unwrap(), 100);
+        assert_eq!(
+            hasher.write(&vec![2; 2 * PIPE_BLOCK]).unwrap(),
+            PIPE_BLOCK - 100
+        );
+        assert_eq!(hasher.write(&vec![3; 2 * PIPE_BLOCK]).unwrap(), PIPE_BLOCK);
+    }
+
+    /// A worker with one lane per entry of `blocks`, each given that many
+    /// received blocks of `bytes` bytes; the senders it needs are returned.
+    fn worker(blocks: &[usize], bytes: usize) -> (Worker, Vec<Receiver<Vec<u8>>>) {
+        let mut worker = Worker::default();
+        let mut returns = Vec::new();
+        for (stream, &count) in blocks.iter().enumerate() {
+            let (give_back, returned) = mpsc::channel();
+            returns.push(returned);
+            worker.receive(Message::Open {
+                stream: stream as u64,
+                give_back,
+            });
+            for _ in 0..count {
+                worker.receive(Message::Bytes {
+                    stream: stream as u64,
+                    block: vec![0; bytes],
+                });
+            }
+        }
+        (worker, returns)
+    }
+
+    #[test]
+    fn the_two_streams_furthest_behind_are_hashed_together() {
+        let (mut worker, _returns) = worker(&[1, 3, 2], 256);
+        assert_eq!(worker.ready_lanes(), [(1, 4), (2, 4), (0, 4)]);
+        let ready = worker.ready_lanes();
+        worker.hash_step(&ready);
+        let backlogs: Vec<usize> = worker.lanes.iter().map(Lane::backlog).collect();
+        assert_eq!(backlogs, [256, 2 * 256, 256]);
+        // Lanes 0 and 2 are level now: a tie keeps the lanes' order.
+        assert_eq!(worker.ready_lanes(), [(1, 4), (0, 4), (2, 4)]);
+    }
+
+    #[test]
+    fn a_stream_alone_waits_for_a_partner_only_while_blocks_can_queue() {
+        let (idle, _returns) = worker(&[0, 0], 64);
+        assert!(idle.should_wait(), "nothing to hash");
+        let (mut tail_only, _returns) = worker(&[1], 10);
+        assert!(
+            tail_only.should_wait(),
+            "a tail waits for more or its finish"
+        );
+        let (reply, _answer) = mpsc::channel();
+        tail_only.receive(Message::Finish { stream: 0, reply });
+        tail_only.finish_drained();
+        assert!(tail_only.lanes.is_empty(), "a finished tail is hashed");
+
+        let (single, _returns) = worker(&[1], 64);
+        assert!(!single.should_wait(), "no other stream to pair with");
+        let (mut alone, _returns) = worker(&[1, 0], 64);
+        assert!(alone.should_wait(), "the other stream may send bytes");
+        let (reply, _answer) = mpsc::channel();
+        alone.receive(Message::Finish { stream: 0, reply });
+        assert!(!alone.should_wait(), "a finishing stream does not wait");
+        let (full, _returns) = worker(&[QUEUED_BLOCKS - 1, 0], 64);
+        assert!(full.should_wait(), "room for one more block");
+        let (full, _returns) = worker(&[QUEUED_BLOCKS, 0], 64);
+        assert!(!full.should_wait(), "no room to queue more");
+        let (pair, _returns) = worker(&[1, 1], 64);
+        assert!(!pair.should_wait(), "a pair is ready");
+    }
+
+    #[test]
+    fn intake_stops_at_the_bound_and_ends_with_the_streams() {
+        let (mut worker, _returns) = worker(&[0], 64);
+        let (tx, rx) = mpsc::sync_channel(2 * QUEUED_BLOCKS);
+        for _ in 0..QUEUED_BLOCKS + 3 {
+            tx.send(Message::Bytes {
+                stream: 0,
+                block: vec![0; 64],
+            })
+            .unwrap();
+        }
+        let hash_one = |worker: &mut Worker| {
+            let ready = worker.ready_lanes();
+            worker.hash_step(&ready);
+        };
+        assert!(worker.take_in(&rx));
+        assert_eq!(
+            worker.queued(),
+            QUEUED_BLOCKS,
+            "the rest wait in the channel"
+        );
+        for _ in 0..3 {
+            hash_one(&mut worker);
+        }
+        assert!(worker.take_in(&rx));
+        assert_eq!(
+            worker.queued(),
+            QUEUED_BLOCKS,
+            "room made, the rest taken in"
+        );
+        hash_one(&mut worker);
+        assert!(worker.take_in(&rx), "an empty channel with senders left");
+        assert_eq!(worker.queued(), QUEUED_BLOCKS - 1);
+        drop(tx);
+        assert!(!worker.take_in(&rx), "every sender is gone");
     }
 }
