@@ -1,15 +1,17 @@
-//! SHA-256 of two independent messages at once, with the x86 SHA extensions.
+//! The SHA-256 compression function over one message or two independent
+//! ones at once, with the x86 SHA extensions.
 //!
 //! One message cannot go faster than the latency of `sha256rnds2`, and
-//! hashing one stream already does that (the `sha2` crate uses the same
-//! instructions). Two messages hashed in one instruction stream fill the
-//! gaps: on the machines we measured, 3.2 GB/s for two streams against
+//! hashing one stream already does that (as the `sha2` crate does, with the
+//! same instructions). Two messages hashed in one instruction stream fill
+//! the gaps: on the machines we measured, 3.2 GB/s for two streams against
 //! 2.0 GB/s for one after the other. A layer build hashes its tar (the
 //! diff_id) and each store path's NAR side by side, so the pairs exist.
+//! Without the instructions, the `sha2` crate hashes one after the other.
 //!
 //! This is the only `unsafe` code in nixoci: the intrinsics need it. It runs
 //! only after [`available`] has found the instructions, and the tests check
-//! it against the `sha2` crate on every length.
+//! it against the `sha2` crate, one lane and two, on many lengths.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -44,6 +46,14 @@ pub fn available() -> bool {
 /// Runs the compression function over `blocks` (whole 64-byte blocks) into
 /// `state`, as `sha2::block_api::compress256` does.
 pub fn compress(state: &mut [u32; 8], blocks: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: the CPU has every feature `rounds` is compiled for.
+        unsafe { rounds([state], [blocks]) };
+        return;
+    }
+    // The sha2 crate takes `&[[u8; 64]]`, which `&[u8]` becomes only with
+    // Rust 1.88's `as_chunks`: one block per call, on CPUs without SHA-NI.
     for block in blocks.chunks_exact(64) {
         if let Ok(block) = <[u8; 64]>::try_from(block) {
             sha2::block_api::compress256(state, &[block]);
@@ -62,8 +72,8 @@ pub fn compress_pair(a: &mut [u32; 8], a_blocks: &[u8], b: &mut [u32; 8], b_bloc
     );
     #[cfg(target_arch = "x86_64")]
     if available() {
-        // SAFETY: the CPU has every feature `interleaved` is compiled for.
-        unsafe { interleaved(a, a_blocks, b, b_blocks) };
+        // SAFETY: the CPU has every feature `rounds` is compiled for.
+        unsafe { rounds([a, b], [a_blocks, b_blocks]) };
         return;
     }
     compress(a, a_blocks);
@@ -105,21 +115,24 @@ fn store_state(abef: __m128i, cdgh: __m128i, state: &mut [u32; 8]) {
     }
 }
 
-/// Both lanes' rounds, written as one loop over the lanes so that the
-/// compiler interleaves their independent instructions.
+/// The rounds of `N` lanes (1 or 2), written as one loop over the lanes so
+/// that the compiler interleaves their independent instructions. Every
+/// lane's `blocks` is as long, a whole number of 64-byte blocks.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-fn interleaved(a: &mut [u32; 8], a_blocks: &[u8], b: &mut [u32; 8], b_blocks: &[u8]) {
+fn rounds<const N: usize>(states: [&mut [u32; 8]; N], blocks: [&[u8]; N]) {
     // Message words are big-endian.
     let byte_swap = _mm_set_epi64x(0x0c0d0e0f_08090a0b, 0x04050607_00010203);
-    let (a_abef, a_cdgh) = load_state(a);
-    let (b_abef, b_cdgh) = load_state(b);
-    let mut abef = [a_abef, b_abef];
-    let mut cdgh = [a_cdgh, b_cdgh];
-    for (a_block, b_block) in a_blocks.chunks_exact(64).zip(b_blocks.chunks_exact(64)) {
+    let mut abef = [_mm_setzero_si128(); N];
+    let mut cdgh = [_mm_setzero_si128(); N];
+    for lane in 0..N {
+        (abef[lane], cdgh[lane]) = load_state(states[lane]);
+    }
+    for start in (0..blocks[0].len() / 64).map(|block| 64 * block) {
         let (abef_before, cdgh_before) = (abef, cdgh);
-        let mut words = [[_mm_setzero_si128(); 4]; 2];
-        for (lane, block) in [a_block, b_block].into_iter().enumerate() {
+        let mut words = [[_mm_setzero_si128(); 4]; N];
+        for lane in 0..N {
+            let block = &blocks[lane][start..start + 64];
             for (i, quarter) in block.chunks_exact(16).enumerate() {
                 // SAFETY: `quarter` is 16 bytes.
                 let loaded = unsafe { _mm_loadu_si128(quarter.as_ptr().cast()) };
@@ -130,7 +143,7 @@ fn interleaved(a: &mut [u32; 8], a_blocks: &[u8], b: &mut [u32; 8], b_blocks: &[
             // SAFETY: round < 16, so this reads constants 4·round..4·round+4.
             let constants =
                 unsafe { _mm_loadu_si128(ROUND_CONSTANTS.as_ptr().add(4 * round).cast()) };
-            for lane in 0..2 {
+            for lane in 0..N {
                 // From round 4 on, the next 4 schedule words come from the last 16.
                 if round >= 4 {
                     let [w0, w1, w2, w3] = words[lane];
@@ -150,13 +163,14 @@ fn interleaved(a: &mut [u32; 8], a_blocks: &[u8], b: &mut [u32; 8], b_blocks: &[
                 );
             }
         }
-        for lane in 0..2 {
+        for lane in 0..N {
             abef[lane] = _mm_add_epi32(abef[lane], abef_before[lane]);
             cdgh[lane] = _mm_add_epi32(cdgh[lane], cdgh_before[lane]);
         }
     }
-    store_state(abef[0], cdgh[0], a);
-    store_state(abef[1], cdgh[1], b);
+    for (lane, state) in states.into_iter().enumerate() {
+        store_state(abef[lane], cdgh[lane], state);
+    }
 }
 
 #[cfg(test)]
@@ -169,7 +183,7 @@ mod tests {
     ];
 
     #[test]
-    fn pairs_hash_as_the_sha2_crate_does() {
+    fn one_lane_and_pairs_hash_as_the_sha2_crate_does() {
         let bytes: Vec<u8> = (0..200 * 64u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
@@ -187,6 +201,9 @@ mod tests {
                 sha2::block_api::compress256(&mut want_a, &blocks[..count]);
                 sha2::block_api::compress256(&mut want_b, &blocks[offset..offset + count]);
                 assert_eq!((a, b), (want_a, want_b), "{count} blocks, offset {offset}");
+                let mut alone = INITIAL;
+                compress(&mut alone, b_blocks);
+                assert_eq!(alone, want_b, "{count} blocks, offset {offset}, one lane");
             }
         }
     }
