@@ -481,14 +481,23 @@ mod tests {
 
     #[test]
     fn the_two_streams_furthest_behind_are_hashed_together() {
-        let (mut worker, _returns) = worker(&[1, 3, 2], 256);
-        assert_eq!(worker.ready_lanes(), [(1, 4), (2, 4), (0, 4)]);
+        let block = 64 * 300;
+        let (mut worker, _returns) = worker(&[1, 3, 1], block);
+        worker.receive(Message::Bytes {
+            stream: 2,
+            block: vec![0; 64 * 20],
+        });
+        assert_eq!(worker.ready_lanes(), [(1, 300), (2, 300), (0, 300)]);
         let ready = worker.ready_lanes();
         worker.hash_step(&ready);
+        let step = 64 * STEP_BLOCKS;
         let backlogs: Vec<usize> = worker.lanes.iter().map(Lane::backlog).collect();
-        assert_eq!(backlogs, [256, 2 * 256, 256]);
-        // Lanes 0 and 2 are level now: a tie keeps the lanes' order.
-        assert_eq!(worker.ready_lanes(), [(1, 4), (0, 4), (2, 4)]);
+        assert_eq!(backlogs, [block, 3 * block - step, block + 64 * 20 - step]);
+        // Lane 2 is least behind now, though it received more than lane 0.
+        assert_eq!(
+            worker.ready_lanes(),
+            [(1, 300 - STEP_BLOCKS), (0, 300), (2, 300 - STEP_BLOCKS)]
+        );
     }
 
     #[test]
