@@ -4,7 +4,7 @@
 //! path's NAR (checked against the store) and the compressed blob (its
 //! digest). Writers hand their bytes over in blocks and go on; one thread
 //! per layer hashes them, two streams at a time where the CPU can
-//! ([`two_lanes`](super::two_lanes)), so hashing costs less CPU and never
+//! ([`two_lanes`]), so hashing costs less CPU and never
 //! holds the tar writer or the compressor back. Memory is bounded: a few
 //! blocks in flight, reused rather than reallocated.
 

@@ -2,7 +2,7 @@
 //! and index. A [`Digest`] is made by hashing bytes or parsed (and checked)
 //! from untrusted text, never assembled by hand, so a malformed digest can
 //! never become a file name or a URL. The hashing of big streams runs on
-//! threads of its own ([`background`]).
+//! threads of its own ([`BackgroundSha256`], [`Sha256Lanes`]).
 
 mod background;
 mod two_lanes;
