@@ -29,7 +29,9 @@ const ROUND_CONSTANTS: [u32; 64] = [
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
 ];
 
-/// Whether this CPU can run [`compress_pair`].
+/// Whether this CPU has the instructions [`compress_pair`] interleaves.
+// Elsewhere than x86-64 only the tests ask.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -46,19 +48,7 @@ pub fn available() -> bool {
 /// Runs the compression function over `blocks` (whole 64-byte blocks) into
 /// `state`, as `sha2::block_api::compress256` does.
 pub fn compress(state: &mut [u32; 8], blocks: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: the CPU has every feature `rounds` is compiled for.
-        unsafe { rounds([state], [blocks]) };
-        return;
-    }
-    // The sha2 crate takes `&[[u8; 64]]`, which `&[u8]` becomes only with
-    // Rust 1.88's `as_chunks`: one block per call, on CPUs without SHA-NI.
-    for block in blocks.chunks_exact(64) {
-        if let Ok(block) = <[u8; 64]>::try_from(block) {
-            sha2::block_api::compress256(state, &[block]);
-        }
-    }
+    lanes([state], [blocks]);
 }
 
 /// [`compress`] for two messages at once: `a_blocks` into `a` and
@@ -70,14 +60,32 @@ pub fn compress_pair(a: &mut [u32; 8], a_blocks: &[u8], b: &mut [u32; 8], b_bloc
         b_blocks.len(),
         "both lanes take as many bytes"
     );
+    lanes([a, b], [a_blocks, b_blocks]);
+}
+
+/// The SHA-NI rounds when the CPU has them, else the `sha2` crate, lane
+/// after lane.
+fn lanes<const N: usize>(states: [&mut [u32; 8]; N], blocks: [&[u8]; N]) {
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: the CPU has every feature `rounds` is compiled for.
-        unsafe { rounds([a, b], [a_blocks, b_blocks]) };
+        unsafe { rounds(states, blocks) };
         return;
     }
-    compress(a, a_blocks);
-    compress(b, b_blocks);
+    one_after_the_other(states, blocks);
+}
+
+/// The `sha2` crate's compression function, one lane after the other.
+fn one_after_the_other<const N: usize>(states: [&mut [u32; 8]; N], blocks: [&[u8]; N]) {
+    // The sha2 crate takes `&[[u8; 64]]`, which `&[u8]` becomes only with
+    // Rust 1.88's `as_chunks`: one block per call, on CPUs without SHA-NI.
+    for (state, blocks) in states.into_iter().zip(blocks) {
+        for block in blocks.chunks_exact(64) {
+            if let Ok(block) = <[u8; 64]>::try_from(block) {
+                sha2::block_api::compress256(state, &[block]);
+            }
+        }
+    }
 }
 
 /// The instructions keep the state as two registers, (A, B, E, F) and
@@ -204,6 +212,13 @@ mod tests {
                 let mut alone = INITIAL;
                 compress(&mut alone, b_blocks);
                 assert_eq!(alone, want_b, "{count} blocks, offset {offset}, one lane");
+                let (mut a, mut b) = (INITIAL, INITIAL);
+                one_after_the_other([&mut a, &mut b], [a_blocks, b_blocks]);
+                assert_eq!(
+                    (a, b),
+                    (want_a, want_b),
+                    "{count} blocks, offset {offset}, fallback"
+                );
             }
         }
     }
