@@ -681,44 +681,33 @@ fn relative_locations_resolve_as_rfc3986_references() {
 fn permission_refusals_are_auth_failures() {
     let registry = Registry::start(Auth::Anonymous);
     let proxy = Proxy::start(&registry);
-    proxy.set_plan(json!({"faults": [
-        {"method": "HEAD", "path_contains": "/manifests/", "action": "403", "times": 20},
-    ]}));
     let dir = tempdir();
     let layout = image(dir.path(), "");
-    let out = push(&[
-        layout.to_str().unwrap(),
-        &format!("{}/team/app:v1", proxy.host()),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("no permission to read team/app"), "{err}");
-    // The same for a blob.
-    proxy.set_plan(json!({"faults": [
-        {"method": "HEAD", "path_contains": "/blobs/", "action": "403", "times": 20},
-    ]}));
-    let out = push(&[
-        layout.to_str().unwrap(),
-        &format!("{}/team/app:v1", proxy.host()),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("no permission to read team/app"), "{err}");
-    // An upload start or a blob PUT refused: no permission to push.
-    for method in ["POST", "PUT"] {
+    // A 403 on each kind of request: exit 3, naming the missing permission.
+    for (method, path, permission) in [
+        ("HEAD", "/manifests/", "no permission to read team/app"),
+        ("HEAD", "/blobs/", "no permission to read team/app"),
+        (
+            "POST",
+            "/blobs/uploads/",
+            "no permission to push to team/app",
+        ),
+        (
+            "PUT",
+            "/blobs/uploads/",
+            "no permission to push to team/app",
+        ),
+    ] {
         proxy.set_plan(json!({"faults": [
-            {"method": method, "path_contains": "/blobs/uploads/", "action": "403", "times": 20},
+            {"method": method, "path_contains": path, "action": "403", "times": 20},
         ]}));
         let out = push(&[
             layout.to_str().unwrap(),
             &format!("{}/team/app:v1", proxy.host()),
         ]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(3), "{method}: {err}");
-        assert!(
-            err.contains("no permission to push to team/app"),
-            "{method}: {err}"
-        );
+        assert_eq!(out.status.code(), Some(3), "{method} {path}: {err}");
+        assert!(err.contains(permission), "{method} {path}: {err}");
     }
 }
 
