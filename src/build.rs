@@ -253,11 +253,8 @@ pub fn prepare(
     };
     let plan = match &spec.layering_pipeline {
         // As in nixpkgs, a pipeline makes the store layers itself: maxLayers
-        // and the base image's layers are not counted against it.
-        Some(pipeline) if closure.nodes().is_empty() => {
-            layering::pipeline::load(pipeline, spec_dir)?;
-            Vec::new()
-        }
+        // and the base image's layers are not counted against it. It runs on
+        // an empty closure too, where nixpkgs refuses what it refuses anyway.
         Some(pipeline) => {
             layering::pipeline::run(&closure, &layering::pipeline::load(pipeline, spec_dir)?)?
         }

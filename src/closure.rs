@@ -40,9 +40,7 @@ impl Closure {
         for mut node in nodes {
             nix::validate_store_path(store_dir, &node.path)
                 .map_err(|e| anyhow!("{source}: {e}"))?;
-            node.references.retain(|r| r != &node.path);
-            let mut seen = std::collections::HashSet::new();
-            node.references.retain(|r| seen.insert(r.clone()));
+            dedup_references(&mut node);
             match closure.index.get(&node.path) {
                 Some(&i) => {
                     let existing = &mut closure.nodes[i];
@@ -138,7 +136,9 @@ pub fn read_graph_file(file: &Path, store_dir: &str) -> Result<Closure> {
 /// Parses graph text in any supported format; `source` names it in errors.
 pub fn parse_graph(text: &str, store_dir: &str, source: &str) -> Result<Closure> {
     let trimmed = text.trim_start();
-    let nodes = if trimmed.starts_with('[') || trimmed.starts_with('{') {
+    let nodes = if let Some(nodes) = plain_node_list(trimmed, source) {
+        nodes?
+    } else if trimmed.starts_with('[') || trimmed.starts_with('{') {
         let value: Value = serde_json::from_str(text)
             .map_err(|e| anyhow!("{source}: not valid JSON ({e}); is the file truncated?"))?;
         nodes_from_json(&value, source)?
@@ -187,6 +187,68 @@ pub fn registration(nodes: &[PathInfo], store_dir: &str) -> Result<String> {
     Ok(text)
 }
 
+/// The common shape, a JSON list of `{path, narHash, narSize, references}`
+/// objects, read straight into nodes: a big graph's strings are then
+/// allocated once, not first into a JSON tree. `None` when the text is of
+/// another shape (or not valid), which [`nodes_from_json`] then reads and
+/// explains.
+fn plain_node_list(text: &str, source: &str) -> Option<Result<Vec<PathInfo>>> {
+    #[derive(serde::Deserialize)]
+    struct Plain {
+        path: String,
+        #[serde(rename = "narHash")]
+        nar_hash: Option<String>,
+        #[serde(rename = "narSize", default)]
+        nar_size: u64,
+        #[serde(default)]
+        references: Vec<String>,
+    }
+    if !text.starts_with('[') {
+        return None;
+    }
+    let plain: Vec<Plain> = serde_json::from_str(text).ok()?;
+    Some(
+        plain
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let nar_hash = p
+                    .nar_hash
+                    .map(|h| Hash::parse(&h, Some(HashAlgo::Sha256)))
+                    .transpose()
+                    .map_err(|e| anyhow!("{source}: entry {i}: narHash: {e}"))?;
+                Ok(PathInfo {
+                    path: p.path,
+                    nar_hash,
+                    nar_size: p.nar_size,
+                    references: p.references,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Drops a node's self-reference and repeated references, keeping the first
+/// of each. Most paths have a few references, compared pairwise; a path with
+/// many is deduplicated through a set.
+fn dedup_references(node: &mut PathInfo) {
+    let references = std::mem::take(&mut node.references);
+    let mut kept: Vec<String> = Vec::with_capacity(references.len());
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let many = references.len() > 16;
+    for r in references {
+        let repeated = if many {
+            !seen.insert(r.clone())
+        } else {
+            kept.contains(&r)
+        };
+        if r != node.path && !repeated {
+            kept.push(r);
+        }
+    }
+    node.references = kept;
+}
+
 /// JSON shapes: a list of `{path, narHash, narSize, references}` (structured
 /// exportReferencesGraph, or `nix path-info --json` before Nix 2.19), an object
 /// keyed by store path (newer `nix path-info`), or an object holding exactly one
@@ -196,7 +258,7 @@ pub fn nodes_from_json(value: &Value, source: &str) -> Result<Vec<PathInfo>> {
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .map(|(i, item)| node_from_json(item, None, &format!("{source}: entry {i}")))
+            .map(|(i, item)| node_from_json(item, None, &|| format!("{source}: entry {i}")))
             .collect(),
         Value::Object(map) => {
             if let Some(graph) = map.get("graph") {
@@ -206,7 +268,7 @@ pub fn nodes_from_json(value: &Value, source: &str) -> Result<Vec<PathInfo>> {
                 return map
                     .iter()
                     .map(|(path, item)| {
-                        node_from_json(item, Some(path), &format!("{source}: {path}"))
+                        node_from_json(item, Some(path), &|| format!("{source}: {path}"))
                     })
                     .collect();
             }
@@ -231,18 +293,26 @@ pub fn nodes_from_json(value: &Value, source: &str) -> Result<Vec<PathInfo>> {
     }
 }
 
-fn node_from_json(item: &Value, key_path: Option<&str>, at: &str) -> Result<PathInfo> {
+/// `at` names the entry in errors (made only for one).
+fn node_from_json(
+    item: &Value,
+    key_path: Option<&str>,
+    at: &dyn Fn() -> String,
+) -> Result<PathInfo> {
     if item.is_null() {
         // Newer Nix writes `null` for a path that is not valid.
-        bail!("{at}: the store path is not valid (path-info gave null)");
+        bail!(
+            "{}: the store path is not valid (path-info gave null)",
+            at()
+        );
     }
     let obj = item
         .as_object()
-        .ok_or_else(|| anyhow!("{at}: expected an object"))?;
+        .ok_or_else(|| anyhow!("{}: expected an object", at()))?;
     let path = match (obj.get("path"), key_path) {
         (Some(Value::String(p)), _) => p.clone(),
         (None, Some(p)) => p.to_string(),
-        _ => bail!("{at}: missing string field `path`"),
+        _ => bail!("{}: missing string field `path`", at()),
     };
     let references = match obj.get("references") {
         Some(Value::Array(refs)) => refs
@@ -250,23 +320,24 @@ fn node_from_json(item: &Value, key_path: Option<&str>, at: &str) -> Result<Path
             .map(|r| {
                 r.as_str()
                     .map(str::to_string)
-                    .ok_or_else(|| anyhow!("{at}: `references` must hold strings"))
+                    .ok_or_else(|| anyhow!("{}: `references` must hold strings", at()))
             })
             .collect::<Result<Vec<_>>>()?,
         None | Some(Value::Null) => Vec::new(),
-        _ => bail!("{at}: `references` must be a list"),
+        _ => bail!("{}: `references` must be a list", at()),
     };
     let nar_hash = match obj.get("narHash") {
         Some(Value::String(h)) => Some(
-            Hash::parse(h, Some(HashAlgo::Sha256)).map_err(|e| anyhow!("{at}: narHash: {e}"))?,
+            Hash::parse(h, Some(HashAlgo::Sha256))
+                .map_err(|e| anyhow!("{}: narHash: {e}", at()))?,
         ),
         None | Some(Value::Null) => None,
-        _ => bail!("{at}: `narHash` must be a string"),
+        _ => bail!("{}: `narHash` must be a string", at()),
     };
     let nar_size = match obj.get("narSize") {
         Some(v) => v
             .as_u64()
-            .ok_or_else(|| anyhow!("{at}: `narSize` must be a non-negative integer"))?,
+            .ok_or_else(|| anyhow!("{}: `narSize` must be a non-negative integer", at()))?,
         None => 0,
     };
     Ok(PathInfo {

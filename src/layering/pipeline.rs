@@ -4,11 +4,16 @@
 //!
 //! The graph is ordered as nixpkgs' igraph graph is: by `narSize`, ties in
 //! the graph's own order. Subgraphs keep that order, and the layers list
-//! their paths in it. Every operation of nixpkgs' `pipe.py` is here:
+//! their paths in it. The operations are exactly those of nixpkgs' `pipe.py`:
 //! `popularity_contest`, `limit_layers`, `split_every`, `split_paths`,
 //! `subcomponent_in`, `subcomponent_out`, `remove_paths`, `over`, `map`,
-//! `pipe`, `flatten`, `reverse` and `reorder`.
+//! `pipe`, `flatten` and `reverse`. What nixpkgs' Python accepts and refuses
+//! follows from the kinds of value it passes along (igraph graphs, lists,
+//! one-pass iterators, dicts); `Value` keeps those kinds apart so that the
+//! same pipelines are accepted and refused here (README: "Layer plans and
+//! nixpkgs").
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
 use anyhow::{anyhow, bail, Result};
@@ -80,11 +85,19 @@ impl Graph {
     }
 }
 
-/// What a step works on: a graph, a list, or a dict whose keys keep their order.
+/// What a step works on, as nixpkgs' Python sees it. The kinds decide what
+/// nixpkgs accepts: igraph adds a list of graphs to a graph (`limit_layers`
+/// merging what `split_every` made) but not a one-pass iterator, and
+/// iterating a dict gives its keys, which are never layers.
 #[derive(Clone, Debug)]
 enum Value {
     Graph(Graph),
+    /// A Python list: what `split_every` returns.
     List(Vec<Value>),
+    /// A one-pass iterator: what `popularity_contest`, `map`, `flatten`,
+    /// `reverse` and `limit_layers` return.
+    Iter(Vec<Value>),
+    /// A dict, its keys in insertion order (`main`, `common`, `rest`).
     Dict(Vec<(String, Value)>),
 }
 
@@ -93,7 +106,22 @@ impl Value {
         match self {
             Value::Graph(_) => "a graph",
             Value::List(_) => "a list",
+            Value::Iter(_) => "an iterator",
             Value::Dict(_) => "a dict",
+        }
+    }
+
+    /// The items of a list or an iterator, which `op` goes through.
+    fn items(self, op: &str) -> Result<Vec<Value>> {
+        match self {
+            Value::List(items) | Value::Iter(items) => Ok(items),
+            Value::Graph(_) => bail!(
+                "{op} needs a list, got a graph (nixpkgs fails: 'Graph' object is not iterable)"
+            ),
+            Value::Dict(_) => bail!(
+                "{op} needs a list, got a dict (nixpkgs goes through its keys, which are not graphs); \
+                 use `over KEY …` or `flatten` first"
+            ),
         }
     }
 }
@@ -102,10 +130,15 @@ impl Value {
 struct Pipeline<'a> {
     paths: Vec<&'a str>,
     index: HashMap<&'a str, usize>,
+    /// Warnings for what nixpkgs does but surely was not meant, once each.
+    warnings: RefCell<BTreeSet<String>>,
 }
 
 /// Runs `pipeline` (the JSON list nixpkgs takes) on the closure and returns
-/// the layers, bottom first, with empty ones dropped.
+/// the layers, bottom first, with empty ones dropped. It accepts and refuses
+/// what nixpkgs' flatten_references_graph does (see the README for the few
+/// deliberate differences), and warns where nixpkgs quietly does what the
+/// pipeline surely did not mean.
 pub fn run(closure: &Closure, pipeline: &Json) -> Result<Plan> {
     let mut order: Vec<usize> = (0..closure.nodes().len()).collect();
     order.sort_by_key(|&i| closure.nodes()[i].nar_size);
@@ -128,13 +161,24 @@ pub fn run(closure: &Closure, pipeline: &Json) -> Result<Plan> {
         vertices: (0..paths.len()).collect(),
         edges,
     };
-    let p = Pipeline { paths, index };
-    let steps = pipeline
-        .as_array()
-        .ok_or_else(|| anyhow!("a layering pipeline is a list of [op, args…] steps"))?;
-    let result = p.pipe(steps, Value::Graph(graph))?;
+    let p = Pipeline {
+        paths,
+        index,
+        warnings: RefCell::default(),
+    };
+    let result = p.pipe(pipeline, Value::Graph(graph));
+    for warning in p.warnings.take() {
+        eprintln!("nixoci: warning: {warning}");
+    }
     let mut graphs = Vec::new();
-    flatten(result, &mut graphs);
+    match result? {
+        Value::Graph(_) => bail!(
+            "the layering pipeline ends on a graph, where nixpkgs needs a list of graphs \
+             (it fails: 'Graph' object is not iterable); end it with a step that gives layers, \
+             such as [\"popularity_contest\"] or [\"split_every\", N]"
+        ),
+        value => flatten(value, &mut graphs),
+    }
     Ok(graphs
         .into_iter()
         .filter(|g| !g.vertices.is_empty())
@@ -146,74 +190,141 @@ pub fn run(closure: &Closure, pipeline: &Json) -> Result<Plan> {
 fn flatten(value: Value, into: &mut Vec<Graph>) {
     match value {
         Value::Graph(g) => into.push(g),
-        Value::List(items) => items.into_iter().for_each(|v| flatten(v, into)),
+        Value::List(items) | Value::Iter(items) => items.into_iter().for_each(|v| flatten(v, into)),
         Value::Dict(entries) => entries.into_iter().for_each(|(_, v)| flatten(v, into)),
     }
 }
 
-fn text_list(arg: &Json, op: &str) -> Result<Vec<String>> {
-    match arg {
-        Json::String(s) => Ok(vec![s.clone()]),
-        Json::Array(items) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .map(String::from)
-                    .ok_or_else(|| anyhow!("{op}: expected store paths, got {i}"))
-            })
-            .collect(),
-        other => bail!("{op}: expected a store path or a list of them, got {other}"),
+/// A step, checked the way nixpkgs' `preapply_func` checks it before the
+/// pipeline runs: a known op with the arguments it takes.
+struct Step<'a> {
+    op: &'a str,
+    args: &'a [Json],
+    /// `over`'s and `map`'s step, checked with this one.
+    inner: Option<Box<Step<'a>>>,
+}
+
+const OPS: &str = "popularity_contest, limit_layers, split_every, split_paths, subcomponent_in, \
+                   subcomponent_out, remove_paths, over, map, pipe, flatten, reverse";
+
+impl<'a> Step<'a> {
+    fn parse(step: &'a Json) -> Result<Step<'a>> {
+        let items = step
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| anyhow!("a step is a list [op, args…], got {step}"))?;
+        let op = items[0]
+            .as_str()
+            .ok_or_else(|| anyhow!("a step's first item names its op, got {}", items[0]))?;
+        let args = &items[1..];
+        let takes = match op {
+            "popularity_contest" | "flatten" | "reverse" => 0,
+            "limit_layers" | "split_every" | "split_paths" | "subcomponent_in"
+            | "subcomponent_out" | "remove_paths" | "pipe" => 1,
+            "map" => {
+                let inner = args
+                    .first()
+                    .ok_or_else(|| anyhow!("map needs a step to apply to each item"))?;
+                return Ok(Step {
+                    op,
+                    args,
+                    inner: Some(Box::new(Step::parse(inner)?)),
+                });
+            }
+            "over" => {
+                let [_, inner] = args else {
+                    bail!(
+                        "over takes a key and a step, got {} argument(s)",
+                        args.len()
+                    );
+                };
+                return Ok(Step {
+                    op,
+                    args,
+                    inner: Some(Box::new(Step::parse(inner)?)),
+                });
+            }
+            "reorder" => bail!(
+                "`reorder` is not an op of nixpkgs' layeringPipeline (nixoci once had it; nixpkgs \
+                 fails with KeyError), so a pipeline using it would not build with dockerTools. \
+                 Known ops: {OPS}"
+            ),
+            _ => bail!("unknown op `{op}` (nixpkgs fails with KeyError); known ops: {OPS}"),
+        };
+        if args.len() != takes {
+            bail!(
+                "{op} takes {takes} argument(s), got {}{}",
+                args.len(),
+                if args.len() > takes {
+                    " (nixpkgs applies it to the extra one at once, and fails)"
+                } else {
+                    ""
+                }
+            );
+        }
+        Ok(Step {
+            op,
+            args,
+            inner: None,
+        })
     }
 }
 
-fn count(arg: Option<&Json>, op: &str) -> Result<usize> {
-    arg.and_then(Json::as_u64)
-        .filter(|&n| n > 0)
-        .map(|n| n as usize)
-        .ok_or_else(|| anyhow!("{op} needs a count above 0"))
+/// A positive count, as Python compares and slices with it (`true` is 1).
+fn count(arg: &Json, op: &str) -> Result<i64> {
+    match arg {
+        Json::Bool(b) => Ok(i64::from(*b)),
+        Json::Number(n) if n.is_i64() => Ok(n.as_i64().unwrap_or_default()),
+        other => bail!("{op} needs a whole number, got {other}"),
+    }
 }
 
 impl Pipeline<'_> {
-    fn pipe(&self, steps: &[Json], mut value: Value) -> Result<Value> {
-        for (i, step) in steps.iter().enumerate() {
+    fn warn(&self, text: String) {
+        self.warnings
+            .borrow_mut()
+            .insert(format!("layering pipeline: {text}"));
+    }
+
+    /// `pipe`: every step is checked first, as nixpkgs' `preapply_func`
+    /// does, then applied left to right.
+    fn pipe(&self, steps: &Json, mut value: Value) -> Result<Value> {
+        let steps = steps.as_array().ok_or_else(|| {
+            anyhow!("a layering pipeline is a list of [op, args…] steps, got {steps}")
+        })?;
+        let parsed: Vec<Step> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                Step::parse(step)
+                    .map_err(|e| e.context(format!("layering pipeline step {}: {step}", i + 1)))
+            })
+            .collect::<Result<_>>()?;
+        for (i, (step, json)) in parsed.iter().zip(steps).enumerate() {
             value = self
-                .step(step, value)
-                .map_err(|e| e.context(format!("layering pipeline step {}: {step}", i + 1)))?;
+                .apply(step, value)
+                .map_err(|e| e.context(format!("layering pipeline step {}: {json}", i + 1)))?;
         }
         Ok(value)
     }
 
-    fn step(&self, step: &Json, value: Value) -> Result<Value> {
-        let items = step
-            .as_array()
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| anyhow!("a step is a list [op, args…]"))?;
-        let op = items[0]
-            .as_str()
-            .ok_or_else(|| anyhow!("a step's first item names its op"))?;
-        let args = &items[1..];
-        let arg = |n: usize| -> Result<&Json> {
-            args.get(n)
-                .ok_or_else(|| anyhow!("{op} needs {} argument(s)", n + 1))
-        };
+    fn apply(&self, step: &Step, value: Value) -> Result<Value> {
+        let op = step.op;
         match op {
-            "pipe" => {
-                let inner = arg(0)?
-                    .as_array()
-                    .ok_or_else(|| anyhow!("pipe takes a list of steps"))?;
-                self.pipe(inner, value)
-            }
+            "pipe" => self.pipe(&step.args[0], value),
             "over" => {
-                let key = arg(0)?
-                    .as_str()
-                    .ok_or_else(|| anyhow!("over takes a key name first"))?;
-                let inner = arg(1)?;
+                let key = &step.args[0];
                 let Value::Dict(mut entries) = value else {
-                    bail!("over needs a dict, got {}", value.kind());
-                };
-                let Some(at) = entries.iter().position(|(k, _)| k == key) else {
                     bail!(
-                        "over: no `{key}` here (keys: {}); split_paths leaves out empty parts",
+                        "over needs a dict (from split_paths or a subcomponent step), got {}",
+                        value.kind()
+                    );
+                };
+                let Some(at) = entries.iter().position(|(k, _)| key.as_str() == Some(k)) else {
+                    bail!(
+                        "over: no `{}` here (keys: {}); split_paths leaves out empty parts \
+                         (nixpkgs fails with KeyError)",
+                        key.as_str().map_or_else(|| key.to_string(), String::from),
                         entries
                             .iter()
                             .map(|(k, _)| k.as_str())
@@ -221,131 +332,189 @@ impl Pipeline<'_> {
                             .join(", ")
                     );
                 };
-                let inner_value = std::mem::replace(&mut entries[at].1, Value::List(Vec::new()));
-                entries[at].1 = self.step(inner, inner_value)?;
+                let inner = step.inner.as_deref().unwrap_or(step);
+                let inner_value = std::mem::replace(&mut entries[at].1, Value::Iter(Vec::new()));
+                entries[at].1 = self.apply(inner, inner_value)?;
                 Ok(Value::Dict(entries))
             }
             "map" => {
-                let inner = arg(0)?;
-                let Value::List(items) = value else {
-                    bail!("map needs a list, got {}", value.kind());
-                };
-                Ok(Value::List(
-                    items
+                if step.args.len() > 1 {
+                    self.warn(format!(
+                        "map ignores its arguments after the first step, as nixpkgs does: {}",
+                        Json::from(step.args[1..].to_vec())
+                    ));
+                }
+                let inner = step.inner.as_deref().unwrap_or(step);
+                Ok(Value::Iter(
+                    value
+                        .items(op)?
                         .into_iter()
-                        .map(|v| self.step(inner, v))
+                        .map(|v| self.apply(inner, v))
                         .collect::<Result<_>>()?,
                 ))
             }
             "flatten" => {
+                if let Value::Graph(_) = value {
+                    bail!("flatten needs a list or a dict, got a graph (nixpkgs fails: 'Graph' object is not iterable)");
+                }
                 let mut graphs = Vec::new();
                 flatten(value, &mut graphs);
-                Ok(Value::List(graphs.into_iter().map(Value::Graph).collect()))
+                Ok(Value::Iter(graphs.into_iter().map(Value::Graph).collect()))
             }
-            "reverse" => match value {
-                Value::List(mut items) => {
-                    items.reverse();
-                    Ok(Value::List(items))
-                }
-                other => bail!("reverse needs a list, got {}", other.kind()),
-            },
-            "reorder" => {
-                let keys = text_list(arg(0)?, op)?;
-                let Value::Dict(mut entries) = value else {
-                    bail!("reorder needs a dict, got {}", value.kind());
-                };
-                let mut ordered = Vec::new();
-                for key in &keys {
-                    if let Some(at) = entries.iter().position(|(k, _)| k == key) {
-                        ordered.push(entries.remove(at));
-                    }
-                }
-                // Keys not named keep their order after the named ones: no path is lost.
-                ordered.extend(entries);
-                Ok(Value::Dict(ordered))
+            "reverse" => {
+                let mut items = value.items(op)?;
+                items.reverse();
+                Ok(Value::Iter(items))
             }
             "limit_layers" => {
-                let max = count(args.first(), op)?;
-                let Value::List(items) = value else {
-                    bail!("limit_layers needs a list, got {}", value.kind());
-                };
-                let mut items = items.into_iter();
-                let mut kept: Vec<Value> = items.by_ref().take(max - 1).collect();
-                let mut merged: Option<Graph> = None;
-                for item in items {
-                    let mut graphs = Vec::new();
-                    flatten(item, &mut graphs);
-                    for g in graphs {
-                        merged = Some(match merged {
-                            Some(m) => m.union(&g),
-                            None => g,
-                        });
-                    }
+                let max = count(&step.args[0], op)?;
+                if max < 1 {
+                    bail!("limit_layers needs a count above 0 (nixpkgs asserts it), got {max}");
                 }
-                kept.extend(merged.map(Value::Graph));
-                Ok(Value::List(kept))
+                let mut items = value.items(op)?.into_iter();
+                let mut kept: Vec<Value> = items
+                    .by_ref()
+                    .take(usize::try_from(max - 1).unwrap_or(usize::MAX))
+                    .collect();
+                let mut merged = Graph::default();
+                for item in items {
+                    merged = match item {
+                        Value::Graph(g) => merged.union(&g),
+                        Value::List(list) => list.into_iter().try_fold(merged, |m, g| match g {
+                            Value::Graph(g) => Ok(m.union(&g)),
+                            other => bail!(
+                                "limit_layers can merge only graphs and lists of graphs, got a list holding {}",
+                                other.kind()
+                            ),
+                        })?,
+                        other => bail!(
+                            "limit_layers can merge only graphs and lists of graphs (igraph's `+`), got {}; \
+                             `flatten` first",
+                            other.kind()
+                        ),
+                    };
+                }
+                kept.push(Value::Graph(merged));
+                Ok(Value::Iter(kept))
             }
-            _ => {
-                let Value::Graph(graph) = value else {
-                    bail!("{op} needs a graph, got {}", value.kind());
-                };
-                self.graph_step(op, args, graph)
-            }
-        }
-    }
-
-    fn graph_step(&self, op: &str, args: &[Json], graph: Graph) -> Result<Value> {
-        let arg = |n: usize| -> Result<&Json> {
-            args.get(n)
-                .ok_or_else(|| anyhow!("{op} needs {} argument(s)", n + 1))
-        };
-        let known = |names: Vec<String>| -> Vec<usize> {
-            names
-                .iter()
-                .filter_map(|n| self.index.get(n.as_str()).copied())
-                .filter(|v| graph.vertices.contains(v))
-                .collect()
-        };
-        match op {
-            "popularity_contest" => Ok(Value::List(
-                self.popularity(&graph)
-                    .into_iter()
-                    .map(|v| {
-                        Value::Graph(Graph {
-                            vertices: vec![v],
-                            edges: BTreeSet::new(),
+            "popularity_contest" => match value {
+                Value::Graph(graph) => Ok(Value::Iter(
+                    self.popularity(&graph)
+                        .into_iter()
+                        .map(|v| {
+                            Value::Graph(Graph {
+                                vertices: vec![v],
+                                edges: BTreeSet::new(),
+                            })
                         })
-                    })
-                    .collect(),
-            )),
+                        .collect(),
+                )),
+                // nixpkgs reads a list as exportReferencesGraph nodes: an empty one has none.
+                Value::List(items) | Value::Iter(items) if items.is_empty() => {
+                    Ok(Value::Iter(Vec::new()))
+                }
+                other => bail!("popularity_contest needs a graph, got {}", other.kind()),
+            },
             "split_every" => {
-                let n = count(args.first(), op)?;
+                let n = count(&step.args[0], op)?;
+                let Value::Graph(graph) = value else {
+                    bail!("split_every needs a graph, got {}", value.kind());
+                };
+                if n < 1 {
+                    bail!(
+                        "split_every needs a count above 0, got {n} (nixpkgs fails on 0, and \
+                         drops every path below 0)"
+                    );
+                }
                 Ok(Value::List(
                     graph
                         .vertices
-                        .chunks(n)
+                        .chunks(usize::try_from(n).unwrap_or(usize::MAX))
                         .map(|chunk| Value::Graph(graph.induced(&chunk.iter().copied().collect())))
                         .collect(),
                 ))
             }
             "remove_paths" => {
-                let drop = known(text_list(arg(0)?, op)?).into_iter().collect();
+                // A single path is allowed here (nixpkgs checks for a string).
+                let names: Vec<&Json> = match &step.args[0] {
+                    one @ Json::String(_) => vec![one],
+                    other => self.iterated(other, op)?,
+                };
+                if names.is_empty() {
+                    return Ok(value);
+                }
+                let Value::Graph(graph) = value else {
+                    bail!("remove_paths needs a graph, got {}", value.kind());
+                };
+                let drop = self.lookup(&names, &graph, op)?.into_iter().collect();
                 Ok(Value::Graph(graph.without(&drop)))
             }
             "subcomponent_in" | "subcomponent_out" => {
-                let starts = known(text_list(arg(0)?, op)?);
+                let names = self.iterated(&step.args[0], op)?;
+                let Value::Graph(graph) = value else {
+                    bail!("{op} needs a graph, got {}", value.kind());
+                };
+                let starts = self.lookup(&names, &graph, op)?;
                 let main = graph.reachable(&starts, op == "subcomponent_out");
                 Ok(Value::Dict(vec![
                     ("main".into(), Value::Graph(graph.induced(&main))),
                     ("rest".into(), Value::Graph(graph.without(&main))),
                 ]))
             }
-            "split_paths" => self.split_paths(arg(0)?, graph),
-            _ => bail!(
-                "unknown op `{op}` (known: popularity_contest, limit_layers, split_every, split_paths, \
-                 subcomponent_in, subcomponent_out, remove_paths, over, map, pipe, flatten, reverse, reorder)"
-            ),
+            "split_paths" => self.split_paths(&step.args[0], value),
+            _ => unreachable!("Step::parse admits only the ops above"),
         }
+    }
+
+    /// What nixpkgs iterates when it expects a list of paths. A string is
+    /// gone through character by character and a dict key by key: nixpkgs
+    /// then finds no store path of that name, so nothing is selected. That
+    /// is surely not what was meant, so it is said.
+    fn iterated<'j>(&self, arg: &'j Json, op: &str) -> Result<Vec<&'j Json>> {
+        match arg {
+            Json::Array(items) => Ok(items.iter().collect()),
+            // No store path is one character long, nor named like a spec's key.
+            Json::String(_) => {
+                self.warn(format!(
+                    "{op} was given the string {arg} where nixpkgs expects a list of paths; \
+                     nixpkgs takes each character as a path, finds none, and selects nothing \
+                     (as nixoci does here). Write [{arg}] to select it"
+                ));
+                Ok(Vec::new())
+            }
+            Json::Object(map) => {
+                self.warn(format!(
+                    "{op} was given the dict {arg} where nixpkgs expects a list; nixpkgs takes \
+                     its keys ({}) as paths, finds none, and selects nothing (as nixoci does here)",
+                    map.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
+                Ok(Vec::new())
+            }
+            other => {
+                bail!("{op} needs a list of store paths, got {other} (nixpkgs cannot iterate it)")
+            }
+        }
+    }
+
+    /// The vertices of `graph` named by `names` (store paths it lacks are
+    /// skipped, as nixpkgs skips them).
+    fn lookup(&self, names: &[&Json], graph: &Graph, op: &str) -> Result<Vec<usize>> {
+        let mut found = Vec::new();
+        for name in names {
+            let Json::String(name) = name else {
+                bail!(
+                    "{op}: a path is a string, got {name} (nixpkgs fails on a list, and takes a \
+                     number as a vertex index)"
+                );
+            };
+            found.extend(
+                self.index
+                    .get(name.as_str())
+                    .copied()
+                    .filter(|v| graph.vertices.contains(v)),
+            );
+        }
+        Ok(found)
     }
 
     /// The popularity contest on this graph alone (its own roots and edges).
@@ -371,43 +540,60 @@ impl Pipeline<'_> {
     /// with what only they reach (`main`), what the rest reaches too
     /// (`common`), and everything else (`rest`); empty parts left out.
     /// Edges into the named paths are cut in all three, as nixpkgs does.
-    fn split_paths(&self, specs: &Json, graph: Graph) -> Result<Value> {
-        let specs = specs
-            .as_array()
-            .ok_or_else(|| anyhow!("split_paths takes a list of paths or {{children_of}} specs"))?;
+    fn split_paths(&self, specs: &Json, value: Value) -> Result<Value> {
+        const OP: &str = "split_paths";
+        let needs_graph = || anyhow!("split_paths needs a graph, got {}", value.kind());
+        let graph = match &value {
+            Value::Graph(graph) => Some(graph),
+            _ => None,
+        };
+        // A string or a dict is gone through for look-ups, which need a graph.
+        let looks_up = match specs {
+            Json::String(s) => !s.is_empty(),
+            Json::Object(map) => !map.is_empty(),
+            _ => false,
+        };
+        if looks_up && graph.is_none() {
+            return Err(needs_graph());
+        }
         let mut split: Vec<usize> = Vec::new();
-        for spec in specs {
-            let names = match spec {
-                Json::Object(map) => match map.get("children_of") {
-                    Some(of) if map.len() == 1 => {
-                        let parents = text_list(of, "split_paths children_of")?;
-                        let parents: BTreeSet<usize> = parents
-                            .iter()
-                            .filter_map(|n| self.index.get(n.as_str()).copied())
-                            .collect();
-                        split.extend(
-                            graph
-                                .edges
-                                .iter()
-                                .filter(|(a, _)| parents.contains(a))
-                                .map(|&(_, b)| b),
-                        );
+        for spec in self.iterated(specs, OP)? {
+            match spec {
+                Json::Object(map) => {
+                    let Some(of) = map.get("children_of") else {
+                        bail!("split_paths: a spec object takes `children_of`, got {spec} (nixpkgs fails on it too)");
+                    };
+                    let parents: Vec<&Json> = match of {
+                        Json::Array(items) => items.iter().collect(),
+                        one => vec![one],
+                    };
+                    if parents.is_empty() {
                         continue;
                     }
-                    _ => bail!("split_paths: a spec object takes only `children_of`, got {spec}"),
-                },
-                other => text_list(other, "split_paths")?,
-            };
-            split.extend(
-                names
-                    .iter()
-                    .filter_map(|n| self.index.get(n.as_str()).copied())
-                    .filter(|v| graph.vertices.contains(v)),
-            );
+                    let graph = graph.ok_or_else(needs_graph)?;
+                    let parents: BTreeSet<usize> =
+                        self.lookup(&parents, graph, OP)?.into_iter().collect();
+                    split.extend(
+                        graph
+                            .edges
+                            .iter()
+                            .filter(|(a, _)| parents.contains(a))
+                            .map(|&(_, b)| b),
+                    );
+                }
+                Json::Array(_) => bail!(
+                    "split_paths: a spec is a path or {{\"children_of\": …}}, got the list {spec} \
+                     (nixpkgs fails: no such vertex)"
+                ),
+                name => split.extend(self.lookup(&[name], graph.ok_or_else(needs_graph)?, OP)?),
+            }
         }
         if split.is_empty() {
-            return Ok(Value::Dict(vec![("rest".into(), Value::Graph(graph))]));
+            return Ok(Value::Dict(vec![("rest".into(), value)]));
         }
+        let Value::Graph(graph) = value else {
+            unreachable!("a split path was found in a graph");
+        };
         let has_referrer: BTreeSet<usize> = graph.edges.iter().map(|&(_, b)| b).collect();
         let roots: Vec<usize> = graph
             .vertices
@@ -523,63 +709,7 @@ mod tests {
         format!("/nix/store/{:0>32}-Root3", 9)
     }
 
-    #[test]
-    fn nixpkgs_pipe_test_1() {
-        let b = format!("/nix/store/{:0>32}-B", 2);
-        let pipeline = serde_json::json!([
-            ["split_paths", [b]],
-            [
-                "over",
-                "main",
-                [
-                    "pipe",
-                    [
-                        ["subcomponent_in", [b]],
-                        ["over", "rest", ["popularity_contest"]]
-                    ]
-                ]
-            ],
-            ["flatten"],
-            ["map", ["remove_paths", root3()]],
-            ["limit_layers", 5]
-        ]);
-        let plan = names(run(&pipe_test_graph(), &pipeline).unwrap());
-        assert_eq!(
-            plan,
-            vec![
-                vec!["B"],
-                vec!["F"],
-                vec!["D"],
-                vec!["E"],
-                vec!["G", "Root1", "A", "C", "Root2"]
-            ]
-        );
-    }
-
-    #[test]
-    fn nixpkgs_pipe_test_2() {
-        let g = graph(&["Root1", "A", "B", "Root2"], &[("Root1", "A"), ("A", "B")]);
-        let run_names = |p: Json| names(run(&g, &p).unwrap());
-        assert_eq!(
-            run_names(serde_json::json!([["popularity_contest"]])),
-            vec![vec!["B"], vec!["A"], vec!["Root1"], vec!["Root2"]]
-        );
-        assert_eq!(
-            run_names(serde_json::json!([
-                ["popularity_contest"],
-                ["limit_layers", 3]
-            ])),
-            vec![vec!["B"], vec!["A"], vec!["Root1", "Root2"]]
-        );
-        assert_eq!(
-            run_names(serde_json::json!([
-                ["popularity_contest"],
-                ["reverse"],
-                ["limit_layers", 3]
-            ])),
-            vec![vec!["Root2"], vec!["Root1"], vec!["A", "B"]]
-        );
-    }
+    // nixpkgs' pipe_test.py cases run through the CLI in tests/plan_parity.rs.
 
     #[test]
     fn subcomponents_and_split_paths_match_nixpkgs_tests() {
@@ -640,9 +770,158 @@ mod tests {
                 "needs a graph",
             ),
             (serde_json::json!({"a": 1}), "list of [op, args"),
+            (serde_json::json!([]), "ends on a graph"),
+            (
+                serde_json::json!([["remove_paths", [root3()]]]),
+                "ends on a graph",
+            ),
+            (
+                serde_json::json!([["flatten"]]),
+                "flatten needs a list or a dict, got a graph",
+            ),
+            (
+                serde_json::json!([["popularity_contest", 5]]),
+                "takes 0 argument(s), got 1",
+            ),
+            (
+                serde_json::json!([["limit_layers"]]),
+                "takes 1 argument(s), got 0",
+            ),
+            (
+                serde_json::json!([["over", "main"]]),
+                "over takes a key and a step",
+            ),
+            (serde_json::json!([["map"]]), "map needs a step"),
+            (
+                serde_json::json!([["reorder", ["main"]]]),
+                "not an op of nixpkgs",
+            ),
+            (
+                serde_json::json!([["split_paths", [[root3()]]]]),
+                "got the list",
+            ),
+            (
+                serde_json::json!([["split_paths", [{"of": root3()}]]]),
+                "takes `children_of`",
+            ),
+            (
+                serde_json::json!([
+                    ["split_paths", []],
+                    ["over", "rest", ["split_every", 2]],
+                    ["limit_layers", 1]
+                ]),
+                "got a dict (nixpkgs goes through its keys",
+            ),
+            (
+                serde_json::json!([
+                    ["popularity_contest"],
+                    ["map", ["popularity_contest"]],
+                    ["limit_layers", 2]
+                ]),
+                "can merge only graphs and lists of graphs (igraph's `+`), got an iterator",
+            ),
+            (serde_json::json!([["split_every", 0]]), "count above 0"),
+            (
+                serde_json::json!([["split_every", -1]]),
+                "drops every path below 0",
+            ),
+            (serde_json::json!([["split_every", 1.5]]), "whole number"),
+            (serde_json::json!([["remove_paths", [3]]]), "vertex index"),
         ] {
             let err = format!("{:#}", run(&g, &pipeline).unwrap_err());
             assert!(err.contains(wanted), "{pipeline}: {err}");
         }
+        // The step is named, nested ones too.
+        let err = format!(
+            "{:#}",
+            run(
+                &g,
+                &serde_json::json!([
+                    ["split_paths", []],
+                    ["over", "rest", ["pipe", [["flatten"]]]]
+                ])
+            )
+            .unwrap_err()
+        );
+        assert!(
+            err.contains("layering pipeline step 2: [\"over\"")
+                && err.contains("layering pipeline step 1: [\"flatten\"]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn what_nixpkgs_runs_on_mistaken_arguments_runs_here_too() {
+        let g = pipe_test_graph();
+        let b = format!("/nix/store/{:0>32}-B", 2);
+        let all = vec!["Root1", "A", "B", "C", "D", "E", "F", "G", "Root2", "Root3"];
+        // A path as a string: nixpkgs goes through its characters, finds no
+        // path and selects nothing, so everything is `rest`.
+        for op in ["subcomponent_in", "subcomponent_out", "split_paths"] {
+            let plan = names(run(&g, &serde_json::json!([[op, b], ["flatten"]])).unwrap());
+            assert_eq!(plan, vec![all.clone()], "{op}");
+        }
+        // remove_paths takes one path as a string on purpose.
+        let plan = names(
+            run(
+                &g,
+                &serde_json::json!([["remove_paths", b], ["split_every", 100]]),
+            )
+            .unwrap(),
+        );
+        assert!(
+            !plan[0].contains(&"B".to_string()) && plan[0].len() == 9,
+            "{plan:?}"
+        );
+        // map ignores what follows its step; true counts as 1.
+        let plan = names(
+            run(
+                &g,
+                &serde_json::json!([
+                    ["split_every", 5],
+                    ["map", ["split_every", 1], 7],
+                    ["limit_layers", true]
+                ]),
+            )
+            .unwrap(),
+        );
+        assert_eq!(plan.len(), 1);
+        // limit_layers merges the lists split_every makes (igraph adds a list of graphs).
+        let plan = names(
+            run(
+                &g,
+                &serde_json::json!([
+                    ["split_every", 4],
+                    ["map", ["split_every", 2]],
+                    ["limit_layers", 1]
+                ]),
+            )
+            .unwrap(),
+        );
+        assert_eq!(plan, vec![all.clone()]);
+        // split_paths with nothing to split leaves any value alone.
+        let plan = names(
+            run(
+                &g,
+                &serde_json::json!([["popularity_contest"], ["split_paths", []], ["flatten"]]),
+            )
+            .unwrap(),
+        );
+        assert_eq!(plan.len(), 10);
+    }
+
+    #[test]
+    fn an_empty_graph_runs_as_in_nixpkgs() {
+        let empty = Closure::default();
+        let b = format!("/nix/store/{:0>32}-B", 2);
+        for pipeline in [
+            serde_json::json!([["split_paths", []], ["flatten"]]),
+            serde_json::json!([["split_paths", [b]], ["flatten"]]),
+            serde_json::json!([["subcomponent_out", [b]], ["flatten"]]),
+            serde_json::json!([["popularity_contest"]]),
+        ] {
+            assert_eq!(run(&empty, &pipeline).unwrap(), Plan::new(), "{pipeline}");
+        }
+        assert!(run(&empty, &serde_json::json!([])).is_err());
     }
 }
