@@ -304,7 +304,9 @@ in
     container's arguments appended. The config's store paths join the closure.
   */
   mkEntrypoint =
-    { links ? [ ], env ? { }, exec }:
+    # env: set whatever the pod says; defaultEnv: set only where the pod's
+    # environment does not set the variable.
+    { links ? [ ], env ? { }, defaultEnv ? { }, exec }:
     let
       wrapper =
         if nixoci-entrypoint != null then nixoci-entrypoint
@@ -315,7 +317,7 @@ in
         builder = "${nixoci}/bin/nixoci";
         args = [ "nix-helper" "write-json" "--attrs" ".attrs.json" "--key" "entrypoint" "-o" (placeholder "out") ];
         __structuredAttrs = true;
-        entrypoint = { inherit links env; exec = toList exec; };
+        entrypoint = { inherit links env; default_env = defaultEnv; exec = toList exec; };
       };
     in
     [ "${wrapper}/bin/nixoci-entrypoint" "${configFile}" ];

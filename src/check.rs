@@ -579,7 +579,7 @@ pub fn check(source: &Image, writable: &[String]) -> Result<Report> {
                             "wrapper config has an empty exec".into(),
                         ),
                     }
-                    for (k, v) in &wrapper.env {
+                    for (k, v) in wrapper.env.iter().chain(&wrapper.default_env) {
                         check_env_value(&mut c, k, v);
                     }
                 }

@@ -174,6 +174,38 @@ fn the_image_is_built_from_the_mirrors_and_runs() {
             "{text}"
         );
     }
+    // Values the pod spec sets reach ak unchanged; where it sets neither
+    // (an environment without the image's Env), both get the wrapper's defaults.
+    let with_env = |pod: &'static [&'static str]| {
+        move |config: &mut Value| {
+            let env = config["process"]["env"].as_array_mut().unwrap();
+            env.retain(|e| {
+                let e = e.as_str().unwrap();
+                !e.starts_with("TMPDIR=") && !e.starts_with("AUTHENTIK_BLUEPRINTS_DIR=")
+            });
+            env.extend(pod.iter().map(|e| Value::from(*e)));
+        }
+    };
+    for (pod, wanted) in [
+        (
+            &[
+                "TMPDIR=/media",
+                "AUTHENTIK_BLUEPRINTS_DIR=/blueprints/default",
+            ][..],
+            "AUTHENTIK_BLUEPRINTS_DIR=/blueprints/default TMPDIR=/media uid=65534",
+        ),
+        (
+            &[][..],
+            "AUTHENTIK_BLUEPRINTS_DIR=/blueprints TMPDIR=/tmp uid=65534",
+        ),
+    ] {
+        let (code, text, err) = bundle.run(&["server"], with_env(pod));
+        assert_eq!(code, 0, "{text}{err}");
+        assert!(
+            text.lines().any(|l| l == wanted),
+            "{pod:?}: `{wanted}` missing:\n{text}{err}"
+        );
+    }
     // `kubectl exec … sh` does not run the entrypoint, and still sees both.
     let (code, text, err) = bundle.run(&[], |config| {
         config["process"]["args"] = serde_json::json!([
@@ -869,4 +901,131 @@ nixociLib.buildLayeredImage {{
             );
         }
     }
+}
+
+/// The upstream facts that stopped a real nixpkgs build, one component at a
+/// time. The fixtures carry them (each fixture file says which upstream fact
+/// it stands for) and the stand-in fails on them as nixpkgs does: the
+/// generator aborts on a missing templateDir, npm fetches nothing without a
+/// CA file, builders are build users (not root) and find store copies
+/// read-only, `npm run` finds no /usr/bin/env.
+#[test]
+fn each_upstream_trap_is_met_component_by_component() {
+    let pins = fixture_pins();
+    let component = |name: &str| -> PathBuf {
+        let out = nix_build_authentik(pins, &["-A", &format!("components.{name}")]);
+        assert!(
+            out.status.success(),
+            "components.{name} does not build:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    };
+    // 1. client-go's config.yaml says `templateDir: /local/templates/`.
+    let client_go = fs::read_to_string(component("client-go").join("client.go")).unwrap();
+    assert!(
+        client_go.starts_with("// Generated with client-go's own templates.\n"),
+        "{client_go}"
+    );
+    // 2. dumb-init has no entry point: its binary is a wheel data script.
+    let django = component("authentik-django");
+    let dumb_init = fs::read(django.join("bin/dumb-init")).unwrap();
+    assert!(
+        dumb_init.starts_with(b"\x7fELF stand-in dumb-init"),
+        "{dumb_init:?}"
+    );
+    for script in ["gunicorn", "uvicorn", "dramatiq"] {
+        let text = fs::read_to_string(django.join("bin").join(script)).unwrap();
+        assert!(
+            text.starts_with(&format!("#!{}/bin/python3.14", django.display())),
+            "{text}"
+        );
+    }
+    // 3. The vendored modules come read-only from the store, and the build
+    // user cannot delete in them without a chmod.
+    let server = component("authentik-server");
+    let go_modules = nix_build_authentik(pins, &["-A", "components.authentik-server.goModules"]);
+    let go_modules = PathBuf::from(String::from_utf8_lossy(&go_modules.stdout).trim());
+    assert_eq!(
+        fs::metadata(go_modules.join("goauthentik.io/api"))
+            .unwrap()
+            .mode()
+            & 0o222,
+        0,
+        "the trap: a read-only copy"
+    );
+    assert!(server.join("bin").is_dir());
+    // 4. npm in the fixed-output derivation needs a CA file.
+    component("webui-deps");
+    // 5. upstream's ts-config.yaml (templates and the options the web code
+    // uses), and tsc behind `#!/usr/bin/env node`.
+    let client_ts = fs::read_to_string(component("client-ts").join("dist/index.js")).unwrap();
+    for wanted in [
+        "// Generated with authentik's own TypeScript templates.",
+        "export const UnknownDefaultOpenApi",
+        "export type FileContent = Blob;",
+        "export const OBJECT_PARAMETERS = true;",
+    ] {
+        assert!(client_ts.contains(wanted), "{wanted}:\n{client_ts}");
+    }
+    // 6. The build scripts import three names from upstream's node.js.
+    let webui = component("webui");
+    assert_eq!(
+        fs::read_to_string(webui.join("dist/version.txt")).unwrap(),
+        "2026.2.0\n"
+    );
+    // 8. One store hash under two names (a path, and the same in a RUNPATH
+    // up to its `:`): both are stripped, and nothing stops the loop.
+    let deps = component("python-deps");
+    let native =
+        fs::read_to_string(deps.join("lib/python3.14/site-packages/lxml/_native.so")).unwrap();
+    assert_eq!(native.matches("/nix/store/").count(), 2, "{native}");
+    assert_eq!(
+        native
+            .matches("/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee")
+            .count(),
+        2,
+        "{native}"
+    );
+    assert!(!deps.join("bin/python").exists() && deps.join("bin/dumb-init").is_file());
+}
+
+/// The build users of the test Nix configuration find store copies
+/// read-only (what defect 3 hit), and Nix's sandbox works on this machine:
+/// a builder in it finds no /usr/bin/env (what defect 5 hit).
+#[test]
+fn store_copies_are_read_only_to_builders_and_the_sandbox_has_no_env() {
+    let traps = repo().join("tests/fixtures/sandbox-traps.nix");
+    let build = |attr: &str, extra: &[&str]| {
+        Command::new("nix-build")
+            .arg("--no-out-link")
+            .arg(&traps)
+            .args(["-A", attr])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = build("deleteCopy", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert!(build("deleteCopyAfterChmod", &[]).status.success());
+    let sandbox = [
+        "--option",
+        "sandbox",
+        "true",
+        "--option",
+        "sandbox-paths",
+        "/bin/sh=/bin/busybox",
+    ];
+    let out = build("useEnv", &sandbox);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("/usr/bin/env: not found"),
+        "{err}"
+    );
+    // The same builder without /usr/bin/env in it builds there.
+    assert!(build("noEnv", &sandbox).status.success());
 }

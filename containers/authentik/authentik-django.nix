@@ -66,16 +66,29 @@ stdenv.mkDerivation {
     ln -s ${python314}/bin/python3.14 $out/bin/python3.14
     ln -s python3.14 $out/bin/python3
     ln -s python3.14 $out/bin/python
+    # A console-script entry point becomes a script on this interpreter; a
+    # program without one (dumb-init ships its binary as a wheel data
+    # script) must already be in bin/, from the virtual environment.
     for script in gunicorn uvicorn dramatiq dumb-init; do
-      $out/bin/python3.14 - "$site" "$script" "$out/bin/python3.14" > $out/bin/$script <<'PY'
+      if $out/bin/python3.14 - "$site" "$script" "$out/bin/python3.14" > "$TMPDIR/$script" <<'PY'
     import importlib.metadata, sys
     site, name, python = sys.argv[1:]
     sys.path.insert(0, site)
-    entry = next(iter(importlib.metadata.entry_points(group="console_scripts", name=name)))
+    entries = list(importlib.metadata.entry_points(group="console_scripts", name=name))
+    if not entries:
+        sys.exit(1)
+    entry = entries[0]
     print(f"#!{python}\nimport sys\nsys.path.insert(0, {site!r})\n"
           f"from {entry.module} import {entry.attr.split('.')[0]}\nsys.exit({entry.attr}())")
     PY
-      chmod 0555 $out/bin/$script
+      then
+        install -m 0555 "$TMPDIR/$script" $out/bin/$script
+      elif [ -f $out/bin/$script ] && [ -x $out/bin/$script ]; then
+        echo "authentik-django: $script has no entry point; keeping its program from the environment"
+      else
+        echo "authentik-django: $script has neither an entry point nor a program in bin/" >&2
+        exit 1
+      fi
     done
     cp -r ${opencontainers-src}/opencontainers $site/opencontainers
     for package in packages/*/*/__init__.py; do

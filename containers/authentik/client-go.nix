@@ -6,10 +6,13 @@ stdenvNoCC.mkDerivation {
   inherit version src;
   nativeBuildInputs = [ openapi-generator-cli ];
   dontConfigure = true;
+  # The mirror's config.yaml names its templates as /local/templates/ (the
+  # docker mount upstream generates in): point it at the source instead.
   buildPhase = ''
     runHook preBuild
+    sed 's|/local/|${client-go-src}/|g' ${client-go-src}/config.yaml > "$TMPDIR/config.yaml"
     openapi-generator-cli generate -i schema.yml -g go -o generated \
-      -c ${client-go-src}/config.yaml --git-user-id goauthentik --git-repo-id client-go
+      -c "$TMPDIR/config.yaml" --git-user-id goauthentik --git-repo-id client-go
     cp ${client-go-src}/go.mod ${client-go-src}/go.sum generated/
     rm -rf generated/test generated/docs generated/.openapi-generator generated/git_push.sh
     runHook postBuild

@@ -78,11 +78,12 @@ nixociLib.buildLayeredImage {
   config = {
     # Built-in blueprints are linked into /blueprints as real directories with
     # a symlink per file (authentik's rglob skips symlinked directories); a
-    # ConfigMap mounted at /blueprints/custom is left alone. The wrapper and
-    # the image set the same TMPDIR and blueprint directory.
+    # ConfigMap mounted at /blueprints/custom is left alone. The wrapper's
+    # TMPDIR and blueprint directory are defaults: values the pod spec sets
+    # win, as they did with the deployment's own entrypoint.
     Entrypoint = nixociLib.mkEntrypoint {
       links = [ { from = "${authentik-django}/blueprints"; to = blueprintsDir; } ];
-      env = { AUTHENTIK_BLUEPRINTS_DIR = blueprintsDir; TMPDIR = tmpDir; };
+      defaultEnv = { AUTHENTIK_BLUEPRINTS_DIR = blueprintsDir; TMPDIR = tmpDir; };
       exec = [ "${ak}/bin/ak" ];
     };
     Env = [

@@ -1,7 +1,7 @@
 # authentik's Python dependencies: `uv sync --frozen` of uv.lock into a
 # virtual environment. A fixed-output derivation (uv reaches the package
-# index itself), so its output may hold no store path: bin/ goes, the
-# interpreter becomes @python@ in pyvenv.cfg, and every other store path
+# index itself), so its output may hold no store path: bin/'s scripts go,
+# the interpreter becomes @python@ in pyvenv.cfg, and every other store path
 # is removed with remove-references-to.
 {
   stdenv,
@@ -50,12 +50,23 @@ stdenv.mkDerivation {
     runHook preInstall
     mv .venv $out
     substituteInPlace $out/pyvenv.cfg --replace-fail "${python314}" "@python@"
-    rm -rf $out/bin
-    find $out -name '*.pyc' -delete
-    refs=$(grep -rhoa '/nix/store/[a-z0-9]\{32\}-[^/"'"'"' ]*' $out | sort -u || true)
-    for ref in $refs; do
-      grep -rlF "$ref" $out | while read -r file; do remove-references-to -t "$ref" "$file"; done
+    # bin/ holds the interpreter's links, activation scripts and scripts
+    # that start with its store path (authentik-django makes its own); the
+    # programs that wheels ship as data scripts (dumb-init's binary) stay.
+    for file in $out/bin/*; do
+      if [ -L "$file" ] || [ "$(head -c 4 "$file")" != $'\x7fELF' ]; then rm "$file"; fi
     done
+    find $out -name '*.pyc' -delete
+    # Every store path mentioned is stripped, by its hash, in one pass over
+    # the files that mention any (file names are NUL-separated; one hash
+    # can appear under several names).
+    hashes=$(grep -rhoa '/nix/store/[a-z0-9]\{32\}' $out | sort -u || true)
+    if [ -n "$hashes" ]; then
+      targets=()
+      for hash in $hashes; do targets+=(-t "$hash"); done
+      grep -rlaZ '/nix/store/[a-z0-9]\{32\}' $out > "$TMPDIR/referring" || true
+      xargs -0 -r remove-references-to "''${targets[@]}" < "$TMPDIR/referring"
+    fi
     runHook postInstall
   '';
 

@@ -9,11 +9,9 @@ stdenvNoCC.mkDerivation {
   NODE_ENV = "production";
   NODE_OPTIONS = "--openssl-legacy-provider";
 
-  # The version comes from package.json through an import assertion, which
-  # fails in the sandbox: write it in.
-  postPatch = ''
-    echo 'export const VERSION = "${version}";' > web/packages/core/version/node.js
-  '';
+  # web/packages/core/version/node.js stays as upstream wrote it: the build
+  # scripts import AuthentikVersion, readGitBuildHash and readBuildIdentifier
+  # from it, and Node 24 reads its JSON import (`with { type: "json" }`).
 
   dontConfigure = true;
   buildPhase = ''

@@ -2,7 +2,8 @@
 //! `nixoci-entrypoint CONFIG.json [ARGS…]`. It mirrors store directories into
 //! writable places as real directories with one symlink per file (as lndir
 //! does: directory symlinks hide files from `Path.rglob`), sets the
-//! environment, then `execve`s the application so that it becomes PID 1.
+//! environment (fixed values, and defaults that the caller's environment
+//! overrides), then `execve`s the application so that it becomes PID 1.
 //!
 //! It is its own crate with only std and serde_json, because it goes inside
 //! images; nixoci uses its config type to check images.
@@ -24,8 +25,14 @@ use serde::Deserialize;
 pub struct Config {
     #[serde(default)]
     pub links: Vec<Link>,
+    /// Set for the program, whatever the caller's environment says.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Set only where the caller's environment (a pod spec, `docker run -e`)
+    /// does not set the variable: the image's defaults, which the caller's
+    /// values win over.
+    #[serde(default)]
+    pub default_env: BTreeMap<String, String>,
     pub exec: Vec<String>,
 }
 
@@ -209,6 +216,11 @@ pub fn run(args: Vec<OsString>) -> i32 {
     }
     let mut command = Command::new(&config.exec[0]);
     command.args(&config.exec[1..]).args(args).envs(&config.env);
+    for (name, value) in &config.default_env {
+        if std::env::var_os(name).is_none() {
+            command.env(name, value);
+        }
+    }
     let error = command.exec();
     eprintln!(
         "nixoci-entrypoint: error: cannot execute {}: {error}",
