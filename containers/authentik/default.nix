@@ -13,12 +13,17 @@
   nixociLib ? import ../../nix { inherit nixoci nixoci-entrypoint pkgs system; },
   # The pins; tests pass pins of their fixture mirrors.
   pinsFile ? ../../mirrors/authentik.toml,
+  # The nixpkgs revision flake.lock pins, which the fixed-output hashes
+  # should have been made with (evaluation warns otherwise).
+  nixpkgsRev ?
+    let lock = builtins.fromJSON (builtins.readFile ../../flake.lock);
+    in lock.nodes.nixpkgs.locked.rev or null,
 }:
 let
   # CI tags images v<version>-<sha7>-nix from the first line like this one;
   # evaluation fails unless the pins say the same.
   version = "2026.2.0";
-  pins = import ./pins.nix { inherit pinsFile version system; };
+  pins = import ./pins.nix { inherit pinsFile version system nixpkgsRev; };
   # Every component gets the one version, if it takes one.
   call = file: args:
     let f = import file;

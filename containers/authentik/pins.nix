@@ -1,10 +1,11 @@
 # Every pin of the authentik image, read from one TOML file
 # (mirrors/authentik.toml, or fixture pins in tests). Evaluation fails, with
 # the file named, when the version there, the image's version, the git tags
-# and the fixed-output names disagree.
-{ pinsFile, version, system }:
+# and the fixed-output names disagree; it warns when a fixed output's hash
+# was made with another nixpkgs than `nixpkgsRev` (flake.lock's).
+{ pinsFile, version, system, nixpkgsRev ? null }:
 let
-  inherit (builtins) filter head fromTOML readFile;
+  inherit (builtins) filter head fromTOML readFile substring stringLength trace;
   pins = fromTOML (readFile pinsFile);
   fail = msg: throw "${toString pinsFile}: ${msg}";
   pinnedVersion = pins.version or (fail "no top-level `version`");
@@ -21,7 +22,16 @@ let
     in
     if found == [ ] then
       fail "no [[fod]] named `${name}`${if system != "x86_64-linux" then " for ${system}" else ""} (its name carries the version, ${version})"
-    else (head found).outputHash;
+    else made (head found);
+  # A pin made with another nixpkgs probably does not match this build.
+  made = pin:
+    let recorded = pin.nixpkgs or null;
+    in
+    if recorded == null || nixpkgsRev == null
+      || substring 0 (stringLength recorded) nixpkgsRev == recorded
+    then pin.outputHash
+    else trace "warning: ${toString pinsFile}: [[fod]] `${pin.name}` was made with nixpkgs ${recorded}, but flake.lock holds ${nixpkgsRev}; its output probably differs now: run `nixoci pins update` (or the real-build job) for its new hash"
+      pin.outputHash;
 in
 if pinnedVersion != version then
   fail "version is ${pinnedVersion}, but containers/authentik/default.nix says ${version}; change both together"

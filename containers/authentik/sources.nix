@@ -1,6 +1,7 @@
-# The sources: authentik and its Go client from the forge mirrors at their
-# tags, and oci-python (not mirrored) from its upstream archive.
-{ fetchgit, fetchzip, pins }:
+# The sources, every one from the forge mirrors: authentik and its Go
+# client at their tags, oci-python (the `opencontainers` package) at its
+# commit.
+{ fetchgit, pins }:
 {
   src = fetchgit {
     url = pins.authentik.mirror;
@@ -10,8 +11,8 @@
     url = pins.client-go.mirror;
     inherit (pins.client-go) rev hash;
   };
-  opencontainers-src = fetchzip {
-    url = pins.opencontainers.upstream;
-    inherit (pins.opencontainers) hash;
+  opencontainers-src = fetchgit {
+    url = pins.opencontainers.mirror;
+    inherit (pins.opencontainers) rev hash;
   };
 }

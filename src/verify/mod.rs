@@ -75,6 +75,9 @@ pub struct Fod {
     pub output_hash_mode: String,
     /// The platform the hash holds for, where it depends on one.
     pub system: Option<String>,
+    /// The nixpkgs revision (or its prefix) the hash was made with: a build
+    /// with another nixpkgs may give another output (the Nix side warns).
+    pub nixpkgs: Option<String>,
     pub note: Option<String>,
 }
 

@@ -572,8 +572,8 @@ pub fn flake_dirs() -> &'static (PathBuf, PathBuf, tempfile::TempDir) {
 
 /// Fixture mirrors at the real pins' URLs (`HOST/PATH` under the root that
 /// the stand-in's fetchers read from `NIXOCI_FIXTURE_MIRRORS`): authentik and
-/// its Go client as bare git repositories with the pinned tags, and the
-/// oci-python archive.
+/// its Go client as bare git repositories with the pinned tags, and
+/// oci-python's (whose commit [`fixture_oci_python_rev`] gives).
 pub fn fixture_mirrors() -> &'static Path {
     static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
     ROOT.get_or_init(|| {
@@ -589,6 +589,12 @@ pub fn fixture_mirrors() -> &'static Path {
                 "authentik-client-go",
                 "forge.ops.eblu.me/mirrors/authentik-client-go.git",
                 "v3.2026.2.0",
+            ),
+            // Pinned by commit: fixture_pins puts this commit's in the pins.
+            (
+                "oci-python",
+                "forge.ops.eblu.me/mirrors/oci-python.git",
+                "fixture",
             ),
         ] {
             let work = root.path().join(format!("work-{name}"));
@@ -616,25 +622,22 @@ pub fn fixture_mirrors() -> &'static Path {
                 .arg(&work)
                 .arg(root.path().join(path)));
         }
-        let archive = root.path().join(
-            "github.com/vsoch/oci-python/archive/ceb4fcc090851717a3069d78e85ceb1e86c2740c.tar.gz",
-        );
-        std::fs::create_dir_all(archive.parent().unwrap()).unwrap();
-        run(Command::new("tar")
-            .current_dir(&fixtures)
-            .args([
-                "--sort=name",
-                "--mtime=@1",
-                "--owner=0",
-                "--group=0",
-                "-czf",
-            ])
-            .arg(&archive)
-            .arg("--transform=s|^oci-python|oci-python-ceb4fcc|")
-            .arg("oci-python"));
         root
     })
     .path()
+}
+
+/// The commit of the fixture oci-python mirror, which fixture pins name
+/// instead of upstream's.
+pub fn fixture_oci_python_rev() -> String {
+    stdout(
+        Command::new("git")
+            .arg("--git-dir")
+            .arg(fixture_mirrors().join("forge.ops.eblu.me/mirrors/oci-python.git"))
+            .args(["rev-parse", "fixture^{commit}"]),
+    )
+    .trim()
+    .to_string()
 }
 
 /// `nix-build` of `containers/authentik` in the repository copy, against the
@@ -663,7 +666,16 @@ pub fn fixture_pins() -> &'static Path {
     PINS.get_or_init(|| {
         let dir = tempdir();
         let pins = dir.path().join("authentik.toml");
-        let mut text = std::fs::read_to_string(repo().join("mirrors/authentik.toml")).unwrap();
+        // Made with the nixpkgs in use, as `pins update` records them.
+        let lock = read_json(&repo().join("flake.lock"));
+        let rev = lock["nodes"]["nixpkgs"]["locked"]["rev"].as_str().unwrap();
+        let mut text = std::fs::read_to_string(repo().join("mirrors/authentik.toml"))
+            .unwrap()
+            .replace("nixpkgs = \"1267bb49\"", &format!("nixpkgs = \"{rev}\""))
+            .replace(
+                "ceb4fcc090851717a3069d78e85ceb1e86c2740c",
+                &fixture_oci_python_rev(),
+            );
         std::fs::write(&pins, &text).unwrap();
         for _ in 0..10 {
             let out = nix_build_authentik(&pins, &[]);
