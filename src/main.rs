@@ -18,7 +18,7 @@ use nixoci::registry::auth::{CredentialSources, Credentials};
 use nixoci::registry::stream::Streams;
 use nixoci::registry::{self, PushError, PushOptions, Reference};
 use nixoci::spec::{Overrides, Spec};
-use nixoci::{closure, nix};
+use nixoci::{closure, nix, verify};
 
 #[derive(Parser)]
 #[command(
@@ -101,6 +101,9 @@ enum Command {
     /// Manage the layer cache of `nixoci build --cache`.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Manage a mirrors manifest's pins.
+    #[command(subcommand)]
+    Pins(PinsCommand),
     /// Helpers the Nix library runs as derivation builders.
     #[command(subcommand, hide = true)]
     NixHelper(NixHelper),
@@ -363,6 +366,40 @@ struct VerifyArgs {
 }
 
 #[derive(Subcommand)]
+enum PinsCommand {
+    /// Make every hash of a manifest anew with Nix (the fake-hash dance), and write them in place.
+    #[command(
+        after_help = "Each pin (a [[source]] hash, a [[fod]] outputHash) gets a fake hash of its own; the
+        image is built with nix-build --keep-going and --arg pinsFile, and each hash Nix reports
+        (`got:`) replaces its fake, round after round until the image builds. The TOML keeps its
+        comments and order; each [[fod]] records the nixpkgs revision it was made with. Pins of
+        another platform are left alone. A second run with the same inputs changes nothing.
+
+        Examples:
+          nixoci pins update mirrors/authentik.toml
+          nixoci pins update mirrors/authentik.toml --only authentik-python-deps-2026.2.0
+          nixoci pins update pins.toml --file containers/authentik -I nixpkgs=/path/to/nixpkgs"
+    )]
+    Update {
+        /// The manifest (mirrors/IMAGE.toml).
+        manifest: PathBuf,
+        /// Only this pin (repeatable); the others keep their hashes.
+        #[arg(long, value_name = "NAME")]
+        only: Vec<String>,
+        /// The image's Nix expression, taking the manifest as `pinsFile` (default: containers/IMAGE
+        /// beside the manifest's folder).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// A Nix search path entry for nix-build, e.g. nixpkgs=/path (repeatable).
+        #[arg(short = 'I', long = "include", value_name = "NAME=PATH")]
+        include: Vec<String>,
+        /// The nixpkgs revision to record on fixed outputs (default: the nearest flake.lock's).
+        #[arg(long, value_name = "REV")]
+        nixpkgs_rev: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum CacheCommand {
     /// Remove the least recently used layers until the cache holds at most SIZE.
     #[command(
@@ -454,6 +491,13 @@ fn main() -> ExitCode {
         Command::Cache(CacheCommand::Prune { cache, max_size }) => {
             run_cache_prune(&cache, max_size)
         }
+        Command::Pins(PinsCommand::Update {
+            manifest,
+            only,
+            file,
+            include,
+            nixpkgs_rev,
+        }) => run_pins_update(&manifest, only, file, include, nixpkgs_rev),
         Command::NixHelper(helper) => run_nix_helper(helper),
     };
     match result {
@@ -587,6 +631,26 @@ fn run_plan(args: PlanArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &plan)?;
     writeln!(out)?;
+    Ok(())
+}
+
+fn run_pins_update(
+    manifest: &Path,
+    only: Vec<String>,
+    file: Option<PathBuf>,
+    include: Vec<String>,
+    nixpkgs_rev: Option<String>,
+) -> Result<()> {
+    let mut opts = verify::pins::UpdateOptions::for_manifest(manifest, file, nixpkgs_rev)?;
+    opts.only = only;
+    opts.include = include;
+    for change in verify::pins::update(manifest, &opts)? {
+        if change.before == change.after {
+            println!("{}: unchanged", change.name);
+        } else {
+            println!("{}: {} -> {}", change.name, change.before, change.after);
+        }
+    }
     Ok(())
 }
 

@@ -4,9 +4,11 @@
 //! (flat, or NAR of the unpacked tree), fixed-output outputs in the local
 //! store, and lock-file hashes (uv, npm, go.sum) against local caches.
 //! Unmirrored sources are listed as such, never counted as verified.
+//! `pins` makes a manifest's hashes anew with Nix (`nixoci pins update`).
 
 pub mod git;
 pub mod locks;
+pub mod pins;
 pub mod provenance;
 
 use std::fs;

@@ -658,49 +658,33 @@ pub fn nix_build_authentik(pins: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Pins of the fixture mirrors: mirrors/authentik.toml with each hash
-/// replaced by what building it gives, one fixed-output derivation at a
-/// time (the "fake hash dance" users do after a version bump).
+/// Pins of the fixture mirrors: mirrors/authentik.toml (with the fixture
+/// oci-python mirror's commit) made anew by `nixoci pins update` against the
+/// stand-in nixpkgs, as users do after a version bump.
 pub fn fixture_pins() -> &'static Path {
     static PINS: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     PINS.get_or_init(|| {
         let dir = tempdir();
         let pins = dir.path().join("authentik.toml");
-        // Made with the nixpkgs in use, as `pins update` records them.
-        let lock = read_json(&repo().join("flake.lock"));
-        let rev = lock["nodes"]["nixpkgs"]["locked"]["rev"].as_str().unwrap();
-        let mut text = std::fs::read_to_string(repo().join("mirrors/authentik.toml"))
+        let text = std::fs::read_to_string(repo().join("mirrors/authentik.toml"))
             .unwrap()
-            .replace("nixpkgs = \"1267bb49\"", &format!("nixpkgs = \"{rev}\""))
             .replace(
                 "ceb4fcc090851717a3069d78e85ceb1e86c2740c",
                 &fixture_oci_python_rev(),
             );
         std::fs::write(&pins, &text).unwrap();
-        for _ in 0..10 {
-            let out = nix_build_authentik(&pins, &[]);
-            if out.status.success() {
-                // The repository copy's flake and CI recipe build from them too.
-                let (copy, _, _) = flake_dirs();
-                std::fs::copy(&pins, copy.join("mirrors/authentik.toml")).unwrap();
-                return (dir, pins);
-            }
-            let err = String::from_utf8_lossy(&out.stderr);
-            let word_after = |label: &str| {
-                err.split(label)
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .map(str::to_string)
-            };
-            let (Some(specified), Some(got)) = (word_after("specified:"), word_after("got:"))
-            else {
-                panic!("the fixture image does not build:\n{err}");
-            };
-            assert!(text.contains(&specified), "{specified} is not in the pins");
-            text = text.replace(&specified, &got);
-            std::fs::write(&pins, &text).unwrap();
-        }
-        panic!("the fixture pins did not settle");
+        let (copy, standin, _) = flake_dirs();
+        run(nixoci()
+            .args(["pins", "update"])
+            .arg(&pins)
+            .arg("--file")
+            .arg(copy.join("containers/authentik"))
+            .arg("-I")
+            .arg(format!("nixpkgs={}", standin.display()))
+            .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors()));
+        // The repository copy's flake and CI recipe build from them too.
+        std::fs::copy(&pins, copy.join("mirrors/authentik.toml")).unwrap();
+        (dir, pins)
     })
     .1
     .as_path()
