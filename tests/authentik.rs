@@ -752,8 +752,21 @@ fn the_ci_recipe_refuses_hostile_inputs() {
 
 #[test]
 fn the_workflow_passes_inputs_through_env_and_pins_actions() {
+    for (workflow, min_runs) in [
+        ("build-container-nix.yaml", 4),
+        ("authentik-real-build.yaml", 1),
+    ] {
+        workflow_is_safe(workflow, min_runs);
+    }
+    // The real build needs no secret, and leaves no token in .git/config.
     let text =
-        fs::read_to_string(repo().join(".forgejo/workflows/build-container-nix.yaml")).unwrap();
+        fs::read_to_string(repo().join(".forgejo/workflows/authentik-real-build.yaml")).unwrap();
+    assert!(!text.contains("secrets."), "{text}");
+    assert!(text.contains("persist-credentials: false"), "{text}");
+}
+
+fn workflow_is_safe(workflow: &str, min_runs: usize) {
+    let text = fs::read_to_string(repo().join(".forgejo/workflows").join(workflow)).unwrap();
     let mut in_run: Option<usize> = None;
     let mut runs = 0;
     for line in text.lines() {
@@ -793,7 +806,7 @@ fn the_workflow_passes_inputs_through_env_and_pins_actions() {
             );
         }
     }
-    assert!(runs >= 4, "{runs} run steps found");
+    assert!(runs >= min_runs, "{workflow}: {runs} run steps found");
 }
 
 #[test]
@@ -1064,4 +1077,89 @@ fn a_pin_made_with_another_nixpkgs_is_named_at_evaluation() {
     assert!(fs::read_to_string(fixture_pins())
         .unwrap()
         .contains(&format!("nixpkgs = \"{rev}\"")));
+}
+
+/// The real-build job's steps on the stand-in, on a runner like our users'
+/// (no root flake, NIX_PATH unset, nixpkgs from the flake registry): the
+/// build, every fixed output again with --check, and the provenance proof
+/// pass with the fixture pins; a wrong pin fails, naming its fixed output
+/// and the hash Nix got. (Starting the image next to PostgreSQL needs
+/// podman images from a registry: only the job itself does that.)
+#[test]
+fn the_real_build_job_checks_every_fixed_output_and_names_a_wrong_pin() {
+    let pins = fs::read_to_string(fixture_pins()).unwrap();
+    let dir = tempdir();
+    let copy = edited_copy(dir.path());
+    for file in ["flake.nix", "flake.lock"] {
+        fs::remove_file(copy.join(file)).unwrap();
+    }
+    let (_, standin, _) = flake_dirs();
+    let registry_file = dir.path().join("flake-registry.json");
+    fs::write(
+        &registry_file,
+        serde_json::json!({"version": 2, "flakes": [{
+            "from": {"type": "indirect", "id": "nixpkgs"},
+            "to": {"type": "path", "path": standin},
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    let job = |pins: &str| {
+        fs::write(copy.join("mirrors/authentik.toml"), pins).unwrap();
+        let out = Command::new("bash")
+            .arg(copy.join(".forgejo/scripts/real-build.sh"))
+            .arg("authentik")
+            .current_dir(&copy)
+            .env_remove("NIX_PATH")
+            .env(
+                "NIX_CONFIG",
+                format!("flake-registry = {}", registry_file.display()),
+            )
+            .env("NIXOCI", release_nixoci())
+            .env("REAL_BUILD_RUN", "0")
+            .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = job(&pins);
+    assert!(ok, "{text}");
+    for wanted in [
+        "6 fixed outputs rebuilt to their pins",
+        "6 fixed-output derivations: 3 mirrored, 0 pinned upstream, 3 network builds, 0 unpinned",
+        "== 4. skipped (REAL_BUILD_RUN=0)",
+    ] {
+        assert!(text.contains(wanted), "{wanted}:\n{text}");
+    }
+
+    // A wrong pin for the Python environment: named, with what Nix got.
+    let manifest: Value =
+        serde_json::to_value(toml::from_str::<toml::Value>(&pins).unwrap()).unwrap();
+    let right = manifest["fod"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "authentik-python-deps-2026.2.0")
+        .unwrap()["outputHash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wrong = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+    let (ok, text) = job(&pins.replace(&right, wrong));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "fixed output authentik-python-deps-2026.2.0: pinned {wrong}, got {right}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("nixoci pins update mirrors/authentik.toml"),
+        "{text}"
+    );
 }

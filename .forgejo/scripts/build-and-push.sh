@@ -18,7 +18,6 @@
 set -euo pipefail
 container=${1:?usage: build-and-push.sh CONTAINER COMMIT_SHA}
 sha=${2:?usage: build-and-push.sh CONTAINER COMMIT_SHA}
-nixoci=${NIXOCI:-nixoci}
 # Both arrive from workflow inputs: accept only a directory name under
 # containers/ and a commit SHA.
 if ! [[ "$container" =~ ^[a-z0-9][a-z0-9._-]*$ ]] || [ ! -d "containers/$container" ]; then
@@ -34,29 +33,9 @@ if [ ! -f "$file" ]; then
   echo "no $file: $container is not a Nix container; skipping"
   exit 0
 fi
-# shellcheck disable=SC2086
-if ! nix-instantiate ${NIX_BUILD_FLAGS:-} --find-file nixpkgs >/dev/null 2>&1; then
-  if ! nixpkgs=$(nix --extra-experimental-features 'nix-command flakes' eval --impure --raw \
-      --expr '(builtins.getFlake "nixpkgs").outPath'); then
-    echo "no nixpkgs: set NIX_PATH=nixpkgs=… or add nixpkgs to the runner's flake registry" >&2
-    exit 1
-  fi
-  export NIX_PATH="nixpkgs=$nixpkgs${NIX_PATH:+:$NIX_PATH}"
-fi
-if [ -z "${NIXOCI:-}" ] && ! command -v nixoci >/dev/null; then
-  if [ -f nix/package.nix ]; then
-    source_expr="$PWD"
-  elif [ -f .forgejo/nixoci-source.nix ]; then
-    source_expr="import $PWD/.forgejo/nixoci-source.nix"
-  else
-    echo "no nixoci: put it on PATH, set NIXOCI, or pin its source in .forgejo/nixoci-source.nix" >&2
-    exit 1
-  fi
-  echo "building nixoci from its pinned source"
-  # shellcheck disable=SC2086
-  nixoci=$(nix-build --no-out-link ${NIX_BUILD_FLAGS:-} \
-    -E "(import <nixpkgs> { }).callPackage (($source_expr) + \"/nix/package.nix\") { }")/bin/nixoci
-fi
+# <nixpkgs> and nixoci, as the runner has them (sets NIX_PATH and $nixoci).
+# shellcheck source=.forgejo/scripts/nixpkgs-and-nixoci.sh
+source "$(dirname "$0")/nixpkgs-and-nixoci.sh"
 # The version: a `version = "…";` line, else the Dockerfile's
 # `ARG CONTAINER_APP_VERSION=…`, else the expression's passthru.version.
 version=$(grep -m1 -E '^[[:space:]]*version[[:space:]]*=[[:space:]]*"' "$file" | sed -E 's/^[^"]*"([^"]+)".*/\1/' || true)

@@ -16,8 +16,9 @@
   # The nixpkgs revision flake.lock pins, which the fixed-output hashes
   # should have been made with (evaluation warns otherwise).
   nixpkgsRev ?
-    let lock = builtins.fromJSON (builtins.readFile ../../flake.lock);
-    in lock.nodes.nixpkgs.locked.rev or null,
+    if builtins.pathExists ../../flake.lock
+    then (builtins.fromJSON (builtins.readFile ../../flake.lock)).nodes.nixpkgs.locked.rev or null
+    else null,
 }:
 let
   # CI tags images v<version>-<sha7>-nix from the first line like this one;
