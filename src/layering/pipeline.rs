@@ -217,41 +217,10 @@ impl<'a> Step<'a> {
             .as_str()
             .ok_or_else(|| anyhow!("a step's first item names its op, got {}", items[0]))?;
         let args = &items[1..];
-        let takes = match op {
-            "popularity_contest" | "flatten" | "reverse" => 0,
-            "limit_layers" | "split_every" | "split_paths" | "subcomponent_in"
-            | "subcomponent_out" | "remove_paths" | "pipe" => 1,
-            "map" => {
-                let inner = args
-                    .first()
-                    .ok_or_else(|| anyhow!("map needs a step to apply to each item"))?;
-                return Ok(Step {
-                    op,
-                    args,
-                    inner: Some(Box::new(Step::parse(inner)?)),
-                });
+        let arity = |takes: usize| -> Result<()> {
+            if args.len() == takes {
+                return Ok(());
             }
-            "over" => {
-                let [_, inner] = args else {
-                    bail!(
-                        "over takes a key and a step, got {} argument(s)",
-                        args.len()
-                    );
-                };
-                return Ok(Step {
-                    op,
-                    args,
-                    inner: Some(Box::new(Step::parse(inner)?)),
-                });
-            }
-            "reorder" => bail!(
-                "`reorder` is not an op of nixpkgs' layeringPipeline (nixoci once had it; nixpkgs \
-                 fails with KeyError), so a pipeline using it would not build with dockerTools. \
-                 Known ops: {OPS}"
-            ),
-            _ => bail!("unknown op `{op}` (nixpkgs fails with KeyError); known ops: {OPS}"),
-        };
-        if args.len() != takes {
             bail!(
                 "{op} takes {takes} argument(s), got {}{}",
                 args.len(),
@@ -260,13 +229,43 @@ impl<'a> Step<'a> {
                 } else {
                     ""
                 }
-            );
-        }
+            )
+        };
+        let inner = match op {
+            "popularity_contest" | "flatten" | "reverse" => arity(0).map(|_| None)?,
+            "limit_layers" | "split_every" | "split_paths" | "subcomponent_in"
+            | "subcomponent_out" | "remove_paths" | "pipe" => arity(1).map(|_| None)?,
+            // nixpkgs reads map's first argument only.
+            "map" => Some(
+                args.first()
+                    .ok_or_else(|| anyhow!("map needs a step to apply to each item"))?,
+            ),
+            "over" => match args {
+                [_, inner] => Some(inner),
+                _ => bail!(
+                    "over takes a key and a step, got {} argument(s)",
+                    args.len()
+                ),
+            },
+            "reorder" => bail!(
+                "`reorder` is not an op of nixpkgs' layeringPipeline (nixoci once had it; nixpkgs \
+                 fails with KeyError), so a pipeline using it would not build with dockerTools. \
+                 Known ops: {OPS}"
+            ),
+            _ => bail!("unknown op `{op}` (nixpkgs fails with KeyError); known ops: {OPS}"),
+        };
         Ok(Step {
             op,
             args,
-            inner: None,
+            inner: inner.map(Step::parse).transpose()?.map(Box::new),
         })
+    }
+
+    /// The step `over` and `map` apply (parsed with them).
+    fn inner(&self) -> &Step<'a> {
+        self.inner
+            .as_deref()
+            .expect("Step::parse gives over and map their step")
     }
 }
 
@@ -332,7 +331,7 @@ impl Pipeline<'_> {
                             .join(", ")
                     );
                 };
-                let inner = step.inner.as_deref().unwrap_or(step);
+                let inner = step.inner();
                 let inner_value = std::mem::replace(&mut entries[at].1, Value::Iter(Vec::new()));
                 entries[at].1 = self.apply(inner, inner_value)?;
                 Ok(Value::Dict(entries))
@@ -344,7 +343,7 @@ impl Pipeline<'_> {
                         Json::from(step.args[1..].to_vec())
                     ));
                 }
-                let inner = step.inner.as_deref().unwrap_or(step);
+                let inner = step.inner();
                 Ok(Value::Iter(
                     value
                         .items(op)?
@@ -567,9 +566,7 @@ impl Pipeline<'_> {
                         Json::Array(items) => items.iter().collect(),
                         one => vec![one],
                     };
-                    if parents.is_empty() {
-                        continue;
-                    }
+                    // nixpkgs reads the graph's `successors` even for no parents.
                     let graph = graph.ok_or_else(needs_graph)?;
                     let parents: BTreeSet<usize> =
                         self.lookup(&parents, graph, OP)?.into_iter().collect();
@@ -908,6 +905,46 @@ mod tests {
             .unwrap(),
         );
         assert_eq!(plan.len(), 10);
+    }
+
+    /// What nixpkgs does past a graph, checked with its own code: `remove_paths
+    /// []` and `split_paths []` leave any value alone, while a split_paths
+    /// spec that looks anything up (a path, a string's characters, even an
+    /// empty `children_of`) needs a graph.
+    #[test]
+    fn steps_past_a_graph_run_or_fail_as_in_nixpkgs() {
+        let g = pipe_test_graph();
+        let b = format!("/nix/store/{:0>32}-B", 2);
+        let runs = |pipeline: Json| names(run(&g, &pipeline).unwrap()).len();
+        assert_eq!(
+            runs(serde_json::json!([
+                ["popularity_contest"],
+                ["remove_paths", []]
+            ])),
+            10
+        );
+        assert_eq!(
+            runs(serde_json::json!([
+                ["popularity_contest"],
+                ["split_paths", []],
+                ["flatten"]
+            ])),
+            10
+        );
+        for spec in [
+            serde_json::json!(b),
+            serde_json::json!([b]),
+            serde_json::json!([{"children_of": []}]),
+            serde_json::json!({"children_of": []}),
+        ] {
+            let pipeline =
+                serde_json::json!([["popularity_contest"], ["split_paths", spec], ["flatten"]]);
+            let err = format!("{:#}", run(&g, &pipeline).unwrap_err());
+            assert!(
+                err.contains("split_paths needs a graph, got an iterator"),
+                "{pipeline}: {err}"
+            );
+        }
     }
 
     #[test]
