@@ -809,17 +809,16 @@ fn workflow_is_safe(workflow: &str, min_runs: usize) {
     assert!(runs >= min_runs, "{workflow}: {runs} run steps found");
 }
 
-#[test]
-fn the_ci_recipe_runs_on_a_bare_runner_and_finds_every_kind_of_version() {
-    // A runner like our users': nix and skopeo, no root flake, no NIX_PATH,
-    // no nixoci; nixpkgs comes from the flake registry.
-    let dir = tempdir();
-    let copy = edited_copy(dir.path());
+/// A repository copy as our users' runner sees it: no root flake (so no
+/// flake.lock) and no NIX_PATH; `nixpkgs` comes from the flake registry
+/// file returned beside it (pass it as `NIX_CONFIG=flake-registry = …`).
+fn bare_runner_copy(dir: &Path) -> (PathBuf, PathBuf) {
+    let copy = edited_copy(dir);
     for file in ["flake.nix", "flake.lock"] {
         fs::remove_file(copy.join(file)).unwrap();
     }
     let (_, standin, _) = flake_dirs();
-    let registry_file = dir.path().join("flake-registry.json");
+    let registry_file = dir.join("flake-registry.json");
     fs::write(
         &registry_file,
         serde_json::json!({"version": 2, "flakes": [{
@@ -829,6 +828,15 @@ fn the_ci_recipe_runs_on_a_bare_runner_and_finds_every_kind_of_version() {
         .to_string(),
     )
     .unwrap();
+    (copy, registry_file)
+}
+
+#[test]
+fn the_ci_recipe_runs_on_a_bare_runner_and_finds_every_kind_of_version() {
+    // A runner like our users': nix and skopeo, no root flake, no NIX_PATH,
+    // no nixoci; nixpkgs comes from the flake registry.
+    let dir = tempdir();
+    let (copy, registry_file) = bare_runner_copy(dir.path());
     // What a dockerTools user writes: the default result, a .tar.gz.
     let image = |name: &str, let_version: &str, version_attr: &str| {
         format!(
@@ -1089,21 +1097,7 @@ fn a_pin_made_with_another_nixpkgs_is_named_at_evaluation() {
 fn the_real_build_job_checks_every_fixed_output_and_names_a_wrong_pin() {
     let pins = fs::read_to_string(fixture_pins()).unwrap();
     let dir = tempdir();
-    let copy = edited_copy(dir.path());
-    for file in ["flake.nix", "flake.lock"] {
-        fs::remove_file(copy.join(file)).unwrap();
-    }
-    let (_, standin, _) = flake_dirs();
-    let registry_file = dir.path().join("flake-registry.json");
-    fs::write(
-        &registry_file,
-        serde_json::json!({"version": 2, "flakes": [{
-            "from": {"type": "indirect", "id": "nixpkgs"},
-            "to": {"type": "path", "path": standin},
-        }]})
-        .to_string(),
-    )
-    .unwrap();
+    let (copy, registry_file) = bare_runner_copy(dir.path());
     let job = |pins: &str| {
         fs::write(copy.join("mirrors/authentik.toml"), pins).unwrap();
         let out = Command::new("bash")
