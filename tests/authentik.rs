@@ -22,7 +22,7 @@ fn nix_flake_attr(attr: &str) -> Command {
         .args(["--override-input", "nixpkgs"])
         .arg(format!("path:{}", standin.display()))
         .arg("--no-write-lock-file")
-        .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors());
+        .envs(standin_env());
     cmd
 }
 
@@ -34,7 +34,7 @@ fn nix_flake(args: &[&str]) -> Command {
         .args(["--override-input", "nixpkgs"])
         .arg(format!("path:{}", standin.display()))
         .arg("--no-write-lock-file")
-        .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors());
+        .envs(standin_env());
     cmd
 }
 
@@ -407,7 +407,7 @@ fn override_attrs_really_rebuilds_a_component() {
     );
     let out = Command::new("nix-build")
         .args(["--no-out-link", "-E", &expr])
-        .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors())
+        .envs(standin_env())
         .output()
         .unwrap();
     assert!(
@@ -550,7 +550,7 @@ fn nix_flake_eval_with(copy: &Path, attr: &str, extra: &[&str]) -> String {
             .arg(format!("path:{}", standin.display()))
             .arg("--no-write-lock-file")
             .args(extra)
-            .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors()),
+            .envs(standin_env()),
     );
     match serde_json::from_str::<Value>(&out) {
         Ok(Value::String(s)) => s,
@@ -624,7 +624,7 @@ fn recipe(repo_dir: &Path, container: &str, sha: &str, registry: &Registry) -> C
             format!("-I nixpkgs={}", standin.display()),
         )
         .env("PUSH_FLAGS", "--insecure -q")
-        .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors());
+        .envs(standin_env());
     cmd
 }
 
@@ -636,7 +636,7 @@ fn nix_build_in(repo_dir: &Path, extra: &[&str]) -> Output {
         .arg("-I")
         .arg(format!("nixpkgs={}", standin.display()))
         .args(extra)
-        .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors())
+        .envs(standin_env())
         .output()
         .unwrap()
 }
@@ -810,9 +810,10 @@ fn workflow_is_safe(workflow: &str, min_runs: usize) {
 }
 
 /// A repository copy as our users' runner sees it: no root flake (so no
-/// flake.lock) and no NIX_PATH; `nixpkgs` comes from the flake registry
-/// file returned beside it (pass it as `NIX_CONFIG=flake-registry = …`).
-fn bare_runner_copy(dir: &Path) -> (PathBuf, PathBuf) {
+/// flake.lock) and no NIX_PATH; `nixpkgs` comes from a flake registry file,
+/// which the `NIX_CONFIG` returned beside the copy names (with the stand-in's
+/// sandbox).
+fn bare_runner_copy(dir: &Path) -> (PathBuf, String) {
     let copy = edited_copy(dir);
     for file in ["flake.nix", "flake.lock"] {
         fs::remove_file(copy.join(file)).unwrap();
@@ -828,7 +829,12 @@ fn bare_runner_copy(dir: &Path) -> (PathBuf, PathBuf) {
         .to_string(),
     )
     .unwrap();
-    (copy, registry_file)
+    let config = format!(
+        "{}flake-registry = {}\n",
+        standin_nix_config(),
+        registry_file.display()
+    );
+    (copy, config)
 }
 
 #[test]
@@ -836,7 +842,7 @@ fn the_ci_recipe_runs_on_a_bare_runner_and_finds_every_kind_of_version() {
     // A runner like our users': nix and skopeo, no root flake, no NIX_PATH,
     // no nixoci; nixpkgs comes from the flake registry.
     let dir = tempdir();
-    let (copy, registry_file) = bare_runner_copy(dir.path());
+    let (copy, nix_config) = bare_runner_copy(dir.path());
     // What a dockerTools user writes: the default result, a .tar.gz.
     let image = |name: &str, let_version: &str, version_attr: &str| {
         format!(
@@ -887,10 +893,7 @@ nixociLib.buildLayeredImage {{
             .env_remove("NIX_PATH")
             .env_remove("NIXOCI")
             .env_remove("NIX_BUILD_FLAGS")
-            .env(
-                "NIX_CONFIG",
-                format!("flake-registry = {}", registry_file.display()),
-            )
+            .env("NIX_CONFIG", &nix_config)
             .output()
             .unwrap();
         let text = format!(
@@ -1015,44 +1018,37 @@ fn each_upstream_trap_is_met_component_by_component() {
     assert!(!deps.join("bin/python").exists() && deps.join("bin/dumb-init").is_file());
 }
 
-/// The build users of the test Nix configuration find store copies
-/// read-only (what defect 3 hit), and Nix's sandbox works on this machine:
-/// a builder in it finds no /usr/bin/env (what defect 5 hit).
+/// The sandbox that every stand-in build in these tests gets is Nix's, as a
+/// daemon sets it up: a builder runs as a build user, so store copies are
+/// read-only to it (what defect 3 hit), and finds no /usr/bin/env (what
+/// defect 5 hit).
 #[test]
 fn store_copies_are_read_only_to_builders_and_the_sandbox_has_no_env() {
     let traps = repo().join("tests/fixtures/sandbox-traps.nix");
-    let build = |attr: &str, extra: &[&str]| {
+    let build = |attr: &str| {
         Command::new("nix-build")
             .arg("--no-out-link")
             .arg(&traps)
             .args(["-A", attr])
-            .args(extra)
+            .envs(standin_env())
             .output()
             .unwrap()
     };
-    let out = build("deleteCopy", &[]);
+    let out = build("deleteCopy");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("Permission denied"),
         "{err}"
     );
-    assert!(build("deleteCopyAfterChmod", &[]).status.success());
-    let sandbox = [
-        "--option",
-        "sandbox",
-        "true",
-        "--option",
-        "sandbox-paths",
-        "/bin/sh=/bin/busybox",
-    ];
-    let out = build("useEnv", &sandbox);
+    assert!(build("deleteCopyAfterChmod").status.success());
+    let out = build("useEnv");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("/usr/bin/env: not found"),
         "{err}"
     );
     // The same builder without /usr/bin/env in it builds there.
-    assert!(build("noEnv", &sandbox).status.success());
+    assert!(build("noEnv").status.success());
 }
 
 /// Each fixed-output pin records the nixpkgs it was made with; evaluation
@@ -1097,7 +1093,7 @@ fn a_pin_made_with_another_nixpkgs_is_named_at_evaluation() {
 fn the_real_build_job_checks_every_fixed_output_and_names_a_wrong_pin() {
     let pins = fs::read_to_string(fixture_pins()).unwrap();
     let dir = tempdir();
-    let (copy, registry_file) = bare_runner_copy(dir.path());
+    let (copy, nix_config) = bare_runner_copy(dir.path());
     let job = |pins: &str| {
         fs::write(copy.join("mirrors/authentik.toml"), pins).unwrap();
         let out = Command::new("bash")
@@ -1105,13 +1101,10 @@ fn the_real_build_job_checks_every_fixed_output_and_names_a_wrong_pin() {
             .arg("authentik")
             .current_dir(&copy)
             .env_remove("NIX_PATH")
-            .env(
-                "NIX_CONFIG",
-                format!("flake-registry = {}", registry_file.display()),
-            )
+            .envs(standin_env())
+            .env("NIX_CONFIG", &nix_config)
             .env("NIXOCI", release_nixoci())
             .env("REAL_BUILD_RUN", "0")
-            .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors())
             .output()
             .unwrap();
         let text = format!(

@@ -570,6 +570,59 @@ pub fn flake_dirs() -> &'static (PathBuf, PathBuf, tempfile::TempDir) {
     })
 }
 
+/// The environment of every build against the stand-in nixpkgs: its
+/// fetchers' mirrors, and Nix's sandbox as a daemon sets it up. Builders run
+/// as build users and see their inputs, `/bin/sh` (busybox, also copied into
+/// the store for the stand-in's packages), and only the host programs that
+/// the stand-in's `host-programs.json` names (bash for stdenv's builder,
+/// python3 for the ./tools fakes, git, GNU coreutils, find, grep, sed and
+/// tar), each bound at `/host/bin` with its own libraries; `/usr/bin` stays
+/// empty, as in nixpkgs' sandbox. The fixture mirrors stand for the network
+/// of fixed-output derivations.
+pub fn standin_env() -> [(&'static str, std::ffi::OsString); 2] {
+    [
+        ("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors().into()),
+        ("NIX_CONFIG", standin_nix_config().into()),
+    ]
+}
+
+/// The `NIX_CONFIG` of [`standin_env`], for callers that add settings.
+pub fn standin_nix_config() -> &'static str {
+    static CONFIG: OnceLock<String> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let packages: std::collections::BTreeMap<String, Vec<String>> = serde_json::from_slice(
+            &std::fs::read(repo().join("tests/fixtures/standin-nixpkgs/host-programs.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        let programs: Vec<&String> = packages.values().flatten().collect();
+        let mut paths = vec![
+            "/bin/sh=/bin/busybox".to_string(),
+            "/bin/busybox".to_string(),
+            // python3 finds its standard library next to its binary.
+            "/host/lib/python3.11=/usr/lib/python3.11".to_string(),
+            fixture_mirrors().display().to_string(),
+        ];
+        paths.extend(
+            programs
+                .iter()
+                .map(|program| format!("/host/bin/{program}=/usr/bin/{program}")),
+        );
+        let binaries = programs.iter().map(|p| PathBuf::from("/usr/bin").join(p));
+        for binary in binaries.chain([release_nixoci()]) {
+            let out = Command::new("ldd").arg(&binary).output().unwrap();
+            // Scripts (none today) and static binaries have no libraries.
+            let libraries = String::from_utf8_lossy(&out.stdout).into_owned();
+            for library in libraries.split_whitespace().filter(|w| w.starts_with('/')) {
+                if !paths.iter().any(|p| p == library) {
+                    paths.push(library.to_string());
+                }
+            }
+        }
+        format!("sandbox = true\nsandbox-paths = {}\n", paths.join(" "))
+    })
+}
+
 /// Fixture mirrors at the real pins' URLs (`HOST/PATH` under the root that
 /// the stand-in's fetchers read from `NIXOCI_FIXTURE_MIRRORS`): authentik and
 /// its Go client as bare git repositories with the pinned tags, and
@@ -653,7 +706,7 @@ pub fn nix_build_authentik(pins: &Path, extra: &[&str]) -> Output {
         .arg("pinsFile")
         .arg(pins)
         .args(extra)
-        .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors())
+        .envs(standin_env())
         .output()
         .unwrap()
 }
@@ -681,7 +734,7 @@ pub fn fixture_pins() -> &'static Path {
             .arg(copy.join("containers/authentik"))
             .arg("-I")
             .arg(format!("nixpkgs={}", standin.display()))
-            .env("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors()));
+            .envs(standin_env()));
         // The repository copy's flake and CI recipe build from them too.
         std::fs::copy(&pins, copy.join("mirrors/authentik.toml")).unwrap();
         (dir, pins)
