@@ -470,6 +470,38 @@ mod tests {
     const A: &str = "/nix/store/wd0ys9snp82b5v5j4pgp5wfhnfjhl2vm-a";
     const B: &str = "/nix/store/s22ggbj3jamkv6vwp28ggpl02yblm65w-b";
 
+    /// A reference listed twice is one edge, whichever way the node's
+    /// references are scanned (a short list, or more than 16).
+    #[test]
+    fn repeated_references_are_kept_once_in_source_order() {
+        for many in [2, 40] {
+            let targets: Vec<String> = (0..many)
+                .map(|i| format!("/nix/store/{i:0>32}-t{i}"))
+                .collect();
+            let mut nodes: Vec<PathInfo> = targets
+                .iter()
+                .map(|path| PathInfo {
+                    path: path.clone(),
+                    nar_hash: None,
+                    nar_size: 1,
+                    references: Vec::new(),
+                })
+                .collect();
+            let mut references = targets.clone();
+            references.extend(targets.iter().rev().cloned());
+            references.push(A.to_string());
+            nodes.push(PathInfo {
+                path: A.to_string(),
+                nar_hash: None,
+                nar_size: 1,
+                references,
+            });
+            let closure = Closure::from_nodes(nodes, "/nix/store", "test").unwrap();
+            let a = closure.nodes.iter().find(|n| n.path == A).unwrap();
+            assert_eq!(a.references, targets, "{many} references");
+        }
+    }
+
     #[test]
     fn classic_and_json_shapes_agree() {
         let classic = format!("{B}\n\n2\n{B}\n{A}\n{A}\n\n0\n");

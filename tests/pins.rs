@@ -6,7 +6,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -76,7 +76,9 @@ fn pins_update_makes_each_hash_anew_and_keeps_the_rest_of_the_file() {
         "{report}"
     );
 
-    // A second run with the same inputs changes nothing.
+    // A second run with the same inputs changes nothing: not even the file
+    // is replaced (a rewrite would be a new inode).
+    let inode = fs::metadata(&manifest).unwrap().ino();
     let out = update(&manifest, &fixture, &[]);
     assert!(
         out.status.success(),
@@ -84,6 +86,7 @@ fn pins_update_makes_each_hash_anew_and_keeps_the_rest_of_the_file() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(fs::read_to_string(&manifest).unwrap(), updated);
+    assert_eq!(fs::metadata(&manifest).unwrap().ino(), inode);
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         report.contains("example-src: unchanged") && report.contains("example-data-1.0: unchanged"),
