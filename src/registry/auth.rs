@@ -292,4 +292,30 @@ mod tests {
         assert_eq!((c.username.as_str(), c.secret()), ("u", "p"));
         assert!(from_config(&config, "other.example").unwrap().is_none());
     }
+
+    /// A credentials entry names one host and port exactly: never a host
+    /// that merely starts or ends like it, where its secret would leak.
+    #[test]
+    fn docker_config_entries_match_the_whole_host() {
+        let encoded = base64::engine::general_purpose::STANDARD.encode("u:p");
+        for (key, registry) in [
+            ("reg.io", "reg.io.evil.net"),
+            ("reg.io.evil.net", "reg.io"),
+            ("127.0.0.1:5000", "127.0.0.1:50001"),
+            ("127.0.0.1:50001", "127.0.0.1:5000"),
+            ("127.0.0.1", "127.0.0.1:5000"),
+            ("https://evil.reg.io/v2/", "reg.io"),
+        ] {
+            let config = serde_json::json!({"auths": {key: {"auth": encoded}}});
+            assert!(
+                from_config(&config, registry).unwrap().is_none(),
+                "{key}'s credentials sent to {registry}"
+            );
+        }
+        // A scheme or an API path around the same host still matches.
+        for key in ["reg.io", "https://reg.io/v2/", "http://reg.io"] {
+            let config = serde_json::json!({"auths": {key: {"auth": encoded}}});
+            assert!(from_config(&config, "reg.io").unwrap().is_some(), "{key}");
+        }
+    }
 }
