@@ -478,9 +478,18 @@ fn a_tampered_blob_is_refused_by_check_and_from_image() {
         !String::from_utf8_lossy(&before.stderr).contains("damaged"),
         "{before:?}"
     );
-    // Inject a file: the same layer name, other bytes.
     let (manifest, _) = layout_manifest(&layout);
     let blob = blob_path(&layout, manifest["layers"][0]["digest"].as_str().unwrap());
+    // One byte changed, the size kept: only the sha256 can tell.
+    let original = fs::read(&blob).unwrap();
+    let mut flipped = original.clone();
+    flipped[original.len() / 2] ^= 1;
+    fs::write(&blob, &flipped).unwrap();
+    let out = nixoci().arg("check").arg(&layout).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is damaged"), "{err}");
+    fs::write(&blob, &original).unwrap();
+    // Inject a file: the same layer name, other bytes.
     let injected = dir.path().join("injected");
     fs::create_dir_all(&injected).unwrap();
     fs::write(injected.join("evil"), "evil").unwrap();
