@@ -643,3 +643,28 @@ fn unwritable_and_full_output_filesystems_fail_cleanly() {
         );
     }
 }
+
+/// `check` hashes every layer it reads, not only the first: a byte changed
+/// in any one of them, the size kept, is refused naming that layer.
+#[test]
+fn check_refuses_a_changed_byte_in_any_layer() {
+    let dir = tempdir();
+    let (image, _) = build_app_image(dir.path(), &[]);
+    let (manifest, _) = layout_manifest(&image);
+    let layers = manifest["layers"].as_array().unwrap();
+    assert!(layers.len() >= 3, "{manifest}");
+    for layer in layers {
+        let digest = layer["digest"].as_str().unwrap();
+        let blob = blob_path(&image, digest);
+        let original = fs::read(&blob).unwrap();
+        let mut flipped = original.clone();
+        flipped[original.len() / 2] ^= 1;
+        fs::write(&blob, &flipped).unwrap();
+        let err = fails(nixoci().arg("check").arg(&image));
+        assert!(err.contains(&format!("blob {digest} is damaged")), "{err}");
+        fs::write(&blob, &original).unwrap();
+    }
+    // Restored, no layer is damaged (the fixture's config fails other checks).
+    let out = nixoci().arg("check").arg(&image).output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("damaged"));
+}
