@@ -644,27 +644,37 @@ fn unwritable_and_full_output_filesystems_fail_cleanly() {
     }
 }
 
-/// `check` hashes every layer it reads, not only the first: a byte changed
-/// in any one of them, the size kept, is refused naming that layer.
+/// `check` hashes every blob it reads, not only the first layer: a byte
+/// changed in any layer (the size kept), in the config or in the manifest
+/// (still valid JSON) is refused, naming that blob.
 #[test]
-fn check_refuses_a_changed_byte_in_any_layer() {
+fn check_refuses_a_changed_byte_in_any_blob() {
     let dir = tempdir();
     let (image, _) = build_app_image(dir.path(), &[]);
     let (manifest, _) = layout_manifest(&image);
     let layers = manifest["layers"].as_array().unwrap();
     assert!(layers.len() >= 3, "{manifest}");
-    for layer in layers {
-        let digest = layer["digest"].as_str().unwrap();
+    let index = read_json(&image.join("index.json"));
+    let mut blobs: Vec<&str> = layers
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    blobs.push(manifest["config"]["digest"].as_str().unwrap());
+    blobs.push(index["manifests"][0]["digest"].as_str().unwrap());
+    for digest in blobs {
         let blob = blob_path(&image, digest);
         let original = fs::read(&blob).unwrap();
-        let mut flipped = original.clone();
-        flipped[original.len() / 2] ^= 1;
-        fs::write(&blob, &flipped).unwrap();
+        let mut changed = original.clone();
+        // The last digit: a layer's inner byte, or a JSON digit that keeps
+        // the JSON valid.
+        let at = original.iter().rposition(u8::is_ascii_digit).unwrap();
+        changed[at] = if changed[at] == b'1' { b'2' } else { b'1' };
+        fs::write(&blob, &changed).unwrap();
         let err = fails(nixoci().arg("check").arg(&image));
         assert!(err.contains(&format!("blob {digest} is damaged")), "{err}");
         fs::write(&blob, &original).unwrap();
     }
-    // Restored, no layer is damaged (the fixture's config fails other checks).
+    // Restored, no blob is damaged (the fixture's config fails other checks).
     let out = nixoci().arg("check").arg(&image).output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("damaged"));
 }
