@@ -715,3 +715,48 @@ fn check_follows_env_shebangs_volumes_writable_dirs_and_named_users() {
         "{report}"
     );
 }
+
+/// A docker-archive's manifest.json may name only members of the archive:
+/// a `..` or an absolute path is refused before anything is read, so
+/// `check` and `push` never read (or upload) a file of the host.
+#[test]
+fn a_docker_archive_naming_files_outside_itself_is_refused() {
+    let dir = tempdir();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    for outside in ["../../../../../../etc/hostname", "/etc/hostname"] {
+        for (config_name, layer_name) in [("config.json", outside), (outside, "layer.tar")] {
+            let archive = dir.path().join("outside.tar");
+            let mut tar = tar::Builder::new(fs::File::create(&archive).unwrap());
+            let manifest = json!([{
+                "Config": config_name,
+                "RepoTags": ["x:1"],
+                "Layers": [layer_name],
+            }])
+            .to_string();
+            for (name, bytes) in [
+                ("manifest.json", manifest.as_bytes()),
+                ("config.json", &config[..]),
+                ("layer.tar", &[0u8; 1024][..]),
+            ] {
+                let mut h = tar::Header::new_ustar();
+                h.set_size(bytes.len() as u64);
+                h.set_mode(0o644);
+                h.set_cksum();
+                tar.append_data(&mut h, name, bytes).unwrap();
+            }
+            tar.finish().unwrap();
+            drop(tar);
+            // Nothing listens at port 1: the archive is refused before any push.
+            for (command, dest) in [("check", None), ("push", Some("127.0.0.1:1/x:1"))] {
+                let err = fails(nixoci().arg(command).arg(&archive).args(dest));
+                assert!(
+                    err.contains(&format!(
+                        "manifest.json names `{outside}` outside the archive"
+                    )),
+                    "{command:?} {config_name} {layer_name}: {err}"
+                );
+            }
+        }
+    }
+}
