@@ -345,7 +345,16 @@ mod tests {
         fs::create_dir_all(to.join("default")).unwrap();
         fs::write(to.join("default/a.yaml"), "operator").unwrap();
         fs::write(src.path().join("default/c.yaml"), "c").unwrap();
+        // An operator's file where a built-in directory goes.
+        fs::create_dir_all(src.path().join("system")).unwrap();
+        fs::write(src.path().join("system/s.yaml"), "s").unwrap();
+        fs::write(to.join("system"), "operator's system").unwrap();
         mirror(src.path(), &to).unwrap();
+        assert_eq!(
+            fs::read_to_string(to.join("system")).unwrap(),
+            "operator's system",
+            "an operator's file where a built-in directory goes is kept"
+        );
         assert_eq!(
             fs::read_to_string(to.join("default/a.yaml")).unwrap(),
             "operator",
