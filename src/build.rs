@@ -454,7 +454,7 @@ fn build_layers(
                     });
                     match (cache, key) {
                         (Some(cache), Some(key)) => {
-                            match cache.get(&key, opts.blob_dir, compression) {
+                            match cache.get(&key, paths, opts.blob_dir, compression) {
                                 Some(hit) => {
                                     bars.bytes(size);
                                     Ok(hit)

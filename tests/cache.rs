@@ -263,3 +263,151 @@ fn prune_removes_the_least_recently_used_first() {
     let err = fails(nixoci().args(["cache", "prune", "--cache", c, "--max-size", "ten"]));
     assert!(err.contains("not a size"), "{err}");
 }
+
+/// Unpacks a built layout with umoci: each store path of the spec's store
+/// is in it, with its own bytes.
+fn assert_layers_hold_the_store(layout: &Path, store: &Path, scratch: &Path) {
+    let bundle = scratch.join("bundle");
+    let _ = fs::remove_dir_all(&bundle);
+    run(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:1", layout.display()))
+        .arg(&bundle));
+    for entry in fs::read_dir(store).unwrap() {
+        let path = entry.unwrap().path();
+        let inside = bundle
+            .join("rootfs")
+            .join(path.strip_prefix("/").unwrap())
+            .join("share/data");
+        assert_eq!(
+            fs::read(&inside).unwrap(),
+            fs::read(path.join("share/data")).unwrap(),
+            "{}",
+            inside.display()
+        );
+    }
+}
+
+/// What a writer of the cache could do to its entries, each answered with
+/// a rebuild, never a hit: two entries swapped, a blob that is a symlink
+/// (to the right bytes, even), a blob replaced by another valid layer, a
+/// damaged meta.json, and a blob that another user owns.
+#[test]
+fn poisoned_cache_entries_are_rebuilt_never_used() {
+    let dir = tempdir();
+    let spec = store(dir.path(), 2, 300);
+    let store_dir = dir.path().join("store");
+    let cache = dir.path().join("cache");
+    let c = cache.to_str().unwrap();
+    let first = build(&spec, &dir.path().join("first"), &["--cache", c]);
+    let entries = || -> Vec<PathBuf> {
+        let mut e: Vec<PathBuf> = fs::read_dir(cache.join("v1"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        e.sort();
+        e
+    };
+    let [a, b] = &entries()[..] else {
+        panic!("{:?}", entries())
+    };
+    // Each attack, and how many of the two store layers it poisons.
+    let attacks: [(&str, usize, &dyn Fn()); 5] = [
+        ("two entries swapped", 2, &|| {
+            let aside = dir.path().join("aside");
+            fs::rename(a, &aside).unwrap();
+            fs::rename(b, a).unwrap();
+            fs::rename(&aside, b).unwrap();
+        }),
+        ("a symlinked blob", 1, &|| {
+            let elsewhere = dir.path().join("attacker-blob");
+            fs::copy(a.join("blob"), &elsewhere).unwrap();
+            fs::remove_file(a.join("blob")).unwrap();
+            std::os::unix::fs::symlink(&elsewhere, a.join("blob")).unwrap();
+        }),
+        ("a blob replaced by another layer", 1, &|| {
+            fs::remove_file(a.join("blob")).unwrap();
+            fs::copy(b.join("blob"), a.join("blob")).unwrap();
+        }),
+        // Damage the digest check cannot see: the seal does.
+        ("meta.json's diff_id changed", 1, &|| {
+            let meta_file = a.join("meta.json");
+            let mut meta = read_json(&meta_file);
+            meta["diff_id"] = json!(format!("sha256:{}", "0".repeat(64)));
+            fs::remove_file(&meta_file).unwrap();
+            fs::write(&meta_file, meta.to_string()).unwrap();
+        }),
+        // Its owner could change it in the output after the check.
+        ("a blob of another user's", 1, &|| {
+            std::os::unix::fs::chown(a.join("blob"), Some(65534), None).unwrap();
+        }),
+    ];
+    for (i, (attack, poisoned, poison)) in attacks.iter().enumerate() {
+        poison();
+        let out = dir.path().join(format!("after-{i}"));
+        let after = build(&spec, &out, &["--cache", c]);
+        let states = cache_states(&after);
+        let count = |state: &str| states.iter().filter(|s| *s == state).count();
+        assert_eq!(
+            (count("miss"), count("hit")),
+            (*poisoned, 2 - poisoned),
+            "{attack}: {states:?}"
+        );
+        assert_eq!(after["digest"], first["digest"], "{attack}");
+        for blob in fs::read_dir(out.join("blobs/sha256")).unwrap() {
+            let blob = blob.unwrap();
+            assert!(blob.file_type().unwrap().is_file(), "{attack}: {blob:?}");
+        }
+        assert_layers_hold_the_store(&out, &store_dir, dir.path());
+        // Rebuilt, the entries serve hits again.
+        let again = build(
+            &spec,
+            &dir.path().join(format!("again-{i}")),
+            &["--cache", c],
+        );
+        assert_eq!(&cache_states(&again)[..2], ["hit", "hit"], "{attack}");
+    }
+}
+
+/// A cache that anyone but its user could write is refused, by builds and
+/// by prune, naming why: writable by group or others, another user's, or a
+/// symlinked `v1/` (which prune would otherwise follow).
+#[test]
+fn a_cache_others_could_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let spec = store(dir.path(), 1, 10);
+    let cache = dir.path().join("cache");
+    let c = cache.to_str().unwrap();
+    build(&spec, &dir.path().join("a"), &["--cache", c]);
+    let refused = |why: &str| {
+        let err = fails(
+            nixoci()
+                .args(["build", "--spec"])
+                .arg(&spec)
+                .args(["-q", "--cache", c, "-o"])
+                .arg(dir.path().join("refused")),
+        );
+        assert!(err.contains(why), "{why}: {err}");
+        let err = fails(nixoci().args(["cache", "prune", "--cache", c, "--max-size", "0"]));
+        assert!(err.contains(why), "{why}: {err}");
+    };
+    let mode = |path: &Path, mode: u32| {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap()
+    };
+    mode(&cache, 0o777);
+    refused("can be written by its group or others (mode 777)");
+    mode(&cache, 0o755);
+    mode(&cache.join("v1"), 0o775);
+    refused("can be written by its group or others (mode 775)");
+    mode(&cache.join("v1"), 0o755);
+    std::os::unix::fs::chown(&cache, Some(65534), None).unwrap();
+    refused("belongs to uid 65534");
+    std::os::unix::fs::chown(&cache, Some(0), None).unwrap();
+    // A symlinked v1/: prune leaves the directory it points to alone.
+    let elsewhere = dir.path().join("elsewhere");
+    fs::rename(cache.join("v1"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, cache.join("v1")).unwrap();
+    refused("is not a directory (a symlink?)");
+    assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 1);
+}

@@ -6,21 +6,26 @@
 //! the ordered store paths and their NAR hashes, the compression, mtime and
 //! owner fields. An entry is a directory `v1/<key>/` holding `blob` and
 //! `meta.json`, made in a temporary directory and renamed into place, so
-//! concurrent builds never see half an entry. A hit is linked (or copied)
-//! into the output and checked there: its size, and the sha256 of every
-//! 32 MiB chunk, recorded when the entry was made from a blob whose digest
-//! the build had just computed. Chunks are checked in parallel, so a big
-//! layer does not wait on one core. A damaged entry is removed and the layer
-//! rebuilt. Using an entry touches it, and `prune` removes the least
-//! recently used entries first.
+//! concurrent builds never see half an entry.
+//!
+//! The cache is trusted only as far as who can write it: a cache directory
+//! (or its `v1/`) that another user owns, that group or others can write, or
+//! that is a symlink is refused, as OpenSSH refuses such key files, since
+//! its writer could put any bytes into every image built from it. Within it,
+//! an entry is used only if its recorded key and store paths are the
+//! request's (the key covers the NAR hashes), its files are regular files of
+//! ours (never followed through a symlink), and its blob, linked (or
+//! copied) into the output, hashes to the digest it is named by: every hit
+//! is re-hashed. Anything else is removed and the layer rebuilt. Using an
+//! entry touches it, and `prune` removes the least recently used first.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{anyhow, bail, Context, Result};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
@@ -34,8 +39,9 @@ use crate::nix::{self, Hash};
 /// pinned-digest test says when): older entries are then never hit.
 const FORMAT: &str = "nixoci-layer-v1";
 const ENTRIES: &str = "v1";
-/// Bytes per checked chunk of a cached blob.
-const CHUNK: u64 = 32 << 20;
+/// The most a `meta.json` may take (real ones take well under 64 KiB even
+/// for layers of thousands of paths).
+const MAX_META: u64 = 16 << 20;
 
 pub struct LayerCache {
     entries: PathBuf,
@@ -44,34 +50,41 @@ pub struct LayerCache {
 /// What an entry records besides its blob.
 #[derive(Serialize, Deserialize)]
 struct Meta {
+    /// The key the entry was made for: an entry moved under another key's
+    /// name is refused.
+    key: String,
     digest: Digest,
     diff_id: Digest,
     size: u64,
     store_paths: Vec<String>,
-    /// sha256 (hex) of each `CHUNK` of the blob.
-    chunks: Vec<String>,
-    /// sha256 of the fields above, so a damaged meta.json is caught too.
+    /// sha256 of the fields above, so a damaged meta.json is caught too
+    /// (damage, not forgery: only the cache's owner can write it).
     seal: String,
 }
 
 impl Meta {
     fn compute_seal(&self) -> String {
         let fields = serde_json::json!([
+            self.key,
             self.digest,
             self.diff_id,
             self.size,
             self.store_paths,
-            self.chunks
         ]);
         nix::hex(&sha2::Sha256::digest(fields.to_string().as_bytes()))
     }
 }
 
 impl LayerCache {
+    /// Opens (making it if need be) the cache at `dir`; refuses one that
+    /// anyone but this user could write.
     pub fn open(dir: &Path) -> Result<LayerCache> {
         let entries = dir.join(ENTRIES);
         fs::create_dir_all(&entries)
             .with_context(|| format!("cannot create the layer cache {}", dir.display()))?;
+        for d in [dir, &entries] {
+            only_ours(d)?;
+        }
         Ok(LayerCache { entries })
     }
 
@@ -103,24 +116,30 @@ impl LayerCache {
         Some(nix::hex(&h.finalize()))
     }
 
-    /// The cached layer for `key`, put into `blob_dir` (linked if it can be,
-    /// copied if not) after its size and digest are checked.
-    pub fn get(&self, key: &str, blob_dir: &Path, compression: Compression) -> Option<LayerBlob> {
+    /// The cached layer for `key` (made of `store_paths`), put into
+    /// `blob_dir` (linked if it can be, copied if not) once it proves to be
+    /// that layer: anything else is removed, and the caller rebuilds.
+    pub fn get(
+        &self,
+        key: &str,
+        store_paths: &[String],
+        blob_dir: &Path,
+        compression: Compression,
+    ) -> Option<LayerBlob> {
         let entry = self.entries.join(key);
-        let meta: Option<Meta> = fs::read(entry.join("meta.json"))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .filter(|meta: &Meta| meta.seal == meta.compute_seal());
-        let Some(meta) = meta else {
+        let meta = read_meta(&entry)
+            .filter(|m| m.key == key && m.store_paths == store_paths)
+            .filter(|m| m.seal == m.compute_seal());
+        let placed = meta.and_then(|meta| {
+            let dest = blob_dir.join(meta.digest.hex());
+            place_checked(&entry.join("blob"), &dest, &meta.digest, meta.size)
+                .then_some((meta, dest))
+        });
+        let Some((meta, dest)) = placed else {
+            // Damaged, forged or half-removed: never used, and rebuilt.
             let _ = fs::remove_dir_all(&entry);
             return None;
         };
-        let dest = blob_dir.join(meta.digest.hex());
-        if !place_checked(&entry.join("blob"), &dest, &meta.chunks, meta.size) {
-            // Damaged (or half-removed): never used, and rebuilt by the caller.
-            let _ = fs::remove_dir_all(&entry);
-            return None;
-        }
         let _ = File::open(&entry).and_then(|d| d.set_modified(SystemTime::now()));
         Some(LayerBlob {
             digest: meta.digest,
@@ -151,11 +170,11 @@ impl LayerCache {
                 fs::copy(&blob.file, tmp.join("blob"))?;
             }
             let mut meta = Meta {
+                key: key.to_string(),
                 digest: blob.digest.clone(),
                 diff_id: blob.diff_id.clone(),
                 size: blob.size,
                 store_paths: blob.store_paths.clone(),
-                chunks: chunk_hashes(&blob.file, blob.size)?,
                 seal: String::new(),
             };
             meta.seal = meta.compute_seal();
@@ -202,41 +221,82 @@ impl LayerCache {
     }
 }
 
-/// Links (or copies) `from` to `to` and checks its size and chunk hashes;
-/// leaves nothing at `to` when they do not match.
-fn place_checked(from: &Path, to: &Path, chunks: &[String], size: u64) -> bool {
+/// Refuses `dir` unless it is a real directory of this user's that group
+/// and others cannot write.
+fn only_ours(dir: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(dir)
+        .with_context(|| format!("cannot read the layer cache {}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.file_type().is_dir() {
+        bail!(
+            "the layer cache {} is not a directory (a symlink?); refusing it",
+            dir.display()
+        );
+    }
+    if meta.uid() != me {
+        bail!(
+            "the layer cache {} belongs to uid {}, not to this user (uid {me}): whoever can \
+             write it could change the layers of every image built from it; use a cache of \
+             your own",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "the layer cache {} can be written by its group or others (mode {:o}): they could \
+             change the layers of every image built from it; `chmod go-w` it, or use a cache \
+             of your own",
+            dir.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
+/// Opens a file of an entry: a regular file of this user's, never a
+/// symlink followed.
+fn open_ours(path: &Path) -> io::Result<File> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        // Nor a FIFO waited on.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if !meta.is_file() || meta.uid() != unsafe { libc::geteuid() } {
+        return Err(io::Error::other("not a regular file of ours"));
+    }
+    Ok(file)
+}
+
+fn read_meta(entry: &Path) -> Option<Meta> {
+    let mut bytes = Vec::new();
+    open_ours(&entry.join("meta.json"))
+        .ok()?
+        .take(MAX_META)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Links (or copies) the entry's blob `from` to `to` and checks there that
+/// it is `size` bytes hashing to `digest`; leaves nothing at `to` when not.
+fn place_checked(from: &Path, to: &Path, digest: &Digest, size: u64) -> bool {
     let _ = fs::remove_file(to);
+    // A link shares the entry blob's inode, so what is checked at `to` is
+    // the entry's file itself: a regular file of ours (a symlink links as a
+    // symlink, and is refused), of the right size and digest.
     let placed = fs::hard_link(from, to).or_else(|_| fs::copy(from, to).map(|_| ()));
     let good = placed.is_ok()
+        && open_ours(to).is_ok()
         && fs::metadata(to).is_ok_and(|m| m.len() == size)
-        && chunk_hashes(to, size).is_ok_and(|got| got == chunks);
+        && Digest::of_file(to).is_ok_and(|got| got == *digest);
     if !good {
         let _ = fs::remove_file(to);
     }
     good
-}
-
-/// The sha256 (hex) of each `CHUNK` of the `size`-byte file, in parallel.
-fn chunk_hashes(path: &Path, size: u64) -> io::Result<Vec<String>> {
-    let count = size.div_ceil(CHUNK).max(1);
-    (0..count)
-        .into_par_iter()
-        .map(|i| {
-            let mut file = File::open(path)?;
-            file.seek(SeekFrom::Start(i * CHUNK))?;
-            let mut chunk = file.take(CHUNK);
-            let mut h = sha2::Sha256::new();
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = chunk.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
-            Ok(nix::hex(&h.finalize()))
-        })
-        .collect()
 }
 
 /// Parses sizes like `500M`, `10G`, `1.5GiB` or plain bytes (powers of 1024).
