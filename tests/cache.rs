@@ -411,3 +411,50 @@ fn a_cache_others_could_write_is_refused() {
     refused("is not a directory (a symlink?)");
     assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 1);
 }
+
+/// Prune removes what killed builds left half-made (a temporary entry of a
+/// process that is gone) but not a live build's, and concurrent prunes of
+/// one cache all succeed.
+#[test]
+fn prune_cleans_up_after_killed_builds_and_runs_concurrently() {
+    let dir = tempdir();
+    let spec = store(dir.path(), 6, 20);
+    let cache = dir.path().join("cache");
+    let c = cache.to_str().unwrap();
+    build(&spec, &dir.path().join("a"), &["--cache", c]);
+    let finished = Command::new("true").spawn().unwrap();
+    let dead_pid = finished.id();
+    let mut finished = finished;
+    finished.wait().unwrap();
+    let dead = cache.join(format!("v1/.tmp-{}-{dead_pid}-ThreadId(2)", "f".repeat(64)));
+    let live = cache.join(format!(
+        "v1/.tmp-{}-{}-ThreadId(2)",
+        "e".repeat(64),
+        std::process::id()
+    ));
+    for tmp in [&dead, &live] {
+        fs::create_dir_all(tmp).unwrap();
+        fs::write(tmp.join("blob"), vec![0u8; 4096]).unwrap();
+    }
+    let prunes: Vec<_> = (0..8)
+        .map(|_| {
+            nixoci()
+                .args(["cache", "prune", "--cache", c, "--max-size", "0"])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for prune in prunes {
+        let out = prune.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(!dead.exists(), "a dead build's temporary entry stays");
+    assert!(live.exists(), "a live build's temporary entry went");
+    let left: Vec<_> = fs::read_dir(cache.join("v1")).unwrap().collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+}

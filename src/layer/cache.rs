@@ -192,16 +192,32 @@ impl LayerCache {
     }
 
     /// Removes the least recently used entries until the rest take at most
-    /// `max_size` bytes; returns (entries removed, bytes kept).
+    /// `max_size` bytes, and what killed builds left half-made; returns
+    /// (entries removed, bytes kept). Entries a concurrent prune or build
+    /// removes meanwhile are skipped, not errors.
     pub fn prune(&self, max_size: u64) -> Result<(usize, u64)> {
+        let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
         let mut entries = Vec::new();
         for entry in fs::read_dir(&self.entries)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".tmp-") {
+            if let Some(pid) = name.strip_prefix(".tmp-").and_then(temporary_entry_pid) {
+                // SAFETY: kill with signal 0 only asks whether `pid` exists.
+                let alive = unsafe { libc::kill(pid, 0) } == 0
+                    || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+                if !alive {
+                    match fs::remove_dir_all(entry.path()) {
+                        Err(e) if !gone(&e) => return Err(e.into()),
+                        _ => {}
+                    }
+                }
                 continue;
             }
-            let used = entry.metadata()?.modified()?;
+            let used = match entry.metadata().and_then(|m| m.modified()) {
+                Ok(used) => used,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
             let size = fs::metadata(entry.path().join("blob")).map_or(0, |m| m.len());
             entries.push((used, size, entry.path()));
         }
@@ -212,13 +228,22 @@ impl LayerCache {
             if total <= max_size {
                 break;
             }
-            fs::remove_dir_all(&path)
-                .with_context(|| format!("cannot remove {}", path.display()))?;
+            match fs::remove_dir_all(&path) {
+                Err(e) if !gone(&e) => {
+                    return Err(anyhow!("cannot remove {}: {e}", path.display()))
+                }
+                _ => {}
+            }
             total -= size;
             removed += 1;
         }
         Ok((removed, total))
     }
+}
+
+/// The process that makes a temporary entry `.tmp-<key>-<pid>-<thread>`.
+fn temporary_entry_pid(rest: &str) -> Option<i32> {
+    rest.split('-').nth(1)?.parse().ok()
 }
 
 /// Refuses `dir` unless it is a real directory of this user's that group
