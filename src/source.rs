@@ -262,9 +262,22 @@ fn open_docker(tmp: tempfile::TempDir) -> Result<Image> {
 /// Unpacks an archive's regular files (and directories) into `dest`.
 fn unpack_archive(archive: &Path, dest: &Path) -> Result<()> {
     let mut tar = tar::Archive::new(media::decompressed(archive)?);
+    // Readers disagree on which of two members of one name counts (skopeo
+    // takes the first, a plain unpack the last): refused, so that every
+    // tool acts on the same image.
+    let mut members = std::collections::HashSet::new();
     for entry in tar.entries()? {
         let mut entry = entry?;
         let kind = entry.header().entry_type();
+        if !kind.is_dir() {
+            let name = entry.path()?.into_owned();
+            if !members.insert(inside(&name).unwrap_or_else(|| name.clone())) {
+                bail!(
+                    "archive member {} appears twice (tools disagree on which one counts)",
+                    name.display()
+                );
+            }
+        }
         if kind.is_file() || kind.is_dir() {
             // `unpack_in` refuses names that escape `dest`.
             if !entry.unpack_in(dest)? {

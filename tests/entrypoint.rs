@@ -727,26 +727,20 @@ fn a_docker_archive_naming_files_outside_itself_is_refused() {
     for outside in ["../../../../../../etc/hostname", "/etc/hostname"] {
         for (config_name, layer_name) in [("config.json", outside), (outside, "layer.tar")] {
             let archive = dir.path().join("outside.tar");
-            let mut tar = tar::Builder::new(fs::File::create(&archive).unwrap());
             let manifest = json!([{
                 "Config": config_name,
                 "RepoTags": ["x:1"],
                 "Layers": [layer_name],
             }])
             .to_string();
-            for (name, bytes) in [
-                ("manifest.json", manifest.as_bytes()),
-                ("config.json", &config[..]),
-                ("layer.tar", &[0u8; 1024][..]),
-            ] {
-                let mut h = tar::Header::new_ustar();
-                h.set_size(bytes.len() as u64);
-                h.set_mode(0o644);
-                h.set_cksum();
-                tar.append_data(&mut h, name, bytes).unwrap();
-            }
-            tar.finish().unwrap();
-            drop(tar);
+            write_tar(
+                &archive,
+                &[
+                    ("manifest.json", manifest.as_bytes()),
+                    ("config.json", &config[..]),
+                    ("layer.tar", &[0u8; 1024][..]),
+                ],
+            );
             // Nothing listens at port 1: the archive is refused before any push.
             for (command, dest) in [("check", None), ("push", Some("127.0.0.1:1/x:1"))] {
                 let err = fails(nixoci().arg(command).arg(&archive).args(dest));
@@ -759,4 +753,44 @@ fn a_docker_archive_naming_files_outside_itself_is_refused() {
             }
         }
     }
+}
+
+/// A tar of regular files, in the order given.
+fn write_tar(path: &Path, members: &[(&str, &[u8])]) {
+    let mut tar = tar::Builder::new(fs::File::create(path).unwrap());
+    for (name, bytes) in members {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, *bytes).unwrap();
+    }
+    tar.finish().unwrap();
+}
+
+/// An archive with two members of one name (skopeo reads the first, a
+/// plain unpack keeps the last) is refused, so no two tools act on two
+/// different images.
+#[test]
+fn an_archive_with_a_member_twice_is_refused() {
+    let dir = tempdir();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let manifest =
+        |tag: &str| json!([{"Config": "config.json", "RepoTags": [tag], "Layers": []}]).to_string();
+    let (first, second) = (manifest("x:1"), manifest("y:2"));
+    let archive = dir.path().join("twice.tar");
+    write_tar(
+        &archive,
+        &[
+            ("config.json", &config[..]),
+            ("manifest.json", first.as_bytes()),
+            ("./manifest.json", second.as_bytes()),
+        ],
+    );
+    let err = fails(nixoci().arg("check").arg(&archive));
+    assert!(
+        err.contains("archive member manifest.json appears twice"),
+        "{err}"
+    );
 }
