@@ -422,9 +422,8 @@ fn prune_cleans_up_after_killed_builds_and_runs_concurrently() {
     let cache = dir.path().join("cache");
     let c = cache.to_str().unwrap();
     build(&spec, &dir.path().join("a"), &["--cache", c]);
-    let finished = Command::new("true").spawn().unwrap();
+    let mut finished = Command::new("true").spawn().unwrap();
     let dead_pid = finished.id();
-    let mut finished = finished;
     finished.wait().unwrap();
     let dead = cache.join(format!("v1/.tmp-{}-{dead_pid}-ThreadId(2)", "f".repeat(64)));
     let live = cache.join(format!(

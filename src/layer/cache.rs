@@ -132,8 +132,7 @@ impl LayerCache {
             .filter(|m| m.seal == m.compute_seal());
         let placed = meta.and_then(|meta| {
             let dest = blob_dir.join(meta.digest.hex());
-            place_checked(&entry.join("blob"), &dest, &meta.digest, meta.size)
-                .then_some((meta, dest))
+            place_checked(&entry.join("blob"), &dest, &meta.digest).then_some((meta, dest))
         });
         let Some((meta, dest)) = placed else {
             // Damaged, forged or half-removed: never used, and rebuilt.
@@ -251,8 +250,7 @@ fn temporary_entry_pid(rest: &str) -> Option<i32> {
 fn only_ours(dir: &Path) -> Result<()> {
     let meta = fs::symlink_metadata(dir)
         .with_context(|| format!("cannot read the layer cache {}", dir.display()))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = euid();
     if !meta.file_type().is_dir() {
         bail!(
             "the layer cache {} is not a directory (a symlink?); refusing it",
@@ -289,11 +287,15 @@ fn open_ours(path: &Path) -> io::Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
     let meta = file.metadata()?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if !meta.is_file() || meta.uid() != unsafe { libc::geteuid() } {
+    if !meta.is_file() || meta.uid() != euid() {
         return Err(io::Error::other("not a regular file of ours"));
     }
     Ok(file)
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 fn read_meta(entry: &Path) -> Option<Meta> {
@@ -307,16 +309,16 @@ fn read_meta(entry: &Path) -> Option<Meta> {
 }
 
 /// Links (or copies) the entry's blob `from` to `to` and checks there that
-/// it is `size` bytes hashing to `digest`; leaves nothing at `to` when not.
-fn place_checked(from: &Path, to: &Path, digest: &Digest, size: u64) -> bool {
+/// it hashes to `digest` (which fixes its size too); leaves nothing at `to`
+/// when not.
+fn place_checked(from: &Path, to: &Path, digest: &Digest) -> bool {
     let _ = fs::remove_file(to);
     // A link shares the entry blob's inode, so what is checked at `to` is
     // the entry's file itself: a regular file of ours (a symlink links as a
-    // symlink, and is refused), of the right size and digest.
+    // symlink, and is refused) with the right digest.
     let placed = fs::hard_link(from, to).or_else(|_| fs::copy(from, to).map(|_| ()));
     let good = placed.is_ok()
         && open_ours(to).is_ok()
-        && fs::metadata(to).is_ok_and(|m| m.len() == size)
         && Digest::of_file(to).is_ok_and(|got| got == *digest);
     if !good {
         let _ = fs::remove_file(to);
