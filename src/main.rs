@@ -351,6 +351,15 @@ struct VerifyArgs {
     /// With --drv: accept fixed-output derivations whose hash is pinned but that fetch from upstream.
     #[arg(long, requires = "drv")]
     allow_upstream: bool,
+    /// With --drv: the evaluated repository. Input sources (paths the evaluation copied into the
+    /// store) that are copies of its files pass, and so do those of the inputs its flake.lock
+    /// locks, where they are in the store.
+    #[arg(long, value_name = "DIR", default_value = ".", requires = "drv")]
+    repo: PathBuf,
+    /// With --drv: another directory whose files are trusted sources, e.g. the nixpkgs given by
+    /// `-I nixpkgs=DIR` or `--override-input nixpkgs path:DIR` (repeatable).
+    #[arg(long, value_name = "DIR", requires = "drv")]
+    source_tree: Vec<PathBuf>,
     /// Directory holding the mirrors (bare git repositories, tarballs, artifact caches).
     #[arg(long, value_name = "DIR")]
     mirror_root: Option<PathBuf>,
@@ -686,13 +695,14 @@ fn run_verify(args: VerifyArgs) -> Result<()> {
             .iter()
             .map(|p| p.to_string_lossy().into_owned())
             .collect();
-        let fetches = provenance::classify(&args.store, &roots, &pin_files)?;
+        let trees = verify::sources::trees(&args.store, &args.repo, &args.source_tree)?;
+        let report = provenance::classify(&args.store, &roots, &pin_files, &trees)?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&fetches)?);
+            println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            print!("{}", provenance::render(&fetches));
+            print!("{}", provenance::render(&report));
         }
-        return provenance::refuse_unproven(&fetches, args.allow_upstream);
+        return provenance::refuse_unproven(&report, args.allow_upstream);
     }
     let rows = verify::verify(
         &pin_files,

@@ -60,12 +60,6 @@ pub fn parse_drv_name(name: &str) -> (&str, &str) {
     (name, "")
 }
 
-/// The name part of a store path (after `<hash>-`).
-fn store_name(path: &str) -> &str {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    base.split_once('-').map_or(base, |(_, name)| name)
-}
-
 fn nar_hex(node: &PathInfo) -> Result<String> {
     node.nar_hash.as_ref().map(|h| h.to_hex()).ok_or_else(|| {
         anyhow!(
@@ -119,7 +113,7 @@ fn cyclonedx(inv: &Inventory) -> Result<Value> {
     let mut components = Vec::new();
     let mut dependencies = Vec::new();
     for node in &inv.paths {
-        let (name, version) = parse_drv_name(store_name(&node.path));
+        let (name, version) = parse_drv_name(crate::nix::store_name(&node.path));
         let mut properties = vec![json!({"name": "nix:store_path", "value": node.path})];
         if let Some(layer) = inv.layer_of.get(&node.path) {
             properties.push(json!({"name": "nixoci:layer", "value": layer}));
@@ -198,7 +192,7 @@ fn spdx(inv: &Inventory) -> Result<Value> {
         "primaryPackagePurpose": "CONTAINER",
     }));
     for node in &inv.paths {
-        let (name, version) = parse_drv_name(store_name(&node.path));
+        let (name, version) = parse_drv_name(crate::nix::store_name(&node.path));
         let mut package = json!({
             "SPDXID": spdx_id(&node.path),
             "name": name,

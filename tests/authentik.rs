@@ -67,10 +67,16 @@ fn drv_of(repo_dir: &Path, pins: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `nixoci verify --drv` of the repository copy, whose nixpkgs is the stand-in.
 fn verify_drv(args: &[&str]) -> Output {
+    let (copy, standin, _) = flake_dirs();
     nixoci()
         .arg("verify")
         .arg("--drv")
+        .arg("--repo")
+        .arg(copy)
+        .arg("--source-tree")
+        .arg(standin)
         .args(args)
         .output()
         .unwrap()
@@ -259,8 +265,34 @@ fn every_fixed_output_of_the_real_graph_is_pinned() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let fetches: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let fetches = fetches.as_array().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fetches = report["fetches"].as_array().unwrap();
+    // What the evaluation copied into the store is the stand-in's files.
+    let sources = report["sources"].as_array().unwrap();
+    assert!(sources.len() >= 5, "{sources:#?}");
+    for source in sources {
+        assert_eq!(source["class"], "tree", "{source:#}");
+    }
+    let nixoci_source = sources.iter().find(|s| s["name"] == "nixoci").unwrap();
+    assert_eq!(
+        nixoci_source["detail"],
+        format!("source tree {}: bin/nixoci", flake_dirs().1.display())
+    );
+    // Without the stand-in's tree, its nixoci binary is an unknown source.
+    let out = nixoci()
+        .args(["verify", "--drv", "--repo"])
+        .arg(copy)
+        .args([&drv, pins])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("fetched during evaluation and not pinned")
+            && err.contains("-nixoci ")
+            && err.contains("-nixoci-entrypoint"),
+        "{err}"
+    );
     let class_of = |name: &str| -> Vec<&str> {
         fetches
             .iter()

@@ -11,6 +11,8 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
+use serde_json::Value;
+
 use common::*;
 
 fn nix_hash(kind: &str, format: &str, path: &Path) -> String {
@@ -831,4 +833,289 @@ fn deep_git_trees_verify_without_recursion_and_impossible_paths_are_refused() {
     );
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("no checkout can make it"), "{text}");
+}
+
+/// `verify --drv --json` of `drv` with the pins in `manifest`: exit code,
+/// report and stderr.
+fn verify_graph(drv: &str, manifest: &Path, extra: &[&str]) -> (Option<i32>, Value, String) {
+    let out = nixoci()
+        .args(["verify", "--drv", "--json", drv])
+        .arg(manifest)
+        .args(extra)
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (
+        out.status.code(),
+        report,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The class and detail of the input source named `name`.
+fn source_class(report: &Value, name: &str) -> (String, String) {
+    let source = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no source {name}: {report:#}"));
+    (
+        source["class"].as_str().unwrap().to_string(),
+        source["detail"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn evaluation_fetches_are_classified_and_unpinned_ones_fail() {
+    let dir = tempdir();
+    let root = dir.path();
+    let repo_dir = root.join("repo");
+    fs::create_dir_all(repo_dir.join("lib")).unwrap();
+    fs::write(repo_dir.join("build.sh"), "echo build\n").unwrap();
+    fs::write(repo_dir.join("lib/a.txt"), "a\n").unwrap();
+    fs::write(repo_dir.join("lib/secret"), "left out by the filter\n").unwrap();
+    // Downloads outside the repository, fetched during evaluation.
+    let downloads = root.join("downloads");
+    fs::create_dir_all(downloads.join("pkg-1.0")).unwrap();
+    fs::write(downloads.join("evil.txt"), "fetched at evaluation\n").unwrap();
+    fs::write(downloads.join("pkg-1.0/x.py"), "print(1)\n").unwrap();
+    sh(&format!(
+        "tar -C {0} -czf {0}/pkg-1.0.tar.gz pkg-1.0",
+        downloads.display()
+    ));
+    // A flake input in the store: `<store>/<hash>-source`, locked in flake.lock.
+    let input = root.join("input/source");
+    fs::create_dir_all(&input).unwrap();
+    fs::write(input.join("setup.sh"), "echo setup\n").unwrap();
+    let locked = stdout(Command::new("nix-store").arg("--add").arg(&input));
+    let locked = locked.trim();
+    let nar_hash = nix_hash("path", "--sri", Path::new(locked));
+    fs::write(
+        repo_dir.join("flake.lock"),
+        serde_json::json!({"nodes": {
+            "nixpkgs": {"locked": {"narHash": nar_hash, "type": "path", "path": "/x"}},
+            "root": {"inputs": {"nixpkgs": "nixpkgs"}}
+        }, "root": "root", "version": 7})
+        .to_string(),
+    )
+    .unwrap();
+    fs::write(
+        repo_dir.join("default.nix"),
+        r#"{ downloads, locked }:
+derivation {
+  name = "eval-fetches";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" "echo > $out" ];
+  script = ./build.sh;
+  lib = builtins.path { path = ./lib; name = "lib"; filter = p: t: baseNameOf p != "secret"; };
+  note = builtins.toFile "note" "built with ${./build.sh}";
+  setup = locked + "/setup.sh";
+  file = builtins.fetchurl "file://${downloads}/evil.txt";
+  tarball = builtins.fetchTarball "file://${downloads}/pkg-1.0.tar.gz";
+}
+"#,
+    )
+    .unwrap();
+    let drv = stdout(
+        Command::new("nix-instantiate")
+            .arg(repo_dir.join("default.nix"))
+            .args(["--argstr", "downloads"])
+            .arg(&downloads)
+            .args(["--arg", "locked", locked]),
+    );
+    let drv = drv.trim();
+    let repo_arg = ["--repo", repo_dir.to_str().unwrap()];
+    let no_pins = root.join("none.toml");
+    fs::write(&no_pins, "").unwrap();
+
+    // Unpinned evaluation fetches fail; the repository's files (a filtered
+    // copy too), the locked input's file and the toFile text pass.
+    let (code, report, err) = verify_graph(drv, &no_pins, &repo_arg);
+    assert_eq!(code, Some(1), "{report:#} {err}");
+    assert_eq!(report["sources"].as_array().unwrap().len(), 6, "{report:#}");
+    let (class, detail) = source_class(&report, "build.sh");
+    assert_eq!(class, "tree");
+    assert!(detail.ends_with(": build.sh"), "{detail}");
+    assert_eq!(source_class(&report, "lib").0, "tree");
+    let (class, detail) = source_class(&report, "setup.sh");
+    assert_eq!(
+        (class.as_str(), detail.as_str()),
+        ("tree", "flake.lock input nixpkgs: setup.sh")
+    );
+    assert_eq!(source_class(&report, "note").0, "text");
+    assert_eq!(source_class(&report, "evil.txt").0, "unpinned");
+    assert_eq!(source_class(&report, "source").0, "unpinned");
+    assert!(
+        err.contains("2 input source(s) fetched during evaluation and not pinned"),
+        "{err}"
+    );
+    for source in report["sources"].as_array().unwrap() {
+        let path = Path::new(source["path"].as_str().unwrap());
+        assert_eq!(source["nar_hash"], nix_hash("path", "--sri", path));
+    }
+
+    // Pinned by a manifest (the flat hash of the file, the NAR hash of the
+    // unpacked tarball), they pass.
+    let tarball_store = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "source")
+        .unwrap()["nar_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file_hash = nix_hash("file", "--sri", &downloads.join("evil.txt"));
+    let pins = root.join("pins.toml");
+    fs::write(
+        &pins,
+        format!(
+            "[[source]]\nname = \"evil\"\nkind = \"file\"\nhash = \"{file_hash}\"\n\n[[source]]\nname = \"pkg\"\nkind = \"tarball\"\nunpack = true\nhash = \"{tarball_store}\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, report, err) = verify_graph(drv, &pins, &repo_arg);
+    assert_eq!(code, Some(0), "{report:#} {err}");
+    assert_eq!(
+        source_class(&report, "evil.txt"),
+        ("pinned".to_string(), "pins:evil".to_string())
+    );
+    assert_eq!(source_class(&report, "source").0, "pinned");
+
+    // A SHA-1 pin proves nothing and is refused.
+    let sha1 = root.join("sha1.toml");
+    fs::write(
+        &sha1,
+        "[[source]]\nname = \"weak\"\nkind = \"file\"\nhash = \"sha1-2jmj7l5rSw0yVb/vlWAYkK/YBwk=\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = verify_graph(drv, &sha1, &repo_arg);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("a SHA-1 hash cannot pin content"), "{err}");
+
+    // Once the repository no longer holds what was copied, the copy is an
+    // unknown source; a symlink to the same bytes is not the file either
+    // (trees are compared without following symlinks).
+    // The same size, one byte changed.
+    fs::write(repo_dir.join("build.sh"), "echo bu1ld\n").unwrap();
+    fs::remove_file(repo_dir.join("lib/a.txt")).unwrap();
+    fs::write(root.join("a.txt"), "a\n").unwrap();
+    symlink(root.join("a.txt"), repo_dir.join("lib/a.txt")).unwrap();
+    let (code, report, _) = verify_graph(drv, &pins, &repo_arg);
+    assert_eq!(code, Some(1));
+    assert_eq!(source_class(&report, "build.sh").0, "unpinned");
+    assert_eq!(source_class(&report, "lib").0, "unpinned");
+    // The toFile text names the old build.sh copy, which is still what it is.
+    assert_eq!(source_class(&report, "note").0, "text");
+
+    // Without the lock file the locked input's file is unknown too.
+    fs::remove_file(repo_dir.join("flake.lock")).unwrap();
+    let (_, report, _) = verify_graph(drv, &pins, &repo_arg);
+    assert_eq!(source_class(&report, "setup.sh").0, "unpinned");
+}
+
+#[test]
+fn fixed_outputs_are_classified_by_what_their_fetcher_does() {
+    let dir = tempdir();
+    let root = dir.path();
+    let hash = |seed: &str| {
+        sh(&format!(
+            "printf %s {seed} | sha256sum | cut -d' ' -f1 | xxd -r -p | base64 -w0"
+        ))
+    };
+    let (both, no_url, network) = (hash("both"), hash("no-url"), hash("network"));
+    fs::write(
+        root.join("graph.nix"),
+        format!(
+            r#"let
+  fetch = name: attrs: derivation ({{
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "exit 1" ];
+    outputHashMode = "flat";
+    outputHashAlgo = "sha256";
+  }} // attrs);
+in derivation {{
+  name = "root";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" "exit 1" ];
+  inputs = [
+    (fetch "mirror-then-upstream" {{
+      urls = [ "https://mirror.example/m/pkg.tar.gz" "https://upstream.example/pkg.tar.gz" ];
+      outputHash = "sha256-{both}";
+    }})
+    (fetch "upstream-without-url" {{ outputHash = "sha256-{no_url}"; }})
+    (fetch "network-build" {{ outputHashMode = "recursive"; outputHash = "sha256-{network}"; }})
+    (fetch "sha1-from-mirror" {{
+      urls = [ "https://mirror.example/m/pkg.tar.gz" ];
+      outputHashAlgo = "sha1";
+      outputHash = "da39a3ee5e6b4b0d3255bfef95601890afd80709";
+    }})
+  ];
+}}
+"#
+        ),
+    )
+    .unwrap();
+    let drv = stdout(Command::new("nix-instantiate").arg(root.join("graph.nix")));
+    let pins = root.join("pins.toml");
+    fs::write(
+        &pins,
+        format!(
+            r#"[[source]]
+name = "pkg"
+kind = "file"
+mirror = "https://mirror.example/m/pkg.tar.gz"
+hash = "sha256-{both}"
+
+[[source]]
+name = "no-url"
+kind = "file"
+hash = "sha256-{no_url}"
+
+[[fod]]
+name = "network-build"
+outputHash = "sha256-{network}"
+"#
+        ),
+    )
+    .unwrap();
+    let class_of = |report: &Value, name: &str| -> (String, String) {
+        let fetch = report["fetches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no fetch {name}: {report:#}"));
+        (
+            fetch["class"].as_str().unwrap().to_string(),
+            fetch["detail"].as_str().unwrap().to_string(),
+        )
+    };
+    let (code, report, err) = verify_graph(drv.trim(), &pins, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    // A mirror with an upstream fallback is not "mirrored": the fallback
+    // may be what the builder reads.
+    let (class, detail) = class_of(&report, "mirror-then-upstream");
+    assert_eq!(class, "pinned-upstream");
+    assert!(
+        detail.ends_with("may also fetch from https://upstream.example/pkg.tar.gz"),
+        "{detail}"
+    );
+    // A fetch without URLs is a network build only where a [[fod]] names it.
+    assert_eq!(class_of(&report, "upstream-without-url").0, "pinned-upstream");
+    assert_eq!(class_of(&report, "network-build").0, "network-build");
+    let (class, detail) = class_of(&report, "sha1-from-mirror");
+    assert_eq!(class, "unpinned");
+    assert!(detail.contains("SHA-1"), "{detail}");
+    assert!(err.contains("3 fixed-output derivation(s) not proven"), "{err}");
+    // With --allow-upstream, only the SHA-1 one is left.
+    let (code, _, err) = verify_graph(drv.trim(), &pins, &["--allow-upstream"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("1 fixed-output derivation(s) not proven"), "{err}");
+    assert!(err.contains("-sha1-from-mirror.drv"), "{err}");
 }

@@ -7,7 +7,8 @@
 #     that an output already in the store under the pinned hash cannot hide
 #     that its source or toolchain now gives another;
 #  3. proves the graph's provenance with `nixoci verify --drv` (every fixed
-#     output mirrored or a pinned network build);
+#     output mirrored or a pinned network build, every path the evaluation
+#     copied into the store a file of this repository or of nixpkgs);
 #  4. unless REAL_BUILD_RUN=0: starts the image with podman next to a
 #     throwaway PostgreSQL, waits for /-/health/live/ and counts the
 #     blueprints the log says were discovered.
@@ -55,7 +56,7 @@ fi
 
 echo "== 2. every fixed output again, with --check"
 # The fixed outputs of the graph, from the same walk as step 3.
-mapfile -t fods < <("$nixoci" verify --drv "$drv" "$manifest" --allow-upstream --json 2> /dev/null | jq -r '.[].drv')
+mapfile -t fods < <("$nixoci" verify --drv "$drv" "$manifest" --allow-upstream --json 2> /dev/null | jq -r '.fetches[].drv')
 failed=0
 for fod in "${fods[@]}"; do
   # shellcheck disable=SC2086
@@ -70,7 +71,11 @@ done
 echo "${#fods[@]} fixed outputs rebuilt to their pins"
 
 echo "== 3. provenance"
-"$nixoci" verify --drv "$drv" "$manifest"
+# Paths the evaluation copied into the store must be files of this
+# repository or of the nixpkgs it evaluated with.
+# shellcheck disable=SC2086
+nixpkgs_tree=$(nix-instantiate ${NIX_BUILD_FLAGS:-} --find-file nixpkgs)
+"$nixoci" verify --drv "$drv" "$manifest" --repo . --source-tree "$nixpkgs_tree"
 
 if [ "${REAL_BUILD_RUN:-1}" = 0 ]; then
   echo "== 4. skipped (REAL_BUILD_RUN=0)"

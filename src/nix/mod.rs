@@ -48,6 +48,12 @@ pub fn validate_store_path(store_dir: &str, path: &str) -> Result<()> {
     Ok(())
 }
 
+/// The name part of a store path (after `<hash>-`).
+pub fn store_name(path: &str) -> &str {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.split_once('-').map_or(base, |(_, name)| name)
+}
+
 /// Every store path mentioned in `text` (e.g. `/nix/store/…-bash/bin/bash` gives
 /// `/nix/store/…-bash`), in order of appearance, without duplicates.
 pub fn store_paths_in(store_dir: &str, text: &str) -> Vec<String> {
@@ -261,6 +267,24 @@ pub fn fixed_output_path(store_dir: &str, name: &str, hash: &Hash, recursive: bo
         let inner_hash = hex(&sha2::Sha256::digest(inner.as_bytes()));
         format!("output:out:sha256:{inner_hash}:{store_dir}:{name}")
     };
+    store_path_of_fingerprint(store_dir, name, &fingerprint)
+}
+
+/// The store path of a `builtins.toFile` text (Nix's `makeTextPath`): its
+/// content's SHA-256 and the store paths it refers to (sorted).
+pub fn text_path(store_dir: &str, name: &str, sha256: &[u8; 32], references: &[String]) -> String {
+    let mut kind = "text".to_string();
+    for reference in references {
+        kind.push(':');
+        kind.push_str(reference);
+    }
+    let fingerprint = format!("{kind}:sha256:{}:{store_dir}:{name}", hex(sha256));
+    store_path_of_fingerprint(store_dir, name, &fingerprint)
+}
+
+/// `<store>/<hash>-<name>`, the hash being the fingerprint's SHA-256 folded
+/// to 20 bytes, in nix32.
+fn store_path_of_fingerprint(store_dir: &str, name: &str, fingerprint: &str) -> String {
     let digest = sha2::Sha256::digest(fingerprint.as_bytes());
     let mut compressed = [0u8; 20];
     for (i, b) in digest.iter().enumerate() {

@@ -10,6 +10,7 @@ pub mod git;
 pub mod locks;
 pub mod pins;
 pub mod provenance;
+pub mod sources;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -6,12 +6,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use std::collections::BTreeSet;
+
+use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 
 use super::{read_manifest, Kind, Manifest};
 use crate::nix::drv::{self, HashMode};
-use crate::nix::Hash;
+use super::sources::{self, InputSource, SourceClass, SourceTree};
+use crate::nix::{Hash, HashAlgo};
 
 /// Where a fixed-output derivation's content comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -56,11 +59,24 @@ pub struct Fetch {
     pub detail: String,
 }
 
-struct Pin {
-    label: String,
+/// A hash that a manifest vouches for.
+pub(super) struct Pin {
+    pub(super) label: String,
     mirror: Option<String>,
-    mode: HashMode,
-    hash: Hash,
+    /// A `[[fod]]` entry: a build that reaches the network itself.
+    network_build: bool,
+    pub(super) mode: HashMode,
+    pub(super) hash: Hash,
+}
+
+/// Parses a pin's hash; SHA-1 is refused: a collision can be made, so it
+/// proves nothing about content.
+fn pin_hash(label: &str, text: &str) -> Result<Hash> {
+    let hash = Hash::parse(text, None).map_err(|e| anyhow!("{label}: {e}"))?;
+    if hash.algo == HashAlgo::Sha1 {
+        bail!("{label}: a SHA-1 hash cannot pin content (use sha256 or sha512)");
+    }
+    Ok(hash)
 }
 
 fn pins(manifests: &[(String, Manifest)]) -> Result<Vec<Pin>> {
@@ -75,22 +91,22 @@ fn pins(manifests: &[(String, Manifest)]) -> Result<Vec<Pin>> {
             pins.push(Pin {
                 label: format!("{label}:{}", s.name),
                 mirror: s.mirror.as_deref().map(normalize_url),
+                network_build: false,
                 mode,
-                hash: Hash::parse(&s.hash, None)
-                    .map_err(|e| anyhow::anyhow!("{label}: source {}: {e}", s.name))?,
+                hash: pin_hash(&format!("{label}: source {}", s.name), &s.hash)?,
             });
         }
         for f in &m.fods {
             pins.push(Pin {
                 label: format!("{label}:{}", f.name),
                 mirror: None,
+                network_build: true,
                 mode: if f.output_hash_mode == "flat" {
                     HashMode::Flat
                 } else {
                     HashMode::Recursive
                 },
-                hash: Hash::parse(&f.output_hash, None)
-                    .map_err(|e| anyhow::anyhow!("{label}: fod {}: {e}", f.name))?,
+                hash: pin_hash(&format!("{label}: fod {}", f.name), &f.output_hash)?,
             });
         }
     }
@@ -103,8 +119,22 @@ fn normalize_url(url: &str) -> String {
     url.strip_suffix(".git").unwrap_or(url).to_string()
 }
 
-/// Classifies every fixed-output derivation in the closure of `roots`.
-pub fn classify(store_dir: &str, roots: &[String], manifests: &[PathBuf]) -> Result<Vec<Fetch>> {
+/// The whole proof of a derivation graph: its fixed-output derivations and
+/// its input sources.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub fetches: Vec<Fetch>,
+    pub sources: Vec<InputSource>,
+}
+
+/// Classifies every fixed-output derivation and every input source in the
+/// closure of `roots`.
+pub fn classify(
+    store_dir: &str,
+    roots: &[String],
+    manifests: &[PathBuf],
+    trees: &[SourceTree],
+) -> Result<Report> {
     let manifests = manifests
         .iter()
         .map(|p| {
@@ -117,7 +147,9 @@ pub fn classify(store_dir: &str, roots: &[String], manifests: &[PathBuf]) -> Res
         .collect::<Result<Vec<_>>>()?;
     let pins = pins(&manifests)?;
     let mut fetches = Vec::new();
+    let mut input_srcs = BTreeSet::new();
     for (path, drv) in drv::closure(store_dir, roots)? {
+        input_srcs.extend(drv.input_srcs.iter().cloned());
         let Some((mode, hash)) = drv.fixed_output()? else {
             continue;
         };
@@ -134,34 +166,7 @@ pub fn classify(store_dir: &str, roots: &[String], manifests: &[PathBuf]) -> Res
                 urls.push(url);
             }
         }
-        let same = |p: &Pin| p.mode == mode && p.hash == hash;
-        let mirror_pins: Vec<&Pin> = pins
-            .iter()
-            .filter(|p| {
-                p.mirror
-                    .as_ref()
-                    .is_some_and(|m| urls.iter().any(|u| normalize_url(u) == *m))
-            })
-            .collect();
-        let (class, detail) = if let Some(pin) = mirror_pins.iter().find(|p| same(p)) {
-            (Class::Mirrored, pin.label.clone())
-        } else if let Some(pin) = mirror_pins.first() {
-            (
-                Class::Unpinned,
-                format!(
-                    "fetched from the mirror of {}, but its hash is not that pin's ({})",
-                    pin.label, pin.hash
-                ),
-            )
-        } else if let Some(pin) = pins.iter().find(|p| same(p)) {
-            if urls.is_empty() {
-                (Class::NetworkBuild, pin.label.clone())
-            } else {
-                (Class::PinnedUpstream, pin.label.clone())
-            }
-        } else {
-            (Class::Unpinned, "no manifest pins this hash".to_string())
-        };
+        let (class, detail) = classify_fetch(&pins, &urls, mode, &hash);
         fetches.push(Fetch {
             name: drv.name(),
             drv: path,
@@ -175,36 +180,117 @@ pub fn classify(store_dir: &str, roots: &[String], manifests: &[PathBuf]) -> Res
         });
     }
     fetches.sort_by(|a, b| (a.class as u8, &a.name).cmp(&(b.class as u8, &b.name)));
-    Ok(fetches)
+    let sources = sources::classify(store_dir, &input_srcs, trees, &pins)?;
+    Ok(Report { fetches, sources })
 }
 
-/// The report: one block per fixed-output derivation, then the counts.
-/// Refuses the fetches not proven to come from the mirrors: the unpinned
-/// ones, and the upstream ones unless `allow_upstream`.
-pub fn refuse_unproven(fetches: &[Fetch], allow_upstream: bool) -> Result<()> {
-    let refused: Vec<&str> = fetches
+/// What a fetcher really does decides its class: "mirrored" needs every URL
+/// it may try to be a mirror, and a pin with its hash for one of them; a
+/// fetch without URLs is a network build only where a `[[fod]]` entry pins it.
+fn classify_fetch(pins: &[Pin], urls: &[String], mode: HashMode, hash: &Hash) -> (Class, String) {
+    if hash.algo == HashAlgo::Sha1 {
+        return (
+            Class::Unpinned,
+            "a SHA-1 output hash pins nothing (a collision can be made)".to_string(),
+        );
+    }
+    let same = |p: &Pin| p.mode == mode && p.hash == *hash;
+    let mirror_of = |p: &Pin| {
+        p.mirror
+            .as_ref()
+            .is_some_and(|m| urls.iter().any(|u| normalize_url(u) == *m))
+    };
+    let not_mirrors: Vec<&str> = urls
+        .iter()
+        .filter(|u| {
+            let u = normalize_url(u);
+            !pins.iter().any(|p| p.mirror.as_ref() == Some(&u))
+        })
+        .map(String::as_str)
+        .collect();
+    if let Some(pin) = pins.iter().find(|p| same(p) && mirror_of(p)) {
+        if not_mirrors.is_empty() {
+            (Class::Mirrored, pin.label.clone())
+        } else {
+            (
+                Class::PinnedUpstream,
+                format!(
+                    "{}, but it may also fetch from {}",
+                    pin.label,
+                    not_mirrors.join(" ")
+                ),
+            )
+        }
+    } else if let Some(pin) = pins.iter().find(|p| mirror_of(p)) {
+        (
+            Class::Unpinned,
+            format!(
+                "fetched from the mirror of {}, but its hash is not that pin's ({})",
+                pin.label, pin.hash
+            ),
+        )
+    } else if let Some(pin) = pins.iter().find(|p| same(p)) {
+        if urls.is_empty() && pin.network_build {
+            (Class::NetworkBuild, pin.label.clone())
+        } else {
+            (Class::PinnedUpstream, pin.label.clone())
+        }
+    } else {
+        (Class::Unpinned, "no manifest pins this hash".to_string())
+    }
+}
+
+/// Refuses what is not proven to come from the mirrors or the trusted
+/// trees: unpinned fixed outputs and evaluation fetches, and the upstream
+/// fixed outputs unless `allow_upstream`.
+pub fn refuse_unproven(report: &Report, allow_upstream: bool) -> Result<()> {
+    let refused: Vec<&str> = report
+        .fetches
         .iter()
         .filter(|f| {
             f.class == Class::Unpinned || (f.class == Class::PinnedUpstream && !allow_upstream)
         })
         .map(|f| f.drv.as_str())
         .collect();
-    if refused.is_empty() {
+    let unpinned_sources: Vec<&str> = report
+        .sources
+        .iter()
+        .filter(|s| s.class == SourceClass::Unpinned)
+        .map(|s| s.path.as_str())
+        .collect();
+    let mut problems = Vec::new();
+    if !refused.is_empty() {
+        problems.push(format!(
+            "{} fixed-output derivation(s) not proven to come from the mirrors{}: {}",
+            refused.len(),
+            if allow_upstream {
+                ""
+            } else {
+                " (pinned upstream ones pass with --allow-upstream)"
+            },
+            refused.join(" ")
+        ));
+    }
+    if !unpinned_sources.is_empty() {
+        problems.push(format!(
+            "{} input source(s) fetched during evaluation and not pinned: {}",
+            unpinned_sources.len(),
+            unpinned_sources.join(" ")
+        ));
+    }
+    if problems.is_empty() {
         return Ok(());
     }
-    bail!(
-        "{} fixed-output derivation(s) not proven to come from the mirrors{}: {}",
-        refused.len(),
-        if allow_upstream {
-            ""
-        } else {
-            " (pinned upstream ones pass with --allow-upstream)"
-        },
-        refused.join(" ")
-    )
+    bail!("{}", problems.join("; "))
 }
 
-pub fn render(fetches: &[Fetch]) -> String {
+pub fn render(report: &Report) -> String {
+    let mut out = render_fetches(&report.fetches);
+    out.push_str(&sources::render(&report.sources));
+    out
+}
+
+fn render_fetches(fetches: &[Fetch]) -> String {
     let mut out = String::new();
     for f in fetches {
         out.push_str(&format!(
