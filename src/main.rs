@@ -348,17 +348,26 @@ struct VerifyArgs {
     /// derivation: mirrored, pinned upstream, network build or unpinned. Exits 1 on any unpinned one.
     #[arg(long)]
     drv: bool,
+    /// Instantiate FLAKE#ATTR first, in Nix's restricted mode with `allowed-uris` set to the
+    /// manifests' mirrors (an evaluation-time fetch of anything else fails), then check its
+    /// graph as --drv does. Arguments after `--` go to `nix eval`, e.g.
+    /// `-- --override-input nixpkgs path:/src/nixpkgs`.
+    #[arg(long, value_name = "FLAKE#ATTR", conflicts_with = "drv")]
+    flake: Option<String>,
+    /// Extra arguments for `nix eval` with --flake.
+    #[arg(last = true, requires = "flake", value_name = "NIX-ARGS")]
+    nix_args: Vec<String>,
     /// With --drv: accept fixed-output derivations whose hash is pinned but that fetch from upstream.
-    #[arg(long, requires = "drv")]
+    #[arg(long)]
     allow_upstream: bool,
     /// With --drv: the evaluated repository. Input sources (paths the evaluation copied into the
     /// store) that are copies of its files pass, and so do those of the inputs its flake.lock
     /// locks, where they are in the store.
-    #[arg(long, value_name = "DIR", default_value = ".", requires = "drv")]
+    #[arg(long, value_name = "DIR", default_value = ".")]
     repo: PathBuf,
     /// With --drv: another directory whose files are trusted sources, e.g. the nixpkgs given by
     /// `-I nixpkgs=DIR` or `--override-input nixpkgs path:DIR` (repeatable).
-    #[arg(long, value_name = "DIR", requires = "drv")]
+    #[arg(long, value_name = "DIR")]
     source_tree: Vec<PathBuf>,
     /// Directory holding the mirrors (bare git repositories, tarballs, artifact caches).
     #[arg(long, value_name = "DIR")]
@@ -685,16 +694,33 @@ fn run_verify(args: VerifyArgs) -> Result<()> {
             drvs[0].display()
         ));
     }
-    if args.drv {
-        if drvs.is_empty() {
-            return Err(anyhow!(
-                "--drv needs derivation paths, e.g. nixoci verify --drv $(nix-instantiate containers/authentik)"
-            ));
-        }
-        let roots: Vec<String> = drvs
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
+    if args.flake.is_none() && !args.drv && (args.allow_upstream || !args.source_tree.is_empty()) {
+        return Err(anyhow!(
+            "--allow-upstream and --source-tree go with --drv or --flake"
+        ));
+    }
+    if args.drv || args.flake.is_some() {
+        let roots: Vec<String> = match &args.flake {
+            Some(installable) => {
+                if !drvs.is_empty() {
+                    return Err(anyhow!("--flake takes no .drv paths"));
+                }
+                vec![provenance::instantiate_restricted(
+                    installable,
+                    &pin_files,
+                    &args.nix_args,
+                )?]
+            }
+            None if drvs.is_empty() => {
+                return Err(anyhow!(
+                    "--drv needs derivation paths, e.g. nixoci verify --drv $(nix-instantiate containers/authentik)"
+                ))
+            }
+            None => drvs
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+        };
         let trees = verify::sources::trees(&args.store, &args.repo, &args.source_tree)?;
         let report = provenance::classify(&args.store, &roots, &pin_files, &trees)?;
         if args.json {

@@ -1107,15 +1107,99 @@ outputHash = "sha256-{network}"
         "{detail}"
     );
     // A fetch without URLs is a network build only where a [[fod]] names it.
-    assert_eq!(class_of(&report, "upstream-without-url").0, "pinned-upstream");
+    assert_eq!(
+        class_of(&report, "upstream-without-url").0,
+        "pinned-upstream"
+    );
     assert_eq!(class_of(&report, "network-build").0, "network-build");
     let (class, detail) = class_of(&report, "sha1-from-mirror");
     assert_eq!(class, "unpinned");
     assert!(detail.contains("SHA-1"), "{detail}");
-    assert!(err.contains("3 fixed-output derivation(s) not proven"), "{err}");
+    assert!(
+        err.contains("3 fixed-output derivation(s) not proven"),
+        "{err}"
+    );
     // With --allow-upstream, only the SHA-1 one is left.
     let (code, _, err) = verify_graph(drv.trim(), &pins, &["--allow-upstream"]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("1 fixed-output derivation(s) not proven"), "{err}");
+    assert!(
+        err.contains("1 fixed-output derivation(s) not proven"),
+        "{err}"
+    );
     assert!(err.contains("-sha1-from-mirror.drv"), "{err}");
+}
+
+#[test]
+fn a_flake_is_evaluated_with_fetches_restricted_to_the_mirrors() {
+    let dir = tempdir();
+    let root = dir.path();
+    let mirror = root.join("mirror");
+    fs::create_dir_all(&mirror).unwrap();
+    fs::write(mirror.join("x.txt"), "from the mirror\n").unwrap();
+    let hash = nix_hash("file", "--sri", &mirror.join("x.txt"));
+    let pins = root.join("pins.toml");
+    fs::write(
+        &pins,
+        format!(
+            "[[source]]\nname = \"x\"\nkind = \"file\"\nmirror = \"file://{}/\"\nhash = \"{hash}\"\n",
+            mirror.display()
+        ),
+    )
+    .unwrap();
+    let flake = |url: &str| {
+        let flake_dir = root.join("flake");
+        fs::create_dir_all(&flake_dir).unwrap();
+        fs::write(
+            flake_dir.join("flake.nix"),
+            format!(
+                r#"{{
+  outputs = {{ self }}: {{
+    image = derivation {{
+      name = "image";
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      args = [ "-c" "exit 1" ];
+      src = builtins.fetchurl {{ url = "{url}"; sha256 = "{hash}"; }};
+    }};
+  }};
+}}
+"#
+            ),
+        )
+        .unwrap();
+        nixoci()
+            .current_dir(&flake_dir)
+            .args(["verify", "--flake"])
+            .arg(format!("path:{}#image", flake_dir.display()))
+            .arg(&pins)
+            .output()
+            .unwrap()
+    };
+
+    // A fetch from the mirror is allowed, and pinned.
+    let out = flake(&format!("file://{}/x.txt", mirror.display()));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("pinned fetch     x.txt"), "{report}");
+
+    // Anything else fails the evaluation: Nix never reaches it.
+    let out = flake("http://127.0.0.1:9/x.txt");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("access to URI 'http://127.0.0.1:9/x.txt' is forbidden in restricted mode"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "only reach the mirrors: file://{}/",
+            mirror.display()
+        )),
+        "{err}"
+    );
 }

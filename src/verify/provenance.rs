@@ -11,9 +11,9 @@ use std::collections::BTreeSet;
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 
+use super::sources::{self, InputSource, SourceClass, SourceTree};
 use super::{read_manifest, Kind, Manifest};
 use crate::nix::drv::{self, HashMode};
-use super::sources::{self, InputSource, SourceClass, SourceTree};
 use crate::nix::{Hash, HashAlgo};
 
 /// Where a fixed-output derivation's content comes from.
@@ -117,6 +117,64 @@ fn pins(manifests: &[(String, Manifest)]) -> Result<Vec<Pin>> {
 fn normalize_url(url: &str) -> String {
     let url = url.trim().trim_end_matches('/');
     url.strip_suffix(".git").unwrap_or(url).to_string()
+}
+
+/// Instantiates `installable` (`FLAKE#ATTR`) with Nix in restricted mode,
+/// `allowed-uris` set to the mirrors that the manifests name, and returns
+/// its `.drv` path: a `builtins.fetchurl`, `fetchTarball` or `fetchGit` of
+/// anything else fails the evaluation itself. `nix_args` go to `nix eval`
+/// (`--override-input`, say).
+pub fn instantiate_restricted(
+    installable: &str,
+    manifests: &[PathBuf],
+    nix_args: &[String],
+) -> Result<String> {
+    let mut mirrors = Vec::new();
+    for path in manifests {
+        for source in read_manifest(path)?.sources {
+            if let Some(mirror) = source.mirror {
+                mirrors.push(allowed_uri_prefix(&mirror)?);
+            }
+        }
+    }
+    mirrors.sort();
+    mirrors.dedup();
+    let out = std::process::Command::new("nix")
+        .args(["eval", "--raw", "--option", "restrict-eval", "true"])
+        .args(["--option", "allowed-uris", &mirrors.join(" ")])
+        .arg(format!("{installable}.drvPath"))
+        .args(nix_args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| anyhow!("cannot run nix (is Nix installed?): {e}"))?;
+    if !out.status.success() {
+        bail!(
+            "restricted evaluation of {installable} failed (fetches may only reach the mirrors: {}):\n{}",
+            if mirrors.is_empty() { "none named".to_string() } else { mirrors.join(" ") },
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+    }
+    let drv = String::from_utf8(out.stdout)
+        .map_err(|_| anyhow!("nix eval printed a .drv path that is not UTF-8"))?;
+    Ok(drv.trim().to_string())
+}
+
+/// A mirror URL as an `allowed-uris` entry, which Nix matches as a plain
+/// prefix: one that ends its host, so `https://mirror.example` cannot
+/// allow `https://mirror.example.evil.net`.
+fn allowed_uri_prefix(mirror: &str) -> Result<String> {
+    let mirror = mirror.trim();
+    let Some((scheme, rest)) = mirror.split_once("://") else {
+        bail!("mirror `{mirror}` is not a URL");
+    };
+    if scheme.is_empty() || rest.is_empty() || mirror.chars().any(char::is_whitespace) {
+        bail!("mirror `{mirror}` is not a URL");
+    }
+    Ok(if rest.contains('/') {
+        mirror.to_string()
+    } else {
+        format!("{mirror}/")
+    })
 }
 
 /// The whole proof of a derivation graph: its fixed-output derivations and
@@ -323,4 +381,24 @@ fn render_fetches(fetches: &[Fetch]) -> String {
         count(Class::Unpinned)
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_uri_prefixes_end_the_host() {
+        assert_eq!(
+            allowed_uri_prefix("https://mirror.example").unwrap(),
+            "https://mirror.example/"
+        );
+        assert_eq!(
+            allowed_uri_prefix("https://forge.example/mirrors/a.git").unwrap(),
+            "https://forge.example/mirrors/a.git"
+        );
+        for bad in ["mirror.example", "://x", "https://", "https://a b/"] {
+            assert!(allowed_uri_prefix(bad).is_err(), "{bad}");
+        }
+    }
 }

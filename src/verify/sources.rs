@@ -93,8 +93,8 @@ pub fn trees(store_dir: &str, repo: &Path, extra: &[PathBuf]) -> Result<Vec<Sour
     }
     let lock = repo.join("flake.lock");
     if lock.exists() {
-        let text = fs::read_to_string(&lock)
-            .with_context(|| format!("cannot read {}", lock.display()))?;
+        let text =
+            fs::read_to_string(&lock).with_context(|| format!("cannot read {}", lock.display()))?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON", lock.display()))?;
         let nodes = value["nodes"].as_object().into_iter().flatten();
@@ -198,7 +198,11 @@ fn tree_copy(
         .enumerate()
         .filter(|(_, t)| name == "source" || t.root.file_name().is_some_and(|n| n == name))
         .map(|(i, t)| (i, t.root.clone()));
-    let named = index.get(&OsString::from(name)).into_iter().flatten().cloned();
+    let named = index
+        .get(&OsString::from(name))
+        .into_iter()
+        .flatten()
+        .cloned();
     for (tree, candidate) in roots.chain(named) {
         if is_copy_of(store_path, &candidate)
             .with_context(|| format!("cannot compare {}", candidate.display()))?
@@ -306,7 +310,9 @@ fn matching_pin<'a>(path: &Path, nar: &Hash, pins: &'a [Pin]) -> Result<Option<&
     for pin in pins {
         let matches = match pin.mode {
             HashMode::Recursive => pin.hash == *nar,
-            HashMode::Flat if is_file => pin.hash == nix::flat_hash_file(path, pin.hash.algo, &mut |_| {})?,
+            HashMode::Flat if is_file => {
+                pin.hash == nix::flat_hash_file(path, pin.hash.algo, &mut |_| {})?
+            }
             HashMode::Flat | HashMode::Text => false,
         };
         if matches {
