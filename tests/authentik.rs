@@ -642,10 +642,15 @@ fn the_ci_recipe_builds_checks_and_pushes_a_container_once() {
 /// The CI recipe for `container` at `sha` in `repo_dir`, pushing to `registry`
 /// with the stand-in nixpkgs and the fixture mirrors.
 fn recipe(repo_dir: &Path, container: &str, sha: &str, registry: &Registry) -> Command {
+    recipe_step(repo_dir, &[container, sha], registry)
+}
+
+/// The CI recipe with `args` (`[build|push] CONTAINER SHA`), as `recipe`.
+fn recipe_step(repo_dir: &Path, args: &[&str], registry: &Registry) -> Command {
     let (_, standin, _) = flake_dirs();
     let mut cmd = Command::new("bash");
     cmd.arg(repo_dir.join(".forgejo/scripts/build-and-push.sh"))
-        .args([container, sha])
+        .args(args)
         .current_dir(repo_dir)
         .env("REGISTRY", format!("{}/blumeops", registry.host()))
         .env("REGISTRY_USER", USER)
@@ -790,15 +795,59 @@ fn the_workflow_passes_inputs_through_env_and_pins_actions() {
     ] {
         workflow_is_safe(workflow, min_runs);
     }
-    // The real build needs no secret, and leaves no token in .git/config.
+    // The real build needs no secret.
     let text =
         fs::read_to_string(repo().join(".forgejo/workflows/authentik-real-build.yaml")).unwrap();
     assert!(!text.contains("secrets."), "{text}");
-    assert!(text.contains("persist-credentials: false"), "{text}");
+    // Every workflow passes actionlint, with our runner's label.
+    let lint = Command::new("actionlint")
+        .arg("-config-file")
+        .arg(repo().join(".forgejo/actionlint.yaml"))
+        .args(
+            ["authentik-real-build.yaml", "build-container-nix.yaml"]
+                .map(|w| repo().join(".forgejo/workflows").join(w)),
+        )
+        .output()
+        .expect("actionlint (.ci/setup installs it)");
+    assert!(
+        lint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lint.stdout)
+    );
+    // The registry key reaches only the push step, which evaluates no Nix
+    // code; every build step is limited to commits of the default branch.
+    let text =
+        fs::read_to_string(repo().join(".forgejo/workflows/build-container-nix.yaml")).unwrap();
+    let steps: Vec<&str> = text.split("\n      - ").collect();
+    let with_secret: Vec<&&str> = steps.iter().filter(|s| s.contains("secrets.")).collect();
+    assert_eq!(with_secret.len(), 1, "{with_secret:#?}");
+    assert!(
+        with_secret[0].contains("run: bash .forgejo/scripts/build-and-push.sh push "),
+        "{}",
+        with_secret[0]
+    );
+    for step in steps.iter().filter(|s| s.contains("build-and-push.sh")) {
+        assert!(
+            step.contains("DEFAULT_BRANCH: ${{ github.event.repository.default_branch }}"),
+            "{step}"
+        );
+    }
+}
+
+/// Every checkout leaves no token in .git/config for later steps (and Nix
+/// code) to read.
+fn checkouts_keep_no_credentials(text: &str) {
+    let checkouts: Vec<&str> = text.split("uses: actions/checkout@").skip(1).collect();
+    assert!(!checkouts.is_empty());
+    for checkout in checkouts {
+        let step = checkout.split("\n      - ").next().unwrap();
+        assert!(step.contains("persist-credentials: false"), "{step}");
+    }
 }
 
 fn workflow_is_safe(workflow: &str, min_runs: usize) {
     let text = fs::read_to_string(repo().join(".forgejo/workflows").join(workflow)).unwrap();
+    checkouts_keep_no_credentials(&text);
     let mut in_run: Option<usize> = None;
     let mut runs = 0;
     for line in text.lines() {
@@ -938,6 +987,10 @@ nixociLib.buildLayeredImage {{
             text.contains("building nixoci from its pinned source"),
             "{container}: {text}"
         );
+        assert!(
+            text.contains("nixpkgs comes from the runner's flake registry and is not pinned"),
+            "{container}: {text}"
+        );
         assert!(text.contains(&format!("({tag})")), "{container}: {text}");
         let manifest: Value = serde_json::from_str(&stdout(
             Command::new("skopeo")
@@ -961,6 +1014,135 @@ nixociLib.buildLayeredImage {{
             );
         }
     }
+
+    // The workflow's way: a build step, then a push step that evaluates
+    // nothing. Nix code that reads the registry key sees it empty, even
+    // where the key is in the build step's environment, and no derivation
+    // holds it.
+    fs::create_dir_all(copy.join("containers/reads-the-key")).unwrap();
+    fs::write(
+        copy.join("containers/reads-the-key/default.nix"),
+        image(
+            "reads-the-key",
+            "version = \"3.0.0\";",
+            "tag = version; config.Labels.seen = \"key:${builtins.getEnv \"ZOT_CI_API_KEY\"}\";",
+        ),
+    )
+    .unwrap();
+    // nixpkgs is the one flake.lock locks (the runner's registry then
+    // points nowhere).
+    let (_, standin, _) = flake_dirs();
+    let nar_hash = stdout(Command::new("nix").args(["hash", "path"]).arg(standin));
+    fs::write(
+        copy.join("flake.lock"),
+        serde_json::json!({"nodes": {
+            "nixpkgs": {"locked": {"type": "path", "path": standin, "narHash": nar_hash.trim()}},
+            "root": {"inputs": {"nixpkgs": "nixpkgs"}}
+        }, "root": "root", "version": 7})
+        .to_string(),
+    )
+    .unwrap();
+    let nix_config = format!("{nix_config}flake-registry = /nonexistent/registry.json\n");
+    // Only commits of the default branch are built.
+    let git = |args: &[&str]| stdout(Command::new("git").arg("-C").arg(&copy).args(args));
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-qm",
+        "main",
+    ]);
+    git(&["update-ref", "refs/remotes/origin/main", "HEAD"]);
+    let on_main = git(&["rev-parse", "HEAD"]).trim().to_string();
+    git(&["checkout", "-qb", "side"]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@t",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "side",
+    ]);
+    let on_side = git(&["rev-parse", "HEAD"]).trim().to_string();
+    git(&["checkout", "-q", "main"]);
+    let outputs = dir.path().join("outputs");
+    let step = |mode: &str, sha: &str, extra: &[(&str, String)]| {
+        recipe_step(&copy, &[mode, "reads-the-key", sha], &registry)
+            .env_remove("NIX_PATH")
+            .env_remove("NIXOCI")
+            .env_remove("NIX_BUILD_FLAGS")
+            .env("NIX_CONFIG", &nix_config)
+            .env("DEFAULT_BRANCH", "main")
+            .env("GITHUB_OUTPUT", &outputs)
+            .envs(extra.iter().map(|(k, v)| (*k, v)))
+            .output()
+            .unwrap()
+    };
+    let refused = step("build", &on_side, &[]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is not on origin/main"));
+    let built = step("build", &on_main, &[]);
+    assert!(built.status.success(), "{built:?}");
+    assert!(
+        String::from_utf8_lossy(&built.stdout).contains("locked in flake.lock"),
+        "{built:?}"
+    );
+    let output = |key: &str| -> String {
+        fs::read_to_string(&outputs)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+            .unwrap_or_else(|| panic!("no {key} in the build step's outputs"))
+    };
+    let result = output("result");
+    let drv = stdout(Command::new("nix-store").args(["-q", "--deriver", &result]));
+    let drvs = stdout(Command::new("nix-store").args(["-qR", drv.trim()]));
+    let mut checked = 0;
+    for drv in drvs.lines().filter(|d| d.ends_with(".drv")) {
+        let text = fs::read(drv).unwrap();
+        assert!(
+            !text
+                .windows(PASSWORD.len())
+                .any(|w| w == PASSWORD.as_bytes()),
+            "{drv} holds the key"
+        );
+        checked += 1;
+    }
+    assert!(checked > 3, "{drvs}");
+    let pushed = step(
+        "push",
+        &on_main,
+        &[
+            ("RESULT", result),
+            ("TAG", output("tag")),
+            ("NIXOCI", output("nixoci")),
+        ],
+    );
+    assert!(pushed.status.success(), "{pushed:?}");
+    let config: Value = serde_json::from_str(&stdout(
+        Command::new("skopeo")
+            .args([
+                "inspect",
+                "--config",
+                "--tls-verify=false",
+                "--creds",
+                &format!("{USER}:{PASSWORD}"),
+            ])
+            .arg(format!(
+                "docker://{}/blumeops/reads-the-key:v3.0.0-{}-nix",
+                registry.host(),
+                &on_main[..7]
+            )),
+    ))
+    .unwrap();
+    assert_eq!(config["config"]["Labels"]["seen"], "key:", "{config:#}");
 }
 
 /// The upstream facts that stopped a real nixpkgs build, one component at a

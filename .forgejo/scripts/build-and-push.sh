@@ -2,22 +2,41 @@
 # Builds containers/<name> with nixoci's Nix library, checks it, pushes it
 # with `nixoci push` as v<version>-<sha7>-nix, and prints the digest.
 #
-# usage: build-and-push.sh CONTAINER COMMIT_SHA
+# usage: build-and-push.sh [build|push] CONTAINER COMMIT_SHA
+#   build  evaluate, build and check only; no secret is needed or seen. The
+#          outputs (result, tag, reference, nixoci) go to $GITHUB_OUTPUT.
+#   push   push what `build` made: RESULT, TAG and NIXOCI come from the
+#          build step's outputs. No Nix evaluation runs in this mode.
+#   (none) both, in one process, for local runs.
 # env:   REGISTRY        where to push, e.g. registry.ops.eblu.me/blumeops
 #        REGISTRY_USER   user name for the API key, e.g. zot-ci
-#        ZOT_CI_API_KEY  the API key (a repository secret; never printed)
+#        ZOT_CI_API_KEY  the API key (a repository secret; never printed).
+#                        Only `nixoci push` gets it: it is taken out of the
+#                        environment before anything else runs.
+#        DEFAULT_BRANCH  when set, the commit must be an ancestor of
+#                        origin/$DEFAULT_BRANCH (no other branch's script
+#                        runs on the runner that holds the key)
 #        NIXOCI          the nixoci binary (default: nixoci on PATH, else built
 #                        from the pinned source, see below)
 #        NIX_BUILD_FLAGS extra nix-build flags; PUSH_FLAGS extra push flags
 #
 # It needs only nix on the runner: no root flake, no channel. <nixpkgs> comes
-# from NIX_PATH, else from the flake registry's `nixpkgs`. nixoci is built
-# from its pinned source: this repository's nix/package.nix when the
-# repository is nixoci itself, else the source that .forgejo/nixoci-source.nix
-# evaluates to (a `builtins.fetchTarball { url; sha256; }` of a release).
+# from flake.lock, NIX_PATH or the flake registry (nixpkgs-and-nixoci.sh
+# says in which order). nixoci is built from its pinned source: this
+# repository's nix/package.nix when the repository is nixoci itself, else
+# the source that .forgejo/nixoci-source.nix evaluates to (a
+# `builtins.fetchTarball { url; sha256; }` of a release).
 set -euo pipefail
-container=${1:?usage: build-and-push.sh CONTAINER COMMIT_SHA}
-sha=${2:?usage: build-and-push.sh CONTAINER COMMIT_SHA}
+# The key stays in an unexported variable: no child but `nixoci push` sees it.
+registry_key=${ZOT_CI_API_KEY:-}
+unset ZOT_CI_API_KEY
+mode=all
+case "${1:-}" in
+  build | push) mode=$1; shift ;;
+esac
+usage="usage: build-and-push.sh [build|push] CONTAINER COMMIT_SHA"
+container=${1:?$usage}
+sha=${2:?$usage}
 # Both arrive from workflow inputs: accept only a directory name under
 # containers/ and a commit SHA.
 if ! [[ "$container" =~ ^[a-z0-9][a-z0-9._-]*$ ]] || [ ! -d "containers/$container" ]; then
@@ -28,9 +47,42 @@ if ! [[ "$sha" =~ ^[0-9a-f]{7,40}$ ]]; then
   echo "'$sha' is not a commit SHA (7 to 40 hex digits)" >&2
   exit 2
 fi
+if [ -n "${DEFAULT_BRANCH:-}" ] && ! git merge-base --is-ancestor "$sha" "origin/$DEFAULT_BRANCH" 2>/dev/null; then
+  echo "commit $sha is not on origin/$DEFAULT_BRANCH: only commits of the default branch are built and pushed" >&2
+  exit 2
+fi
 file=containers/$container/default.nix
 if [ ! -f "$file" ]; then
   echo "no $file: $container is not a Nix container; skipping"
+  exit 0
+fi
+
+push() {
+  # shellcheck disable=SC2086
+  ZOT_CI_API_KEY=$registry_key "$nixoci" push "$result" "$reference" --compression gzip \
+    --username "${REGISTRY_USER:?}" --creds-env ZOT_CI_API_KEY --json ${PUSH_FLAGS:-} > push.json
+  digest=$(sed -n 's/^  "digest": "\(sha256:[0-9a-f]*\)".*/\1/p' push.json)
+  echo "pushed $REGISTRY/$container@$digest ($tag)"
+  if [ -n "${GITHUB_OUTPUT:-}" ]; then
+    echo "digest=$digest" >> "$GITHUB_OUTPUT"
+    echo "reference=$reference" >> "$GITHUB_OUTPUT"
+  fi
+}
+
+if [ "$mode" = push ]; then
+  result=${RESULT:?push needs RESULT (the result the build step printed)}
+  tag=${TAG:?push needs TAG (the tag the build step printed)}
+  nixoci=${NIXOCI:?push needs NIXOCI (the nixoci the build step used)}
+  if ! [[ "$result" =~ ^/nix/store/[0-9a-z]{32}-[A-Za-z0-9+._?=-]+$ ]] || [ ! -e "$result" ]; then
+    echo "RESULT '$result' is not a store path on this runner" >&2
+    exit 2
+  fi
+  if ! [[ "$tag" =~ ^v[A-Za-z0-9._+-]+-${sha:0:7}-nix$ ]]; then
+    echo "TAG '$tag' is not v<version>-${sha:0:7}-nix" >&2
+    exit 2
+  fi
+  reference="$REGISTRY/$container:$tag"
+  push
   exit 0
 fi
 # <nixpkgs> and nixoci, as the runner has them (sets NIX_PATH and $nixoci).
@@ -57,11 +109,16 @@ echo "building $container $tag"
 # shellcheck disable=SC2086
 result=$(nix-build "$file" --no-out-link ${NIX_BUILD_FLAGS:-})
 "$nixoci" check "$result"
-# shellcheck disable=SC2086
-"$nixoci" push "$result" "$reference" --compression gzip --username "${REGISTRY_USER:?}" --creds-env ZOT_CI_API_KEY --json ${PUSH_FLAGS:-} > push.json
-digest=$(sed -n 's/^  "digest": "\(sha256:[0-9a-f]*\)".*/\1/p' push.json)
-echo "pushed $REGISTRY/$container@$digest ($tag)"
-if [ -n "${GITHUB_OUTPUT:-}" ]; then
-  echo "digest=$digest" >> "$GITHUB_OUTPUT"
-  echo "reference=$reference" >> "$GITHUB_OUTPUT"
+if [ "$mode" = build ]; then
+  echo "built $result ($tag)"
+  if [ -n "${GITHUB_OUTPUT:-}" ]; then
+    nixoci_path=$(command -v "$nixoci")
+    {
+      echo "result=$result"
+      echo "tag=$tag"
+      echo "nixoci=$nixoci_path"
+    } >> "$GITHUB_OUTPUT"
+  fi
+  exit 0
 fi
+push
