@@ -19,6 +19,11 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 const SHEBANG_PREFIX: usize = 256;
 /// Largest file read whole (wrapper configs, /etc/passwd).
 const SMALL_FILE: u64 = 1 << 20;
+/// Linux's PATH_MAX: no runtime can unpack a longer name or link target.
+const PATH_MAX: usize = 4096;
+/// The most bytes of names and link targets read from all layers, which
+/// bounds the memory of the file-system map (real images name a few MiB).
+const MAX_NAME_BYTES: usize = 256 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -113,11 +118,29 @@ impl Fs {
                 shebang: None,
             },
         );
-        for layer in &source.layers {
+        let mut name_bytes = 0usize;
+        for (index, layer) in source.layers.iter().enumerate() {
             let mut archive = tar::Archive::new(source.layer_reader(layer)?);
             for entry in archive.entries()? {
                 let mut entry = entry?;
-                let name = normalize(&String::from_utf8_lossy(&entry.path_bytes()));
+                let raw_name = entry.path_bytes();
+                let link_len = entry.link_name_bytes().map_or(0, |l| l.len());
+                if raw_name.len() > PATH_MAX || link_len > PATH_MAX {
+                    return Err(anyhow!(
+                        "layer {} ({}): a member's name or link target is longer than PATH_MAX ({PATH_MAX} bytes); no runtime can unpack it",
+                        index + 1,
+                        layer.digest
+                    ));
+                }
+                name_bytes += raw_name.len() + link_len;
+                if name_bytes > MAX_NAME_BYTES {
+                    return Err(anyhow!(
+                        "the layers name more than {MAX_NAME_BYTES} bytes of paths and link targets (layer {}, {}): too many to check",
+                        index + 1,
+                        layer.digest
+                    ));
+                }
+                let name = normalize(&String::from_utf8_lossy(&raw_name));
                 let base = name.rsplit('/').next().unwrap_or_default().to_string();
                 // Whiteouts from base images delete lower entries.
                 if base == ".wh..wh..opq" {

@@ -5,6 +5,7 @@
 //! would land outside it.
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -52,8 +53,24 @@ fn check_bytes(bytes: &[u8], digest: &Digest) -> Result<()> {
     Ok(())
 }
 
+/// The largest index, manifest or config read: registries refuse manifests
+/// over 4 MiB too, and real ones are a few KiB. A larger one is refused
+/// before it is read, so it costs no memory.
+pub const MAX_JSON_BYTES: u64 = 4 << 20;
+
 fn read_json(path: &Path) -> Result<(Value, Vec<u8>)> {
-    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // Read one byte past the cap, so a file that grows is caught too.
+    let mut bytes = Vec::new();
+    file.take(MAX_JSON_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > MAX_JSON_BYTES {
+        bail!(
+            "{} is over the {MAX_JSON_BYTES}-byte (4 MiB) cap for an image's index, manifest or config",
+            path.display()
+        );
+    }
     let value = serde_json::from_slice(&bytes)
         .map_err(|e| anyhow!("{} is not valid JSON: {e}", path.display()))?;
     Ok((value, bytes))
@@ -261,6 +278,7 @@ fn open_docker(tmp: tempfile::TempDir) -> Result<Image> {
 
 /// Unpacks an archive's regular files (and directories) into `dest`.
 fn unpack_archive(archive: &Path, dest: &Path) -> Result<()> {
+    let mut budget = media::UnpackBudget::for_archive(archive)?;
     let mut tar = tar::Archive::new(media::decompressed(archive)?);
     // Readers disagree on which of two members of one name counts (skopeo
     // takes the first, a plain unpack the last): refused, so that every
@@ -279,6 +297,7 @@ fn unpack_archive(archive: &Path, dest: &Path) -> Result<()> {
             }
         }
         if kind.is_file() || kind.is_dir() {
+            budget.spend(entry.header().size()?)?;
             // `unpack_in` refuses names that escape `dest`.
             if !entry.unpack_in(dest)? {
                 bail!(
@@ -305,6 +324,7 @@ fn unpack_archive(archive: &Path, dest: &Path) -> Result<()> {
                     fs::create_dir_all(p)?;
                 }
                 if from.is_file() {
+                    budget.spend(fs::metadata(&from)?.len())?;
                     fs::copy(&from, &to)?;
                 }
             }

@@ -794,3 +794,171 @@ fn an_archive_with_a_member_twice_is_refused() {
         "{err}"
     );
 }
+
+/// A gzipped tar of `members` (name, size of zeros, hard link target), written
+/// as it streams.
+fn write_zero_tar_gz(path: &Path, members: &[(&str, u64, Option<&str>)]) {
+    let gz =
+        flate2::write::GzEncoder::new(fs::File::create(path).unwrap(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (name, size, link) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        match link {
+            Some(target) => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                tar.append_link(&mut h, name, target).unwrap();
+            }
+            None => {
+                h.set_size(*size);
+                h.set_cksum();
+                tar.append_data(&mut h, name, std::io::Read::take(std::io::repeat(0), *size))
+                    .unwrap();
+            }
+        }
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+}
+
+/// `nixoci ARGS` under GNU time: exit code, stderr and peak RSS in KiB.
+fn peak_rss(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> (Option<i32>, String, u64) {
+    let dir = tempdir();
+    let rss_file = dir.path().join("rss");
+    let out = Command::new("/usr/bin/time")
+        .arg("-o")
+        .arg(&rss_file)
+        .args(["-f", "%M"])
+        .arg(env!("CARGO_BIN_EXE_nixoci"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let rss = fs::read_to_string(&rss_file).unwrap();
+    let rss = rss.lines().last().unwrap().trim().parse().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        rss,
+    )
+}
+
+/// Untrusted images cost bounded memory and temporary space: names longer
+/// than PATH_MAX, an index.json over the JSON cap and archives that unpack
+/// to more than their budget are refused, naming the cap, in well under
+/// 100 MiB.
+#[test]
+fn hostile_images_cost_bounded_memory_and_temporary_space() {
+    let dir = tempdir();
+    // 1,600 members of 1 MB names each (GNU long-name records).
+    let layout = layout_with_layer(dir.path(), |out| {
+        let mut tar = tar::Builder::new(out);
+        let long = "x".repeat(1_000_000);
+        for i in 0..1600 {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(0);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, format!("{long}/f{i}"), &b""[..])
+                .unwrap();
+        }
+        tar.finish().unwrap();
+    });
+    let (code, err, rss) = peak_rss(&["check".as_ref(), layout.as_os_str()], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("longer than PATH_MAX (4096 bytes)"), "{err}");
+    assert!(rss < 100 * 1024, "check peaked at {rss} KiB");
+
+    // An oci-archive whose index.json is 5 MB: over the JSON cap.
+    let archive = dir.path().join("big-index.tar.gz");
+    write_zero_tar_gz(
+        &archive,
+        &[("oci-layout", 30, None), ("index.json", 5 << 20, None)],
+    );
+    let (code, err, rss) = peak_rss(&["check".as_ref(), archive.as_os_str()], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("index.json is over the 4194304-byte (4 MiB) cap"),
+        "{err}"
+    );
+    assert!(rss < 100 * 1024, "check peaked at {rss} KiB");
+
+    // One of 300 MB (300 KB gzipped): over the default unpack budget of
+    // 256 MiB, refused before anything is written; push refuses it too.
+    let bomb = dir.path().join("bomb.tar.gz");
+    write_zero_tar_gz(
+        &bomb,
+        &[("oci-layout", 30, None), ("index.json", 300 << 20, None)],
+    );
+    for args in [
+        vec!["check".as_ref(), bomb.as_os_str()],
+        vec![
+            "push".as_ref(),
+            bomb.as_os_str(),
+            "127.0.0.1:1/x:1".as_ref(),
+            "--insecure".as_ref(),
+        ],
+    ] {
+        let (code, err, rss) = peak_rss(&args, &[]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "unpacking {} would write more than 268435456 bytes",
+                bomb.display()
+            )) && err.contains("NIXOCI_MAX_UNPACK"),
+            "{err}"
+        );
+        assert!(rss < 100 * 1024, "{args:?} peaked at {rss} KiB");
+    }
+    // NIXOCI_MAX_UNPACK sets the budget: here the 5 MB index no longer fits.
+    let (_, err, _) = peak_rss(
+        &["check".as_ref(), archive.as_os_str()],
+        &[("NIXOCI_MAX_UNPACK", "1000000")],
+    );
+    assert!(err.contains("would write more than 1000000 bytes"), "{err}");
+    // Links of a docker-archive are copied, and each copy counts.
+    let linked = dir.path().join("linked.tar.gz");
+    write_zero_tar_gz(
+        &linked,
+        &[
+            ("big", 100 << 20, None),
+            ("copy1", 0, Some("big")),
+            ("copy2", 0, Some("big")),
+            ("manifest.json", 2, None),
+        ],
+    );
+    let (_, err, _) = peak_rss(
+        &["check".as_ref(), linked.as_os_str()],
+        &[("NIXOCI_MAX_UNPACK", "250000000")],
+    );
+    assert!(
+        err.contains("would write more than 250000000 bytes"),
+        "{err}"
+    );
+}
+
+/// Names each under PATH_MAX but too many in all: the map of the file
+/// system stops at its budget instead of growing with the layer.
+#[test]
+fn check_stops_at_its_budget_for_names() {
+    let dir = tempdir();
+    let layout = layout_with_layer(dir.path(), |out| {
+        let mut tar = tar::Builder::new(out);
+        let long = "n".repeat(4000);
+        for i in 0..70_000 {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(0);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, format!("{long}{i}"), &b""[..])
+                .unwrap();
+        }
+        tar.finish().unwrap();
+    });
+    let (code, err, _) = peak_rss(&["check".as_ref(), layout.as_os_str()], &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("the layers name more than 268435456 bytes of paths"),
+        "{err}"
+    );
+}

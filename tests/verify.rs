@@ -1203,3 +1203,55 @@ fn a_flake_is_evaluated_with_fetches_restricted_to_the_mirrors() {
         "{err}"
     );
 }
+
+/// A tarball pin with `unpack = true` unpacks within the budget that
+/// `check` and `push` keep too: a bomb is refused, naming the cap.
+#[test]
+fn unpacking_a_tarball_pin_is_bounded() {
+    let dir = tempdir();
+    let root = dir.path();
+    fs::create_dir_all(root.join("src/bomb-1.0")).unwrap();
+    fs::create_dir_all(root.join("mirror")).unwrap();
+    fs::write(root.join("src/bomb-1.0/zeros"), vec![0u8; 5 << 20]).unwrap();
+    sh(&format!(
+        "tar -C {0}/src -czf {0}/mirror/bomb-1.0.tar.gz bomb-1.0",
+        root.display()
+    ));
+    let tree_hash = nix_hash("path", "--sri", &root.join("src/bomb-1.0"));
+    let manifest = root.join("bomb.toml");
+    fs::write(
+        &manifest,
+        format!(
+            "[[source]]\nname = \"bomb\"\nkind = \"tarball\"\nunpack = true\nmirror = \"https://forge.example/mirror/bomb-1.0.tar.gz\"\nhash = \"{tree_hash}\"\n"
+        ),
+    )
+    .unwrap();
+    let run = |budget: &str| {
+        nixoci()
+            .args(["verify", "-q"])
+            .arg(&manifest)
+            .arg("--mirror-root")
+            .arg(root)
+            .env("NIXOCI_MAX_UNPACK", budget)
+            .output()
+            .unwrap()
+    };
+    let within = run("6000000");
+    assert!(
+        within.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&within.stdout),
+        String::from_utf8_lossy(&within.stderr)
+    );
+    let over = run("1000000");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&over.stdout),
+        String::from_utf8_lossy(&over.stderr)
+    );
+    assert!(!over.status.success(), "{text}");
+    assert!(
+        text.contains("would write more than 1000000 bytes"),
+        "{text}"
+    );
+}

@@ -83,3 +83,50 @@ pub fn decompressed(file: &Path) -> Result<Box<dyn Read>> {
     };
     Ok(Box::new(TarGuard::new(stream)))
 }
+
+/// How many bytes unpacking one archive into a temporary directory may
+/// write: a small `.tar.gz` can expand a thousandfold, and on a tmpfs
+/// `$TMPDIR` every byte is memory. The budget is 32 times the archive's size
+/// or 256 MiB, whichever is more; `NIXOCI_MAX_UNPACK` (bytes) sets another.
+pub struct UnpackBudget {
+    archive: String,
+    cap: u64,
+    spent: u64,
+}
+
+/// The variable that sets the unpack budget, in bytes.
+pub const MAX_UNPACK_VAR: &str = "NIXOCI_MAX_UNPACK";
+
+impl UnpackBudget {
+    pub fn for_archive(archive: &Path) -> Result<Self> {
+        let size = std::fs::metadata(archive)
+            .with_context(|| format!("cannot read {}", archive.display()))?
+            .len();
+        let cap = match std::env::var(MAX_UNPACK_VAR) {
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| anyhow::anyhow!("{MAX_UNPACK_VAR}={text} is not a number of bytes"))?,
+            Err(_) => size.saturating_mul(32).max(256 << 20),
+        };
+        Ok(UnpackBudget {
+            archive: archive.display().to_string(),
+            cap,
+            spent: 0,
+        })
+    }
+
+    /// Counts `bytes` about to be written; fails, naming the cap, once the
+    /// total would pass it.
+    pub fn spend(&mut self, bytes: u64) -> Result<()> {
+        self.spent = self.spent.saturating_add(bytes);
+        if self.spent > self.cap {
+            anyhow::bail!(
+                "unpacking {} would write more than {} bytes into the temporary directory (the cap: 32 times the archive's size, at least 256 MiB); set {MAX_UNPACK_VAR}=BYTES to allow more",
+                self.archive,
+                self.cap
+            );
+        }
+        Ok(())
+    }
+}

@@ -448,8 +448,10 @@ fn single_top_dir(dir: &Path) -> Result<PathBuf> {
 fn unpack_tarball(file: &Path, dest: &Path) -> Result<()> {
     let mut archive = tar::Archive::new(crate::media::decompressed(file)?);
     archive.set_preserve_permissions(true);
+    let mut budget = crate::media::UnpackBudget::for_archive(file)?;
     for entry in archive.entries()? {
         let mut entry = entry?;
+        budget.spend(entry.header().size()?)?;
         if !entry.unpack_in(dest)? {
             bail!(
                 "{}: a member would land outside the archive",
