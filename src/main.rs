@@ -304,8 +304,9 @@ struct RegistryArgs {
     /// Seconds with no byte moving before a transfer counts as failed (then it is retried).
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     stall_timeout: u64,
-    /// Seconds after which a failing request or blob upload is not retried any more (exit 5).
-    #[arg(long, value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds the whole push to one repository may take, every transfer and retry included;
+    /// then it stops with exit 5.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
     /// Log every request (method, URL, status; never headers or credentials).
     #[arg(long, short = 'v')]
@@ -583,7 +584,7 @@ fn run_build(args: BuildArgs) -> Result<()> {
         progress: Progress::from_quiet(args.quiet),
     });
     // The uploads end either way: a failed build's are cancelled.
-    let streamed = streams.map(|s| s.finish());
+    let streamed = streams.map(|s| s.finish(summary.is_ok()));
     let summary = summary?;
     if let (Some(format), Destination::Path(layout)) = (args.sbom, &destination) {
         nixoci::sbom::attach_to_build(layout, &summary, format)?;

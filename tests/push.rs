@@ -817,12 +817,103 @@ fn stalled_and_endless_registries_end_in_exit_5() {
         if marker.starts_with("429") {
             // 11 days asked, 6 s allowed: the retry time ends it, and says so.
             assert!(
-                err.contains("no more retries: the retry time of 6s (--timeout) is used up"),
+                err.contains("no more retries: the push's 6s (--timeout) are used up"),
                 "{err}"
             );
         }
+        // --timeout bounds the whole push, each transfer included (a
+        // generous margin for a loaded machine; before, a trickle ran on
+        // for a stall timeout per retry past it).
+        assert!(
+            took < std::time::Duration::from_secs(6 + 6),
+            "{marker}: {took:?}"
+        );
         eprintln!("{marker}: exit 5 after {took:?}");
     }
+}
+
+/// `--timeout` bounds the whole push: an upload that moves, but too slowly
+/// to end in time, is stopped at the deadline.
+#[test]
+fn a_slow_but_moving_upload_ends_at_the_timeout() {
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    let dir = tempdir();
+    let spec = big_layer_spec(dir.path());
+    let layout = dir.path().join("layout");
+    run(nixoci()
+        .args(["build", "-q", "--spec"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(&layout));
+    // 1 MB/s for a 72 MiB layer: never a stall, and 72 s to go.
+    proxy.set_plan(json!({"faults": [
+        {"method": "PUT", "path_contains": "/blobs/uploads/", "action": "throttle", "rate": 1_000_000, "times": 100},
+        {"method": "PATCH", "path_contains": "/blobs/uploads/", "action": "throttle", "rate": 1_000_000, "times": 100},
+    ]}));
+    let (out, took) = push_bounded(
+        &[
+            "--timeout",
+            "5",
+            layout.to_str().unwrap(),
+            &format!("{}/slow/app:1", proxy.host()),
+        ],
+        std::time::Duration::from_secs(90),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("(--timeout)"), "{err}");
+    assert!(
+        proxy.stats().1.iter().any(|r| r.ends_with("THROTTLE")),
+        "the throttle was not exercised"
+    );
+    // 5 s allowed, 72 s needed: stopped near the deadline (a margin for a
+    // loaded machine).
+    assert!(took < std::time::Duration::from_secs(5 + 10), "{took:?}");
+}
+
+/// A reply whose body drips counts as a stall and is retried, not taken
+/// for an answer; a Location that can never be used is not retried.
+#[test]
+fn dripping_bodies_are_stalls_and_unusable_locations_are_final() {
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    proxy.set_plan(json!({"faults": [{"method": "POST", "action": "trickle", "times": 1}]}));
+    let reference = format!("{}/team/drip:v1", proxy.host());
+    let (out, _) = push_bounded(
+        &["--stall-timeout", "2", layout.to_str().unwrap(), &reference],
+        std::time::Duration::from_secs(90),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("HTTP 202: reading the response body") && err.contains("retrying"),
+        "{err}"
+    );
+
+    proxy.set_plan(json!({"location_raw": "http://[::1"}));
+    let before = proxy.stats().1.len();
+    let (out, _) = push_bounded(
+        &[
+            layout.to_str().unwrap(),
+            &format!("{}/team/loc:v1", proxy.host()),
+        ],
+        std::time::Duration::from_secs(90),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("is not a usable http(s) URL"), "{err}");
+    assert!(!err.contains("retrying"), "{err}");
+    // One session per missing blob, none asked again.
+    let later = &proxy.stats().1[before..];
+    let posts = later.iter().filter(|r| r.starts_with("POST")).count();
+    let missing = later
+        .iter()
+        .filter(|r| r.starts_with("HEAD") && r.contains("/blobs/") && r.ends_with(" 404"))
+        .count();
+    assert_eq!(posts, missing, "{later:?}");
 }
 
 #[test]
@@ -1437,6 +1528,91 @@ fn a_failed_stream_leaves_the_layer_to_the_push_after_the_build() {
     assert!(
         !later.iter().any(|r| r.starts_with("PUT")),
         "something was committed: {later:?}"
+    );
+}
+
+/// A registry slower than the compressor never holds the build back: the
+/// stream is abandoned and the layer goes with the push after the build.
+#[test]
+fn a_registry_that_falls_behind_never_holds_back_the_build() {
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    // The first chunk is never taken in (for 30 s).
+    proxy.set_plan(json!({"faults": [
+        {"method": "PATCH", "path_contains": "/blobs/uploads/", "action": "blackhole"},
+    ]}));
+    let dir = tempdir();
+    let spec = big_layer_spec(dir.path());
+    let layout = dir.path().join("layout");
+    let summary = build_push_ok(
+        &spec,
+        &layout,
+        &[
+            "--cache",
+            dir.path().join("cache").to_str().unwrap(),
+            "--push",
+            &format!("{}/slow/app:1", proxy.host()),
+        ],
+    );
+    assert_eq!(
+        summary["streamed"]["abandoned"],
+        json!(["the registry took in the layer more slowly than it was compressed (it kept the build waiting 2s)"]),
+        "{summary:#}"
+    );
+    assert_eq!(summary["push"]["digest"], summary["build"]["digest"]);
+    assert_pulls_back_equal(
+        &format!("{}/slow/app:1", registry.host()),
+        &layout,
+        None,
+        dir.path(),
+    );
+}
+
+/// A build that fails in another layer after the big one was streamed
+/// whole commits nothing: the stream waits for the build's verdict.
+#[test]
+fn a_streamed_layer_is_committed_only_when_the_whole_build_succeeds() {
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    let dir = tempdir();
+    let spec = big_layer_spec(dir.path());
+    // The small path no longer matches its NAR hash; with one job the big
+    // layer is built (and streamed) first.
+    fs::write(
+        dir.path()
+            .join("store/1123456789abcdfghijklmnpqrsvwxyz-small/hello"),
+        "HELLO\n",
+    )
+    .unwrap();
+    let out = build_push(
+        &spec,
+        &dir.path().join("layout"),
+        &[
+            "--jobs",
+            "1",
+            "--cache",
+            dir.path().join("cache").to_str().unwrap(),
+            "--push",
+            &format!("{}/half/app:1", proxy.host()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("does not match its registered NAR hash"),
+        "{err}"
+    );
+    let requests = proxy.stats().1;
+    let patched: u64 = requests.iter().filter(|r| r.starts_with("PATCH")).count() as u64;
+    // 72 MiB of incompressible bytes are at least 18 chunks of 4 MiB.
+    assert!(patched >= 18, "not streamed whole: {requests:?}");
+    assert!(
+        requests.iter().any(|r| r.starts_with("DELETE")),
+        "{requests:?}"
+    );
+    assert!(
+        !requests.iter().any(|r| r.starts_with("PUT")),
+        "something was committed: {requests:?}"
     );
 }
 

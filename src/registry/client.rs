@@ -76,7 +76,9 @@ impl Reply {
 }
 
 /// How long the client waits: `stall` with no byte moving either way ends an
-/// exchange; no retry starts `total` after the first attempt.
+/// exchange, as does a response body not read whole within `stall`; the
+/// whole push to one repository (every request, transfer and retry) ends
+/// `total` after the client connected.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
     pub stall: Duration,
@@ -87,7 +89,7 @@ impl Default for Timeouts {
     fn default() -> Timeouts {
         Timeouts {
             stall: Duration::from_secs(60),
-            total: Duration::from_secs(600),
+            total: Duration::from_secs(3600),
         }
     }
 }
@@ -109,6 +111,8 @@ pub struct Client {
     verbose: bool,
     pub retries: u32,
     pub timeouts: Timeouts,
+    /// When the push must be over: `timeouts.total` after connecting.
+    pub deadline: Instant,
     /// Extra repositories the token must cover (for cross-repo mounts).
     pub extra_pull_scope: Option<String>,
 }
@@ -155,6 +159,7 @@ impl Client {
             verbose,
             retries: 5,
             timeouts,
+            deadline: Instant::now() + timeouts.total,
             extra_pull_scope: None,
         };
         let probe = client.send_once("GET", &format!("{}/v2/", client.base), &[], &Body::Empty);
@@ -212,7 +217,6 @@ impl Client {
     ) -> Result<Reply, PushError> {
         let mut attempt = 0;
         let mut answered_challenge = false;
-        let deadline = Instant::now() + self.timeouts.total;
         loop {
             attempt += 1;
             let result = self.send_once(method, url, headers, body);
@@ -230,7 +234,7 @@ impl Client {
                     .map(Duration::from_secs)
                     .unwrap_or_else(|| backoff(attempt))
                     .min(Duration::from_secs(60));
-                if !retry || attempt > self.retries || !self.may_retry(deadline, wait) {
+                if !retry || attempt > self.retries || !self.may_retry(wait) {
                     return Err(PushError::new(
                         Failure::Network,
                         format!("{method} {} failed: {why}", redact_query(url)),
@@ -245,9 +249,11 @@ impl Client {
                 std::thread::sleep(wait);
                 continue;
             }
+            // What is left cannot pass by retrying: a URL that cannot be
+            // asked, TLS that fails, a deadline that has passed.
             let reply = result.map_err(|e| {
                 PushError::new(
-                    Failure::Network,
+                    Failure::Rejected,
                     format!("{method} {}: {}", redact_query(url), e.message),
                 )
             })?;
@@ -276,16 +282,28 @@ impl Client {
         }
     }
 
-    /// Whether a retry after `wait` still starts before `deadline`.
-    pub fn may_retry(&self, deadline: Instant, wait: Duration) -> bool {
-        let ok = Instant::now() + wait < deadline;
+    /// Whether a retry after `wait` still starts before the deadline.
+    pub fn may_retry(&self, wait: Duration) -> bool {
+        let ok = Instant::now() + wait < self.deadline;
         if !ok {
             eprintln!(
-                "nixoci: no more retries: the retry time of {}s (--timeout) is used up",
+                "nixoci: no more retries: the push's {}s (--timeout) are used up",
                 self.timeouts.total.as_secs()
             );
         }
         ok
+    }
+
+    /// The time left before the deadline, or the error that it has passed.
+    fn time_left(&self) -> Result<Duration, TransportError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(TransportError::fatal(format!(
+                "the push took longer than its {}s (--timeout)",
+                self.timeouts.total.as_secs()
+            )));
+        }
+        Ok(left)
     }
 
     fn unauthorized(&self) -> PushError {
@@ -381,6 +399,20 @@ impl Client {
             })
     }
 
+    /// Runs one request, ended at the latest after `left`.
+    fn run<B: ureq::AsSendBody>(
+        &self,
+        request: ureq::http::Request<B>,
+        left: Duration,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        let request = self
+            .agent
+            .configure_request(request)
+            .timeout_global(Some(left))
+            .build();
+        self.agent.run(request)
+    }
+
     /// One HTTP exchange; `transport` errors are the retryable kind.
     fn send_once(
         &self,
@@ -389,6 +421,8 @@ impl Client {
         headers: &[(&str, String)],
         body: &Body,
     ) -> Result<Reply, TransportError> {
+        // No exchange outlives the push's deadline, however it trickles.
+        let left = self.time_left()?;
         let mut builder = ureq::http::Request::builder().method(method).uri(url);
         if let Some(a) = self.authorization(url) {
             builder = builder.header("Authorization", a);
@@ -401,21 +435,21 @@ impl Client {
                 let request = builder
                     .body(())
                     .map_err(|e| TransportError::fatal(e.to_string()))?;
-                self.agent.run(request)
+                self.run(request, left)
             }
             Body::Empty => {
                 let request = builder
                     .header("Content-Length", "0")
                     .body(&[][..])
                     .map_err(|e| TransportError::fatal(e.to_string()))?;
-                self.agent.run(request)
+                self.run(request, left)
             }
             Body::Bytes(bytes) => {
                 let request = builder
                     .header("Content-Length", bytes.len().to_string())
                     .body(*bytes)
                     .map_err(|e| TransportError::fatal(e.to_string()))?;
-                self.agent.run(request)
+                self.run(request, left)
             }
             Body::File {
                 path,
@@ -436,7 +470,7 @@ impl Client {
                     .header("Content-Length", len.to_string())
                     .body(ureq::SendBody::from_reader(&mut reader))
                     .map_err(|e| TransportError::fatal(e.to_string()))?;
-                self.agent.run(request)
+                self.run(request, left)
             }
         };
         let mut response = result.map_err(|e| TransportError {
@@ -455,15 +489,31 @@ impl Client {
                 )
             })
             .collect();
+        // A body that cannot be read whole within the stall timeout (one
+        // that drips, say) is a stall like any other, and retried as one.
         let body = if method == "HEAD" {
             String::new()
         } else {
-            response
+            match response
                 .body_mut()
                 .with_config()
                 .limit(1 << 20)
                 .read_to_string()
-                .unwrap_or_default()
+            {
+                Ok(text) => text,
+                Err(e)
+                    if is_transport(&e)
+                        && !matches!(&e, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData) =>
+                {
+                    return Err(TransportError {
+                        transport: true,
+                        tls: false,
+                        message: format!("HTTP {status}: reading the response body: {e}"),
+                    })
+                }
+                // Too long or not text: the status says what counts.
+                Err(_) => String::new(),
+            }
         };
         if self.verbose {
             eprintln!("{method} {} -> {status}", redact_query(url));

@@ -39,7 +39,9 @@ pub enum Failure {
     Conflict,
     /// The network or the registry failed (after retries).
     Network,
-    /// The registry refused a request with a 4xx that retrying cannot change.
+    /// The registry refused a request with a 4xx, or the request cannot be
+    /// made at all (a URL that does not parse, TLS that fails, the push's
+    /// time used up): retrying cannot change it.
     Rejected,
 }
 
@@ -564,7 +566,6 @@ fn ensure_blob(
     // The whole upload is retried from a fresh session: after a reset or a
     // 5xx nobody knows what state the old session is in.
     let mut attempt = 0;
-    let deadline = std::time::Instant::now() + client.timeouts.total;
     loop {
         attempt += 1;
         let wait = std::time::Duration::from_millis(500 * (1 << attempt.min(5)));
@@ -573,7 +574,7 @@ fn ensure_blob(
             Err(e)
                 if e.failure == Failure::Network
                     && attempt <= client.retries
-                    && client.may_retry(deadline, wait) =>
+                    && client.may_retry(wait) =>
             {
                 eprintln!(
                     "nixoci: upload of {} failed ({e}); retrying in {:.1}s ({attempt}/{})",
@@ -612,10 +613,13 @@ fn location(client: &Client, reply: &client::Reply) -> Result<String, PushError>
         )
     })?;
     url::resolve(&reply.url, raw)
-        .filter(|resolved| url::origin(resolved).is_some())
+        .filter(|resolved| {
+            url::origin(resolved).is_some() && resolved.parse::<ureq::http::Uri>().is_ok()
+        })
         .ok_or_else(|| {
+            // Asking again gives the same answer: not retried.
             PushError::new(
-                Failure::Network,
+                Failure::Rejected,
                 format!(
                     "{}: the upload Location `{}` is not a usable http(s) URL",
                     client.registry,

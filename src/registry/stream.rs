@@ -9,10 +9,17 @@
 //! the build uploads from the blob files whatever the registry does not have.
 //! The digest is known only at the end, so a blob the registry turns out to
 //! hold already is not committed a second time.
+//!
+//! The registry never slows the build: a stream may keep the compressor
+//! waiting for at most `MAX_WAIT` in all, and is then abandoned to the push
+//! after the build. Nor does a failed build leave blobs behind: a finished
+//! stream commits its blob only once the whole build has succeeded.
 
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde::Serialize;
@@ -31,10 +38,46 @@ const CHUNK: usize = 4 << 20;
 /// upload is short, and a session per layer would cost more than it saves.
 const MIN_STREAMED_SIZE: u64 = 64 << 20;
 
+/// The most a stream may keep the compressor waiting, in all.
+const MAX_WAIT: Duration = Duration::from_secs(2);
+
 /// The uploads of one build, all to one repository.
 pub struct Streams {
     client: Arc<Client>,
-    uploads: Mutex<Vec<JoinHandle<Streamed>>>,
+    uploads: Mutex<Vec<Upload>>,
+    verdict: Arc<Verdict>,
+}
+
+/// One stream's upload thread, and whether its compressor gave up on it.
+struct Upload {
+    thread: JoinHandle<Streamed>,
+    fell_behind: Arc<AtomicBool>,
+}
+
+/// Whether the build succeeded, once it has ended: a stream commits only
+/// after a yes.
+#[derive(Default)]
+struct Verdict {
+    built: Mutex<Option<bool>>,
+    decided: Condvar,
+}
+
+impl Verdict {
+    fn give(&self, built: bool) {
+        let mut slot = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(built);
+        self.decided.notify_all();
+    }
+
+    fn wait(&self) -> bool {
+        let mut slot = self.built.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(built) = *slot {
+                return built;
+            }
+            slot = self.decided.wait(slot).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 /// How one stream ended.
@@ -63,15 +106,26 @@ impl Streams {
         Ok(Streams {
             client: Arc::new(connect(reference, opts)?),
             uploads: Mutex::new(Vec::new()),
+            verdict: Arc::default(),
         })
     }
 
-    /// Waits for every stream to end.
-    pub fn finish(&self) -> StreamReport {
+    /// Tells the streams whether the build succeeded (they commit only if
+    /// it did) and waits for them to end, except those the build left
+    /// behind: they are abandoned where they stand.
+    pub fn finish(&self, built: bool) -> StreamReport {
+        self.verdict.give(built);
         let uploads = std::mem::take(&mut *self.uploads.lock().unwrap_or_else(|p| p.into_inner()));
         let mut report = StreamReport::default();
         for upload in uploads {
-            match upload.join() {
+            if upload.fell_behind.load(Ordering::SeqCst) {
+                report.abandoned.push(format!(
+                    "the registry took in the layer more slowly than it was compressed (it kept the build waiting {}s)",
+                    MAX_WAIT.as_secs()
+                ));
+                continue;
+            }
+            match upload.thread.join() {
                 Ok(Streamed::Uploaded { digest, bytes }) => {
                     report.uploaded.push(digest);
                     report.bytes_uploaded += bytes;
@@ -93,18 +147,25 @@ impl BlobStreams for Streams {
         let (sender, pieces) = mpsc::sync_channel(1);
         let (give_back, returned) = mpsc::channel();
         let client = Arc::clone(&self.client);
-        let upload = std::thread::Builder::new()
+        let verdict = Arc::clone(&self.verdict);
+        let thread = std::thread::Builder::new()
             .name("nixoci-stream".into())
-            .spawn(move || upload(&client, pieces, give_back))
+            .spawn(move || upload(&client, pieces, give_back, &verdict))
             .ok()?;
+        let fell_behind = Arc::new(AtomicBool::new(false));
         self.uploads
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(upload);
+            .push(Upload {
+                thread,
+                fell_behind: Arc::clone(&fell_behind),
+            });
         Some(Box::new(Stream {
             sender: Some(sender),
             returned,
             pending: Vec::with_capacity(CHUNK),
+            waited: Duration::ZERO,
+            fell_behind,
         }))
     }
 }
@@ -121,15 +182,35 @@ struct Stream {
     /// Chunks the upload has sent, back for reuse (no fresh 4 MiB per chunk).
     returned: Receiver<Vec<u8>>,
     pending: Vec<u8>,
+    /// How long the upload has kept the compressor waiting so far.
+    waited: Duration,
+    fell_behind: Arc<AtomicBool>,
 }
 
 impl Stream {
-    fn pass(&mut self, piece: Piece) {
-        if let Some(sender) = &self.sender {
-            if sender.send(piece).is_err() {
-                self.sender = None;
+    /// Hands a piece to the upload; once the upload has kept the compressor
+    /// waiting `MAX_WAIT` in all, the stream is abandoned instead.
+    fn pass(&mut self, mut piece: Piece) {
+        let Some(sender) = &self.sender else {
+            return;
+        };
+        loop {
+            match sender.try_send(piece) {
+                Ok(()) => return,
+                Err(TrySendError::Disconnected(_)) => break,
+                Err(TrySendError::Full(back)) if self.waited < MAX_WAIT => {
+                    piece = back;
+                    let started = Instant::now();
+                    std::thread::sleep(Duration::from_millis(2));
+                    self.waited += started.elapsed();
+                }
+                Err(TrySendError::Full(_)) => {
+                    self.fell_behind.store(true, Ordering::SeqCst);
+                    break;
+                }
             }
         }
+        self.sender = None;
     }
 }
 
@@ -160,7 +241,12 @@ impl BlobStream for Stream {
 }
 
 /// Runs one chunked upload from the pieces it is sent.
-fn upload(client: &Client, pieces: Receiver<Piece>, give_back: Sender<Vec<u8>>) -> Streamed {
+fn upload(
+    client: &Client,
+    pieces: Receiver<Piece>,
+    give_back: Sender<Vec<u8>>,
+    verdict: &Verdict,
+) -> Streamed {
     let mut session = match start_session(client, "") {
         Ok(reply) if reply.status == 202 => reply,
         Ok(reply) => {
@@ -168,7 +254,7 @@ fn upload(client: &Client, pieces: Receiver<Piece>, give_back: Sender<Vec<u8>>) 
         }
         Err(e) => return Streamed::Abandoned(e.to_string()),
     };
-    let ended = send_pieces(client, &mut session, &pieces, &give_back)
+    let ended = send_pieces(client, &mut session, &pieces, &give_back, verdict)
         .unwrap_or_else(|e| Streamed::Abandoned(e.to_string()));
     // From here on, a compressor still sending is not held up.
     drop(pieces);
@@ -185,6 +271,7 @@ fn send_pieces(
     session: &mut Reply,
     pieces: &Receiver<Piece>,
     give_back: &Sender<Vec<u8>>,
+    verdict: &Verdict,
 ) -> Result<Streamed, PushError> {
     let mut offset = 0;
     for piece in pieces.iter() {
@@ -205,6 +292,11 @@ fn send_pieces(
                 let _ = give_back.send(bytes);
             }
             Piece::End(digest) => {
+                if !verdict.wait() {
+                    return Ok(Streamed::Abandoned(
+                        "the build failed: nothing is committed".into(),
+                    ));
+                }
                 let head = client.url(&format!("blobs/{digest}"));
                 if client
                     .request("HEAD", &head, &[], &Body::Empty, true)?

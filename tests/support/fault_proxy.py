@@ -5,11 +5,12 @@ usage: fault_proxy.py PORT UPSTREAM_PORT PLAN.json STATS.json
 
 PLAN.json (re-read on every request, so tests can change it):
   {"faults": [{"method": "PUT", "path_contains": "/blobs/uploads/",
-               "action": "500" | "drop" | "429" | "trickle" | "blackhole",
+               "action": "500" | "drop" | "429" | "trickle" | "blackhole" | "throttle",
                "retry_after": 1, "times": 1, "message": "registry error text"}],
    # a fault fires `times` times (default 1), counted per distinct fault;
    # trickle: headers promising 1 MB, then a byte a second (for at most 30 s);
-   # blackhole: never reads the request body nor answers (for at most 30 s).
+   # blackhole: never reads the request body nor answers (for at most 30 s);
+   # throttle: reads the request body at "rate" bytes a second, then goes on.
    "immutable_tags": true,     # zot create-only: PUT of an existing tag -> 403
    "hide_tags": true,          # HEAD/GET of manifests by tag -> 404 (403 on PUT still applies)
    "refuse_monolithic": true,  # PUT of an upload with a body -> 400
@@ -103,7 +104,22 @@ class Proxy(BaseHTTPRequestHandler):
             time.sleep(30)
             self.close_connection = True
             return
-        body = self.rfile.read(length) if length else b""
+        if fault and fault["action"] == "throttle":
+            # Takes the body in at `rate` bytes a second, then forwards it.
+            record(f"{self.command} {self.path.split('?')[0]} THROTTLE")
+            step = max(1, fault.get("rate", 65536) // 10)
+            parts = []
+            left = length
+            while left > 0:
+                part = self.rfile.read(min(step, left))
+                if not part:
+                    break
+                parts.append(part)
+                left -= len(part)
+                time.sleep(0.1)
+            body = b"".join(parts)
+        else:
+            body = self.rfile.read(length) if length else b""
         if fault and fault["action"] == "trickle":
             record(f"{self.command} {self.path.split('?')[0]} TRICKLE")
             self.send_response(202)
