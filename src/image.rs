@@ -442,25 +442,40 @@ impl Image {
     }
 
     /// `os/architecture[/variant]`, as people write platforms.
-    pub fn platform_name(&self) -> String {
-        let platform = self.platform();
-        ["os", "architecture", "variant"]
+    pub fn platform_name(&self) -> Result<String> {
+        let platform = self.platform()?;
+        Ok(["os", "architecture", "variant"]
             .iter()
             .filter_map(|k| platform[*k].as_str())
             .collect::<Vec<_>>()
-            .join("/")
+            .join("/"))
     }
 
-    /// The platform its config names, as an image index lists it.
-    pub fn platform(&self) -> Value {
-        let mut platform = serde_json::json!({
-            "architecture": self.config["architecture"].as_str().unwrap_or("amd64"),
-            "os": self.config["os"].as_str().unwrap_or("linux"),
-        });
-        if let Some(variant) = self.config["variant"].as_str() {
+    /// The platform its config names, as an image index lists it:
+    /// normalised as containerd compares platforms (`aarch64` and
+    /// `arm64/v8` are `arm64`, `x86_64` is `amd64`, a bare `arm` is `arm/v7`),
+    /// so that one platform cannot be listed twice under two spellings.
+    pub fn platform(&self) -> Result<Value> {
+        let field = |key: &str, default: &str| -> Result<String> {
+            match &self.config[key] {
+                Value::Null => Ok(default.to_string()),
+                Value::String(s) if !s.is_empty() => Ok(s.to_ascii_lowercase()),
+                other => bail!("the config's {key} is not a platform name: {other}"),
+            }
+        };
+        let os = field("os", "linux")?;
+        let architecture = field("architecture", "amd64")?;
+        let variant = match &self.config["variant"] {
+            Value::Null => None,
+            Value::String(s) => Some(s.to_ascii_lowercase()),
+            other => bail!("the config's variant is not a platform name: {other}"),
+        };
+        let (architecture, variant) = normalize_architecture(&architecture, variant.as_deref());
+        let mut platform = serde_json::json!({"architecture": architecture, "os": os});
+        if let Some(variant) = variant {
             platform["variant"] = Value::from(variant);
         }
-        platform
+        Ok(platform)
     }
 
     /// The layer's tar stream, decompressed according to its content, once
@@ -507,6 +522,25 @@ impl Layer {
     }
 }
 
+/// An architecture and variant as containerd's `platforms.Normalize` gives
+/// them.
+fn normalize_architecture(architecture: &str, variant: Option<&str>) -> (String, Option<String>) {
+    let variant = variant.filter(|v| !v.is_empty());
+    let (architecture, variant) = match (architecture, variant) {
+        ("i386", v) => ("386", v.map(str::to_string)),
+        ("x86_64" | "x86-64" | "amd64", Some("v1") | None) => ("amd64", None),
+        ("x86_64" | "x86-64" | "amd64", v) => ("amd64", v.map(str::to_string)),
+        ("aarch64" | "arm64", Some("8" | "v8") | None) => ("arm64", None),
+        ("aarch64" | "arm64", v) => ("arm64", v.map(str::to_string)),
+        ("armhf", _) => ("arm", Some("v7".to_string())),
+        ("armel", _) => ("arm", Some("v6".to_string())),
+        ("arm", None | Some("7")) => ("arm", Some("v7".to_string())),
+        ("arm", Some(v @ ("5" | "6" | "8"))) => ("arm", Some(format!("v{v}"))),
+        (a, v) => (a, v.map(str::to_string)),
+    };
+    (architecture.to_string(), variant)
+}
+
 /// An image index (`nixoci index`): its bytes and the images it lists, in order.
 pub struct Index {
     pub bytes: Vec<u8>,
@@ -520,7 +554,7 @@ impl Index {
     pub fn of(images: Vec<Image>) -> Result<Index> {
         let mut entries: Vec<Value> = Vec::new();
         for image in &images {
-            let platform = image.platform();
+            let platform = image.platform()?;
             if entries.iter().any(|e| e["platform"] == platform) {
                 bail!(
                     "two images are for the same platform {platform}; an index takes one per platform"
@@ -542,6 +576,31 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn architectures_normalise_as_containerd_does() {
+        for ((arch, variant), want) in [
+            (("aarch64", None), ("arm64", None)),
+            (("arm64", Some("v8")), ("arm64", None)),
+            (("arm64", Some("8")), ("arm64", None)),
+            (("arm64", Some("v9")), ("arm64", Some("v9"))),
+            (("x86_64", None), ("amd64", None)),
+            (("amd64", Some("v1")), ("amd64", None)),
+            (("amd64", Some("v3")), ("amd64", Some("v3"))),
+            (("i386", None), ("386", None)),
+            (("armhf", None), ("arm", Some("v7"))),
+            (("armel", None), ("arm", Some("v6"))),
+            (("arm", None), ("arm", Some("v7"))),
+            (("arm", Some("6")), ("arm", Some("v6"))),
+            (("riscv64", None), ("riscv64", None)),
+        ] {
+            assert_eq!(
+                normalize_architecture(arch, variant),
+                (want.0.to_string(), want.1.map(str::to_string)),
+                "{arch} {variant:?}"
+            );
+        }
+    }
 
     #[test]
     fn times_round_trip() {

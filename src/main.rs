@@ -52,7 +52,8 @@ enum Command {
         nixoci index app-amd64 app-arm64.tar --tag team/app:1.0 -o app\n  \
         nixoci push app registry.example.com/team/app:1.0\n\n\
         Each image (an OCI layout, oci-archive or docker-archive) is listed with the platform its config\n\
-        names (architecture, os, variant); two images of one platform are refused. Runtimes pull the\n\
+        names (architecture, os, variant), normalised as containerd compares them (aarch64 is arm64,\n\
+        arm64/v8 is arm64, x86_64 is amd64); two images of one platform are refused. Runtimes pull the\n\
         one for their own platform.")]
     Index(IndexArgs),
     /// Write a bill of materials (CycloneDX 1.6 or SPDX 2.3 JSON) of an image's store paths.
@@ -839,7 +840,7 @@ fn run_index(args: IndexArgs) -> Result<()> {
             .images
             .iter()
             .map(|i| i.platform_name())
-            .collect::<Vec<_>>()
+            .collect::<Result<Vec<_>>>()?
             .join(", "),
         args.output.display()
     );

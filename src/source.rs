@@ -263,7 +263,7 @@ fn open_docker(tmp: tempfile::TempDir) -> Result<Image> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Image {
+    let image = Image {
         config,
         config_bytes,
         layers,
@@ -273,7 +273,32 @@ fn open_docker(tmp: tempfile::TempDir) -> Result<Image> {
         referrers: Vec::new(),
         _unpacked: Some(tmp),
         verified: Default::default(),
-    })
+    };
+    check_docker_diff_ids(&image)?;
+    Ok(image)
+}
+
+/// A docker-archive names no layer digests, so its config's `diff_ids` are
+/// all that ties the layers to it: each must be the digest of its layer's
+/// tar. For a plain layer (the usual kind) that is the digest already known.
+fn check_docker_diff_ids(image: &Image) -> Result<()> {
+    for (i, (layer, diff_id)) in image.layers.iter().zip(image.diff_ids()?).enumerate() {
+        let tar_digest = if media::sniff(&layer.file)? == media::Compression::None {
+            layer.digest.clone()
+        } else {
+            let mut hasher = crate::nix::Sha256Counter::default();
+            std::io::copy(&mut media::decompressed(&layer.file)?, &mut hasher)
+                .with_context(|| format!("cannot read {}", layer.file.display()))?;
+            Digest::from_raw(&hasher.finish().0)
+        };
+        if tar_digest != diff_id {
+            bail!(
+                "layer {} of the docker-archive is not the one its config names: the config's diff_id is {diff_id}, the layer's tar is {tar_digest}",
+                i + 1
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Unpacks an archive's regular files (and directories) into `dest`.

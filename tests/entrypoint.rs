@@ -962,3 +962,65 @@ fn check_stops_at_its_budget_for_names() {
         "{err}"
     );
 }
+
+/// A docker-archive's layers are tied to it only by its config's diff_ids:
+/// each must be the digest of its layer's tar, plain or gzipped, or check
+/// and push refuse the archive.
+#[test]
+fn docker_archive_diff_ids_must_match_their_layers() {
+    use sha2::Digest as _;
+    let dir = tempdir();
+    let registry = Registry::start(Auth::Anonymous);
+    let layer_tar = dir.path().join("content.tar");
+    write_tar(&layer_tar, &[("hello", b"hello\n")]);
+    let plain = fs::read(&layer_tar).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &plain).unwrap();
+    let gzipped = gz.finish().unwrap();
+    let right = format!("sha256:{}", nixoci::nix::hex(&sha2::Sha256::digest(&plain)));
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    for (i, (layer, diff_id, ok)) in [
+        (&plain, &right, true),
+        (&plain, &wrong, false),
+        (&gzipped, &right, true),
+        (&gzipped, &wrong, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let config = json!({"architecture": "amd64", "os": "linux",
+            "config": {"Entrypoint": ["/hello"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]}})
+        .to_string();
+        let manifest =
+            json!([{"Config": "config.json", "RepoTags": ["x:1"], "Layers": ["layer.tar"]}])
+                .to_string();
+        let archive = dir.path().join(format!("archive-{i}.tar"));
+        write_tar(
+            &archive,
+            &[
+                ("manifest.json", manifest.as_bytes()),
+                ("config.json", config.as_bytes()),
+                ("layer.tar", &layer[..]),
+            ],
+        );
+        let out = nixoci()
+            .args(["push", "-q", "--insecure"])
+            .arg(&archive)
+            .arg(format!("{}/diff/ids:{i}", registry.host()))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "case {i}: {err}");
+        if !ok {
+            assert!(
+                err.contains(&format!(
+                    "layer 1 of the docker-archive is not the one its config names: the config's diff_id is {wrong}, the layer's tar is {right}"
+                )),
+                "case {i}: {err}"
+            );
+            let err = fails(nixoci().arg("check").arg(&archive));
+            assert!(err.contains("is not the one its config names"), "{err}");
+        }
+    }
+}

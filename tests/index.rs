@@ -169,3 +169,69 @@ fn an_index_refuses_two_images_of_one_platform_and_single_image_commands_say_why
     let err = fails(nixoci().arg("check").arg(&index));
     assert!(err.contains("multi-platform image index"), "{err}");
 }
+
+/// Platforms compare as containerd normalises them: `aarch64` is `arm64`,
+/// so an index cannot list one platform twice under two spellings; an
+/// architecture that is not a name is refused, not taken for amd64.
+#[test]
+fn platforms_are_normalised_and_must_be_names() {
+    let dir = tempdir();
+    let arm64 = image(dir.path(), "arm64", "oci-layout");
+    let aarch64 = image(dir.path(), "aarch64", "oci-layout");
+    let err = fails(
+        nixoci()
+            .arg("index")
+            .arg(&arm64)
+            .arg(&aarch64)
+            .args(["--tag", "team/app:1", "-o"])
+            .arg(dir.path().join("index")),
+    );
+    assert!(err.contains("same platform"), "{err}");
+    // Alone, aarch64 is listed as containerd will match it.
+    let index = dir.path().join("index-aarch64");
+    run(nixoci()
+        .arg("index")
+        .arg(&aarch64)
+        .args(["--tag", "team/app:1", "-o"])
+        .arg(&index));
+    let raw: Value =
+        serde_json::from_slice(&std::fs::read(index.join("index.json")).unwrap()).unwrap();
+    let digest = raw["manifests"][0]["digest"].as_str().unwrap();
+    let inner: Value = serde_json::from_slice(
+        &std::fs::read(index.join("blobs/sha256").join(&digest[7..])).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        inner["manifests"][0]["platform"],
+        serde_json::json!({"architecture": "arm64", "os": "linux"})
+    );
+
+    // A docker-archive whose config says `"architecture": 123`.
+    let archive = dir.path().join("numeric.tar");
+    let config = br#"{"architecture":123,"os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let manifest = br#"[{"Config":"config.json","RepoTags":["x:1"],"Layers":[]}]"#;
+    let mut tar = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+    for (name, bytes) in [
+        ("config.json", &config[..]),
+        ("manifest.json", &manifest[..]),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, bytes).unwrap();
+    }
+    tar.finish().unwrap();
+    let err = fails(
+        nixoci()
+            .arg("index")
+            .arg(&arm64)
+            .arg(&archive)
+            .args(["--tag", "team/app:1", "-o"])
+            .arg(dir.path().join("index-numeric")),
+    );
+    assert!(
+        err.contains("the config's architecture is not a platform name: 123"),
+        "{err}"
+    );
+}
