@@ -293,6 +293,10 @@ struct RegistryArgs {
     /// Allow plain HTTP and unverified TLS (for loopback registries).
     #[arg(long)]
     insecure: bool,
+    /// Trust the CA certificates in FILE (PEM) instead of the built-in Mozilla roots, for a
+    /// registry with a private CA.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    ca_file: Option<PathBuf>,
     /// Mount blobs from this repository of the same registry instead of uploading them.
     #[arg(long, value_name = "REPO")]
     mount_from: Option<String>,
@@ -322,7 +326,10 @@ impl RegistryArgs {
                 env_var: self.creds_env.clone(),
                 username: self.username.clone(),
             },
-            insecure: self.insecure,
+            trust: registry::client::Trust {
+                insecure: self.insecure,
+                ca_file: self.ca_file.clone(),
+            },
             mount_from: self.mount_from.clone(),
             parallel: self.parallel,
             chunk_size: self.chunk_size.max(1),

@@ -1082,6 +1082,46 @@ fn tls_is_verified_by_default() {
     // --insecure accepts it (for loopback registries) and the push works over TLS.
     let summary = push_ok(&["--creds", &c, layout.to_str().unwrap(), &reference]);
     assert_eq!(summary["pushed"][0]["status"], "pushed");
+    // So does trusting the registry's own CA, with verification on.
+    let out = nixoci()
+        .args(["push", "-q", "--json", "--creds", &c, "--ca-file"])
+        .arg(registry.ca_file())
+        .arg(&layout)
+        .arg(format!("{}/team/app:v2", registry.host()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A registry on TLS whose token server is plain http would have the
+/// credentials cross the network in clear: refused unless --insecure.
+#[test]
+fn a_plain_http_token_realm_of_a_tls_registry_is_refused() {
+    let registry = Registry::start_with(Auth::Token, true);
+    let dir = tempdir();
+    let layout = image(dir.path(), "");
+    let reference = format!("{}/team/app:v1", registry.host());
+    let c = creds();
+    let out = nixoci()
+        .args(["push", "-q", "--creds", &c, "--ca-file"])
+        .arg(registry.ca_file())
+        .arg(&layout)
+        .arg(&reference)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("which is not https: the credentials would cross the network in clear"),
+        "{err}"
+    );
+    // With --insecure the operator accepts it.
+    let summary = push_ok(&["--creds", &c, layout.to_str().unwrap(), &reference]);
+    assert_eq!(summary["pushed"][0]["status"], "pushed");
 }
 
 #[test]

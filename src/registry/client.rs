@@ -103,6 +103,8 @@ enum AuthState {
 /// One repository on one registry.
 pub struct Client {
     agent: ureq::Agent,
+    /// `--insecure`: plain HTTP allowed, to the registry and its token server.
+    insecure: bool,
     pub base: String,
     pub registry: String,
     pub repository: String,
@@ -117,10 +119,44 @@ pub struct Client {
     pub extra_pull_scope: Option<String>,
 }
 
-fn agent(insecure: bool, stall: Duration) -> ureq::Agent {
-    let tls = ureq::tls::TlsConfig::builder()
-        .disable_verification(insecure)
-        .build();
+/// How the client trusts a registry's TLS.
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    /// Plain HTTP and unverified TLS allowed (loopback registries).
+    pub insecure: bool,
+    /// CA certificates (PEM) trusted instead of the built-in Mozilla roots.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl Trust {
+    fn tls_config(&self) -> Result<ureq::tls::TlsConfig, PushError> {
+        let mut tls = ureq::tls::TlsConfig::builder().disable_verification(self.insecure);
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                PushError::new(
+                    Failure::Rejected,
+                    format!("cannot read the CA file {}: {e}", path.display()),
+                )
+            })?;
+            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                return Err(PushError::new(
+                    Failure::Rejected,
+                    format!("{} holds no PEM certificate", path.display()),
+                ));
+            }
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        }
+        Ok(tls.build())
+    }
+}
+
+fn agent(tls: ureq::tls::TlsConfig, stall: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .tls_config(tls)
@@ -145,12 +181,14 @@ impl Client {
         registry: &str,
         repository: &str,
         creds: Option<Credentials>,
-        insecure: bool,
+        trust: &Trust,
         verbose: bool,
         timeouts: Timeouts,
     ) -> Result<Client, PushError> {
+        let insecure = trust.insecure;
         let mut client = Client {
-            agent: agent(insecure, timeouts.stall),
+            agent: agent(trust.tls_config()?, timeouts.stall),
+            insecure,
             base: format!("https://{registry}"),
             registry: registry.into(),
             repository: repository.into(),
@@ -347,6 +385,24 @@ impl Client {
         service: Option<&str>,
         scopes: &[String],
     ) -> Result<String, PushError> {
+        // The credentials go to the realm: never in clear from a registry
+        // that speaks TLS (unless --insecure), never to another scheme.
+        let realm_scheme = realm.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        let registry_tls = self.base.starts_with("https://");
+        match realm_scheme.as_deref() {
+            Some("https") => {}
+            Some("http") if !registry_tls || self.insecure => {}
+            _ => {
+                return Err(PushError::new(
+                    Failure::Auth,
+                    format!(
+                        "{} names the token server {}, which is not https: the credentials would cross the network in clear (allowed only with --insecure)",
+                        self.registry,
+                        printable(realm)
+                    ),
+                ))
+            }
+        }
         let mut request = self.agent.get(realm);
         if let Some(s) = service {
             request = request.query("service", s);

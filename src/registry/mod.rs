@@ -170,7 +170,7 @@ impl fmt::Display for Reference {
 
 pub struct PushOptions {
     pub creds: CredentialSources,
-    pub insecure: bool,
+    pub trust: client::Trust,
     pub mount_from: Option<String>,
     pub parallel: usize,
     /// Chunk size for chunked uploads.
@@ -405,7 +405,7 @@ fn connect(reference: &Reference, opts: &PushOptions) -> Result<Client> {
         &reference.registry,
         &reference.repository,
         creds,
-        opts.insecure,
+        &opts.trust,
         opts.verbose,
         opts.timeouts,
     )?;

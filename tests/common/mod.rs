@@ -281,27 +281,28 @@ impl Registry {
         Registry::start_with(auth, false)
     }
 
-    /// With `tls`, the registry speaks HTTPS with a self-signed certificate
-    /// for 127.0.0.1 (which no client trusts).
+    /// The CA that signed the registry's certificate (with `tls`), for `--ca-file`.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls-ca.pem")
+    }
+
+    /// With `tls`, the registry speaks HTTPS with a certificate for
+    /// 127.0.0.1 from a CA of its own (`ca_file`), which no client trusts
+    /// unless told to.
     pub fn start_with(auth: Auth, tls: bool) -> Registry {
         let dir = tempdir();
         let d = dir.path();
         let port = free_port();
         let tls_yaml = if tls {
-            run(Command::new("openssl")
-                .args([
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                ])
-                .args([
-                    "-subj",
-                    "/CN=127.0.0.1",
-                    "-addext",
-                    "subjectAltName=IP:127.0.0.1",
-                ])
-                .arg("-keyout")
-                .arg(d.join("tls-key.pem"))
-                .arg("-out")
-                .arg(d.join("tls-cert.pem")));
+            sh(&format!(
+                "cd {} && openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=nixoci-test-ca \
+                   -keyout tls-ca-key.pem -out tls-ca.pem 2>/dev/null && \
+                 openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout tls-key.pem -out tls.csr 2>/dev/null && \
+                 printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > tls.ext && \
+                 openssl x509 -req -in tls.csr -CA tls-ca.pem -CAkey tls-ca-key.pem -CAcreateserial \
+                   -days 2 -extfile tls.ext -out tls-cert.pem 2>/dev/null",
+                d.display()
+            ));
             format!(
                 ", tls: {{certificate: {}, key: {}}}",
                 d.join("tls-cert.pem").display(),
