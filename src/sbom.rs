@@ -223,23 +223,24 @@ fn spdx(inv: &Inventory) -> Result<Value> {
             }));
         }
     }
-    for manifest in inv.sources {
-        for s in &manifest.sources {
-            let mut package = json!({
-                "SPDXID": format!("SPDXRef-source-{}", s.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '.', "-")),
-                "name": s.name,
-                "downloadLocation": s.mirror.clone().or_else(|| s.upstream.clone()).unwrap_or_else(|| "NOASSERTION".into()),
-                "filesAnalyzed": false,
-                "comment": format!("pinned {} source, Nix hash {}", format!("{:?}", s.kind).to_lowercase(), s.hash),
-            });
-            if let Some(rev) = &s.rev {
-                package["versionInfo"] = json!(rev);
-            }
-            if let Some(hex) = source_hex(&s.hash) {
-                package["checksums"] = json!([{"algorithm": "SHA256", "checksumValue": hex}]);
-            }
-            packages.push(package);
+    // Source names may differ only in characters an SPDX ID cannot hold
+    // (`a b`, `a-b`): the position keeps their IDs apart.
+    let all_sources = inv.sources.iter().flat_map(|m| m.sources.iter());
+    for (i, s) in all_sources.enumerate() {
+        let mut package = json!({
+            "SPDXID": format!("SPDXRef-source-{}-{}", i + 1, s.name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '.', "-")),
+            "name": s.name,
+            "downloadLocation": s.mirror.clone().or_else(|| s.upstream.clone()).unwrap_or_else(|| "NOASSERTION".into()),
+            "filesAnalyzed": false,
+            "comment": format!("pinned {} source, Nix hash {}", format!("{:?}", s.kind).to_lowercase(), s.hash),
+        });
+        if let Some(rev) = &s.rev {
+            package["versionInfo"] = json!(rev);
         }
+        if let Some(hex) = source_hex(&s.hash) {
+            package["checksums"] = json!([{"algorithm": "SHA256", "checksumValue": hex}]);
+        }
+        packages.push(package);
     }
     Ok(json!({
         "spdxVersion": "SPDX-2.3",
@@ -383,7 +384,8 @@ pub fn restrict(paths: &[PathInfo], keep: &BTreeMap<String, String>) -> Result<V
         })
         .collect();
     out.sort_by(|a, b| a.path.cmp(&b.path));
-    if let Some(missing) = keep.keys().find(|k| !out.iter().any(|p| &p.path == *k)) {
+    let found: std::collections::BTreeSet<&str> = out.iter().map(|p| p.path.as_str()).collect();
+    if let Some(missing) = keep.keys().find(|k| !found.contains(k.as_str())) {
         return Err(anyhow!(
             "{missing} is in the image but not in the closure graph"
         ));

@@ -371,3 +371,70 @@ fn recompressing_on_push_leaves_the_old_images_sbom_behind() {
         );
     }
 }
+
+/// Source names that differ only in characters an SPDX ID cannot hold get
+/// distinct IDs, and the document validates; a URL that would forge a line
+/// or run script is refused with the manifest, naming the source.
+#[test]
+fn spdx_source_ids_are_unique_and_urls_are_checked() {
+    let f = fixture();
+    let dir = tempdir();
+    let image = dir.path().join("image");
+    build_fixture_image(&image, &[]);
+    let hash = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+    let pins = dir.path().join("pins.toml");
+    fs::write(
+        &pins,
+        format!(
+            "[[source]]\nname = \"a b\"\nkind = \"file\"\nmirror = \"https://forge.example/m/a\"\nhash = \"{hash}\"\n\n[[source]]\nname = \"a-b\"\nkind = \"file\"\nmirror = \"https://forge.example/m/b\"\nhash = \"{hash}\"\n"
+        ),
+    )
+    .unwrap();
+    let spdx = dir.path().join("app.spdx.json");
+    run(nixoci()
+        .arg("sbom")
+        .arg(&image)
+        .args(["--format", "spdx", "--graph", &f.attrs_json, "--mirrors"])
+        .arg(&pins)
+        .arg("-o")
+        .arg(&spdx));
+    assert!(spdx_valid(&spdx));
+    let doc: Value = serde_json::from_slice(&fs::read(&spdx).unwrap()).unwrap();
+    let ids: Vec<&str> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["SPDXID"].as_str().unwrap())
+        .collect();
+    let unique: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "{ids:?}");
+    assert_eq!(ids.iter().filter(|i| i.starts_with("SPDXRef-source-")).count(), 2);
+
+    for (url, shown) in [
+        ("https://forge.example/a\\nforged: line", "https://forge.example/a\\nforged: line"),
+        ("javascript:alert(1)", "javascript:alert(1)"),
+        ("https://forge.example/a b", "https://forge.example/a b"),
+    ] {
+        fs::write(
+            &pins,
+            format!("[[source]]\nname = \"bad\"\nkind = \"file\"\nmirror = \"{url}\"\nhash = \"{hash}\"\n"),
+        )
+        .unwrap();
+        let err = fails(
+            nixoci()
+                .arg("sbom")
+                .arg(&image)
+                .args(["--graph", &f.attrs_json, "--mirrors"])
+                .arg(&pins)
+                .arg("-o")
+                .arg(dir.path().join("bad.json")),
+        );
+        assert!(
+            err.contains(&format!("source bad: `{shown}` is not a URL a pin can name")),
+            "{url}: {err}"
+        );
+        assert!(!dir.path().join("bad.json").exists());
+        let err = fails(nixoci().arg("verify").arg(&pins));
+        assert!(err.contains("is not a URL a pin can name"), "{err}");
+    }
+}

@@ -167,7 +167,43 @@ pub fn split_arguments(args: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>)>
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
     let text =
         fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+    let manifest: Manifest =
+        toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    for source in &manifest.sources {
+        for url in source.mirror.iter().chain(source.upstream.iter()) {
+            if !is_source_url(url) {
+                bail!(
+                    "{}: source {}: `{}` is not a URL a pin can name (http, https, git, ssh or file; no spaces or control characters)",
+                    path.display(),
+                    source.name,
+                    url.escape_debug()
+                );
+            }
+        }
+    }
+    Ok(manifest)
+}
+
+/// A URL that bills of materials and fetchers can take as it is: a known
+/// scheme, a host or path after it, no whitespace or control characters
+/// (which would end a field or forge a line).
+fn is_source_url(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let known = [
+        "http",
+        "https",
+        "git",
+        "ssh",
+        "file",
+        "git+https",
+        "git+ssh",
+    ];
+    known.contains(&scheme.as_str())
+        && !rest.is_empty()
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Verifies every entry of every manifest.
