@@ -153,7 +153,8 @@ pub fn build_layer_output(
     spec_dir: Option<&std::path::Path>,
     out: &std::path::Path,
 ) -> Result<()> {
-    let (_, covered) = explicit::read_all(&spec.layers)?;
+    let store_dir = spec.store_dir.as_deref().unwrap_or(nix::DEFAULT_STORE_DIR);
+    let (_, covered) = explicit::read_all(store_dir, &spec.layers)?;
     let closure = resolve_closure(spec, spec_dir, &spec.contents, &[])?.without(&covered);
     let mut paths: Vec<String> = closure.nodes().iter().map(|n| n.path.clone()).collect();
     paths.sort();
@@ -304,7 +305,8 @@ pub fn resolve(spec: &Spec, spec_dir: Option<&Path>, format: Format) -> Result<R
         ),
         None => None,
     };
-    let (explicit, covered) = explicit::read_all(&spec.layers)?;
+    let store_dir = spec.store_dir.as_deref().unwrap_or(nix::DEFAULT_STORE_DIR);
+    let (explicit, covered) = explicit::read_all(store_dir, &spec.layers)?;
     if !explicit.is_empty() && format == Format::DockerArchive {
         bail!("explicit layers are compressed blobs: build an OCI layout or oci-archive with them");
     }

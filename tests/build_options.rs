@@ -759,3 +759,93 @@ fn mtime_and_owner_fields_reach_store_layers_only() {
         );
     }
 }
+
+/// Explicit layers are buildLayer outputs: store paths (nothing can change
+/// them after Nix made them) with a regular blob, covering what they hold;
+/// and every path they cover must be held by one of the image's layers, or
+/// it would silently leave the image.
+#[test]
+fn explicit_layers_must_be_store_paths_that_hold_what_they_cover() {
+    let f = fixture();
+    let dir = tempdir();
+    let layer = |name: &str, held: &[&str], covers: &[&str], symlinked: bool| -> String {
+        let d = dir.path().join(name).join(format!("{name}-layer"));
+        fs::create_dir_all(&d).unwrap();
+        let blob = b"not really gzip";
+        if symlinked {
+            fs::write(dir.path().join(name).join("elsewhere"), blob).unwrap();
+            std::os::unix::fs::symlink(dir.path().join(name).join("elsewhere"), d.join("blob"))
+                .unwrap();
+        } else {
+            fs::write(d.join("blob"), blob).unwrap();
+        }
+        fs::write(
+            d.join("meta.json"),
+            json!({
+                "digest": format!("sha256:{}", "1".repeat(64)),
+                "diffId": format!("sha256:{}", "2".repeat(64)),
+                "size": blob.len(),
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "storePaths": held,
+                "covers": covers,
+            })
+            .to_string(),
+        )
+        .unwrap();
+        d.to_str().unwrap().to_string()
+    };
+    let add = |path: &str| -> String {
+        stdout(Command::new("nix-store").arg("--add").arg(path))
+            .trim()
+            .to_string()
+    };
+    let build = |layer: &str| {
+        let mut attrs: serde_json::Value =
+            serde_json::from_slice(&fs::read(&f.attrs_json).unwrap()).unwrap();
+        attrs["nixoci"] = json!({"name": "explicit", "contents": [f.app], "layers": [layer]});
+        let spec = dir.path().join(".attrs.json");
+        fs::write(&spec, attrs.to_string()).unwrap();
+        nixoci()
+            .arg("build")
+            .arg("--spec")
+            .arg(&spec)
+            .args(["-q", "-o"])
+            .arg(dir.path().join("out"))
+            .arg("--force")
+            .output()
+            .unwrap()
+    };
+    let lib = f.lib.as_str();
+    let cases = [
+        (
+            layer("outside", &[lib], &[lib], false),
+            "is not inside the store directory /nix/store",
+        ),
+        (
+            add(&layer("symlinked", &[lib], &[lib], true)),
+            "the blob is not a regular file",
+        ),
+        (
+            add(&layer("drops", &[], &[lib], false)),
+            "none of the image's layers holds it",
+        ),
+        (
+            add(&layer("uncovered", &[lib], &[], false)),
+            "but does not cover it",
+        ),
+    ];
+    for (layer, wanted) in &cases {
+        let out = build(layer);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{layer}");
+        assert!(err.contains(wanted), "{layer}: {err}");
+    }
+    // A consistent one is taken.
+    let good = add(&layer("good", &[lib], &[lib], false));
+    let out = build(&good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -408,10 +408,18 @@ fn spdx_source_ids_are_unique_and_urls_are_checked() {
         .collect();
     let unique: BTreeSet<&str> = ids.iter().copied().collect();
     assert_eq!(unique.len(), ids.len(), "{ids:?}");
-    assert_eq!(ids.iter().filter(|i| i.starts_with("SPDXRef-source-")).count(), 2);
+    assert_eq!(
+        ids.iter()
+            .filter(|i| i.starts_with("SPDXRef-source-"))
+            .count(),
+        2
+    );
 
     for (url, shown) in [
-        ("https://forge.example/a\\nforged: line", "https://forge.example/a\\nforged: line"),
+        (
+            "https://forge.example/a\\nforged: line",
+            "https://forge.example/a\\nforged: line",
+        ),
         ("javascript:alert(1)", "javascript:alert(1)"),
         ("https://forge.example/a b", "https://forge.example/a b"),
     ] {
@@ -430,7 +438,9 @@ fn spdx_source_ids_are_unique_and_urls_are_checked() {
                 .arg(dir.path().join("bad.json")),
         );
         assert!(
-            err.contains(&format!("source bad: `{shown}` is not a URL a pin can name")),
+            err.contains(&format!(
+                "source bad: `{shown}` is not a URL a pin can name"
+            )),
             "{url}: {err}"
         );
         assert!(!dir.path().join("bad.json").exists());
