@@ -177,11 +177,14 @@ fn an_index_refuses_two_images_of_one_platform_and_single_image_commands_say_why
 fn platforms_are_normalised_and_must_be_names() {
     let dir = tempdir();
     let arm64 = image(dir.path(), "arm64", "oci-layout");
+    let amd64 = image(dir.path(), "amd64", "oci-layout");
     let aarch64 = image(dir.path(), "aarch64", "oci-layout");
+    // Not next to each other: every earlier image counts.
     let err = fails(
         nixoci()
             .arg("index")
             .arg(&arm64)
+            .arg(&amd64)
             .arg(&aarch64)
             .args(["--tag", "team/app:1", "-o"])
             .arg(dir.path().join("index")),

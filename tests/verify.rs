@@ -1050,6 +1050,11 @@ in derivation {{
     }})
     (fetch "upstream-without-url" {{ outputHash = "sha256-{no_url}"; }})
     (fetch "network-build" {{ outputHashMode = "recursive"; outputHash = "sha256-{network}"; }})
+    (fetch "mode-differs" {{ outputHashMode = "recursive"; outputHash = "sha256-{no_url}"; }})
+    (fetch "lookalike-host" {{
+      urls = [ "https://mirror.example/m/pkg.tar.gz.evil.net/x" ];
+      outputHash = "sha256-{both}";
+    }})
     (fetch "sha1-from-mirror" {{
       urls = [ "https://mirror.example/m/pkg.tar.gz" ];
       outputHashAlgo = "sha1";
@@ -1112,18 +1117,22 @@ outputHash = "sha256-{network}"
         "pinned-upstream"
     );
     assert_eq!(class_of(&report, "network-build").0, "network-build");
+    // The pin's hash under another mode pins nothing (it is another content).
+    assert_eq!(class_of(&report, "mode-differs").0, "unpinned");
+    // A URL that only starts like a mirror is not one.
+    assert_eq!(class_of(&report, "lookalike-host").0, "pinned-upstream");
     let (class, detail) = class_of(&report, "sha1-from-mirror");
     assert_eq!(class, "unpinned");
     assert!(detail.contains("SHA-1"), "{detail}");
     assert!(
-        err.contains("3 fixed-output derivation(s) not proven"),
+        err.contains("5 fixed-output derivation(s) not proven"),
         "{err}"
     );
-    // With --allow-upstream, only the SHA-1 one is left.
+    // With --allow-upstream, only the SHA-1 one and the other mode are left.
     let (code, _, err) = verify_graph(drv.trim(), &pins, &["--allow-upstream"]);
     assert_eq!(code, Some(1));
     assert!(
-        err.contains("1 fixed-output derivation(s) not proven"),
+        err.contains("2 fixed-output derivation(s) not proven"),
         "{err}"
     );
     assert!(err.contains("-sha1-from-mirror.drv"), "{err}");
@@ -1254,4 +1263,45 @@ fn unpacking_a_tarball_pin_is_bounded() {
         text.contains("would write more than 1000000 bytes"),
         "{text}"
     );
+}
+
+/// A fixed-output path in the store is hashed and compared with its pin:
+/// changed content is a mismatch, even though its path still names the pin.
+#[test]
+fn a_tampered_fixed_output_path_is_caught() {
+    let dir = tempdir();
+    let store = dir.path().join("store");
+    let content = dir.path().join("content");
+    fs::create_dir_all(&content).unwrap();
+    fs::write(content.join("lib.py"), "print('deps')\n").unwrap();
+    let hash = nix_hash("path", "--sri", &content);
+    let pin = nixoci::nix::Hash::parse(&hash, None).unwrap();
+    let path = nixoci::nix::fixed_output_path(store.to_str().unwrap(), "fake-deps-1.0", &pin, true);
+    fs::create_dir_all(&store).unwrap();
+    sh(&format!("cp -r {} {path}", content.display()));
+    let manifest = dir.path().join("fod.toml");
+    fs::write(
+        &manifest,
+        format!("[[fod]]\nname = \"fake-deps-1.0\"\noutputHash = \"{hash}\"\n"),
+    )
+    .unwrap();
+    let verify = || {
+        nixoci()
+            .args(["verify", "-q", "--store"])
+            .arg(&store)
+            .arg(&manifest)
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    fs::write(Path::new(&path).join("lib.py"), "print('evil')\n").unwrap();
+    let out = verify();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    assert!(report.contains("fake-deps-1.0"), "{report}");
 }

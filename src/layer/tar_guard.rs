@@ -198,21 +198,65 @@ mod tests {
     }
 
     #[test]
-    fn refuses_a_huge_extension_record() {
-        let mut h = tar::Header::new_ustar();
-        h.set_entry_type(tar::EntryType::XHeader);
-        h.set_size(3 << 30);
-        h.set_cksum();
-        let mut bytes = h.as_bytes().to_vec();
-        bytes.extend_from_slice(&[b'x'; 4096]);
-        let err = tar::Archive::new(TarGuard::new(&bytes[..]))
+    fn refuses_a_huge_extension_record_of_every_kind() {
+        // PAX (x, g) and GNU long name and long link (L, K) records.
+        for kind in [b'x', b'g', b'L', b'K'] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::new(kind));
+            h.set_size(3 << 30);
+            h.set_cksum();
+            let mut bytes = h.as_bytes().to_vec();
+            bytes.extend_from_slice(&[b'x'; 4096]);
+            let mut through = Vec::new();
+            let err = TarGuard::new(&bytes[..])
+                .read_to_end(&mut through)
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("extension record"),
+                "{}: {err}",
+                kind as char
+            );
+        }
+    }
+
+    /// A PAX `size=` record gives the next member's real size (its header
+    /// may say 0): the guard must follow it, or it reads data as headers.
+    #[test]
+    fn follows_a_pax_size_record() {
+        let records = b"12 size=600\n";
+        let mut out = Vec::new();
+        let mut pax = tar::Header::new_ustar();
+        pax.set_entry_type(tar::EntryType::XHeader);
+        pax.set_size(records.len() as u64);
+        pax.set_cksum();
+        out.extend_from_slice(pax.as_bytes());
+        out.extend_from_slice(records);
+        out.resize(1024, 0);
+        let mut big = tar::Header::new_ustar();
+        big.set_path("big").unwrap();
+        big.set_size(0);
+        big.set_mode(0o644);
+        big.set_cksum();
+        out.extend_from_slice(big.as_bytes());
+        out.extend_from_slice(&[b'A'; 600]);
+        out.resize(out.len() + 424, 0);
+        out.extend_from_slice(&archive(&[("next", b"hello")]));
+        let mut through = Vec::new();
+        TarGuard::new(&out[..]).read_to_end(&mut through).unwrap();
+        assert_eq!(through, out);
+        let mut archive = tar::Archive::new(TarGuard::new(&out[..]));
+        let members: Vec<(String, usize)> = archive
             .entries()
             .unwrap()
-            .next()
-            .unwrap()
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("extension record"), "{err}");
+            .map(|e| {
+                let mut e = e.unwrap();
+                let name = e.path().unwrap().display().to_string();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                (name, data.len())
+            })
+            .collect();
+        assert_eq!(members, [("big".to_string(), 600), ("next".to_string(), 5)]);
     }
 
     #[test]
