@@ -1702,3 +1702,44 @@ fn build_push_refuses_what_it_cannot_push_before_building() {
         "it built before refusing"
     );
 }
+
+/// `push --compression` recompresses plain layers: a plain layer changed
+/// after the image was made (one byte, same size) is refused, never pushed
+/// under the new digest its compression would give it.
+#[test]
+fn recompressing_refuses_a_changed_plain_layer() {
+    let registry = Registry::start(Auth::Anonymous);
+    let f = fixture();
+    let dir = tempdir();
+    let layout = dir.path().join("plain");
+    run(nixoci()
+        .arg("build")
+        .arg(&f.app)
+        .args(["--compression", "none", "--tag", "test/app:1", "-q", "-o"])
+        .arg(&layout));
+    let (manifest, _) = layout_manifest(&layout);
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let blob = layout.join("blobs/sha256").join(&layer[7..]);
+    let mut bytes = fs::read(&blob).unwrap();
+    let last = bytes.len() - 2000;
+    bytes[last] ^= 0x01;
+    let mut perms = fs::metadata(&blob).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    fs::set_permissions(&blob, perms).unwrap();
+    fs::write(&blob, bytes).unwrap();
+    let out = push(&[
+        "--compression",
+        "gzip",
+        layout.to_str().unwrap(),
+        &format!("{}/test/plain:1", registry.host()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("is damaged"), "{err}");
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{}/test/plain:1", registry.host()))
+        .output()
+        .unwrap();
+    assert!(!inspect.status.success(), "the image was pushed");
+}

@@ -1305,3 +1305,56 @@ fn a_tampered_fixed_output_path_is_caught() {
     assert!(!out.status.success(), "{report}");
     assert!(report.contains("fake-deps-1.0"), "{report}");
 }
+
+/// A store path with names that are not UTF-8 is hashed on its own (its
+/// archive order differs from NAR's): a change to it is caught all the same.
+#[test]
+fn a_modified_path_with_non_utf8_names_is_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempdir();
+    let store = dir.path().join("store");
+    let path = store.join("2123456789abcdfghijklmnpqrsvwxyz-latin1");
+    fs::create_dir_all(path.join("share")).unwrap();
+    // Byte order puts `\x80` before `é` (0xc3 0xa9); Python's order of
+    // the surrogate-escaped names puts it after.
+    let name = std::ffi::OsStr::from_bytes(b"\x80.txt");
+    fs::write(path.join("share").join(name), "menu\n").unwrap();
+    fs::write(path.join("share/é.txt"), "e\n").unwrap();
+    let nar = stdout(nixoci().args(["hash", "path"]).arg(&path))
+        .trim()
+        .to_string();
+    assert_eq!(nar, nix_hash("path", "--sri", &path));
+    let spec = dir.path().join("spec.json");
+    fs::write(
+        &spec,
+        serde_json::json!({
+            "storeDir": store,
+            "graph": [{"path": path, "references": [], "narHash": nar}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let build = |out: &str| {
+        nixoci()
+            .args(["build", "-q", "--spec"])
+            .arg(&spec)
+            .arg("-o")
+            .arg(dir.path().join(out))
+            .output()
+            .unwrap()
+    };
+    let out = build("good");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::write(path.join("share").join(name), "MENU\n").unwrap();
+    let out = build("bad");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("does not match its registered NAR hash"),
+        "{err}"
+    );
+}
