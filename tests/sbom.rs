@@ -448,3 +448,71 @@ fn spdx_source_ids_are_unique_and_urls_are_checked() {
         assert!(err.contains("is not a URL a pin can name"), "{err}");
     }
 }
+
+/// The SBOM lists exactly the image's store paths, whatever the graph file
+/// holds: a path of the graph outside the image is left out, a path of the
+/// image missing from the graph is an error, and references come sorted
+/// however the graph orders them.
+#[test]
+fn the_sbom_follows_the_image_not_the_graph_file() {
+    let f = fixture();
+    let dir = tempdir();
+    let image = dir.path().join("image");
+    build_fixture_image(&image, &[]);
+    let attrs: Value = serde_json::from_slice(&fs::read(&f.attrs_json).unwrap()).unwrap();
+    let mut graph = attrs["graph"].as_array().unwrap().clone();
+    let outside = format!("/nix/store/{}-outside-1.0", "0".repeat(32));
+    graph.push(serde_json::json!({
+        "path": outside, "references": [], "narSize": 8,
+        "narHash": "sha256:0rrfc4h9rhc6hzahw36w5jw4h72xlbg60lmhnn5mdyvpvw24llm2",
+    }));
+    // The link refers to the app and, here, to the lib, listed unsorted.
+    for node in graph.iter_mut() {
+        if node["path"] == f.link.as_str() {
+            node["references"] = serde_json::json!([f.app, f.lib]);
+        }
+    }
+    let write_graph = |graph: &[Value]| {
+        let file = dir.path().join("graph.json");
+        fs::write(&file, serde_json::json!({ "graph": graph }).to_string()).unwrap();
+        file
+    };
+    let file = write_graph(&graph);
+    let cdx = dir.path().join("app.cdx.json");
+    run(nixoci()
+        .arg("sbom")
+        .arg(&image)
+        .arg("--graph")
+        .arg(&file)
+        .arg("-o")
+        .arg(&cdx));
+    let doc: Value = serde_json::from_slice(&fs::read(&cdx).unwrap()).unwrap();
+    let text = doc.to_string();
+    assert!(!text.contains("outside-1.0"), "{text}");
+    let link = doc["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["ref"] == f.link.as_str())
+        .unwrap();
+    let mut sorted = vec![f.app.clone(), f.lib.clone()];
+    sorted.sort();
+    assert_eq!(link["dependsOn"], serde_json::json!(sorted));
+
+    // Without the note, the graph misses a path of the image.
+    graph.retain(|n| n["path"] != f.note.as_str());
+    let file = write_graph(&graph);
+    let err = fails(
+        nixoci()
+            .arg("sbom")
+            .arg(&image)
+            .arg("--graph")
+            .arg(&file)
+            .arg("-o")
+            .arg(dir.path().join("missing.json")),
+    );
+    assert!(
+        err.contains(&format!("{} is in the image but not in the closure graph", f.note)),
+        "{err}"
+    );
+}
