@@ -516,3 +516,39 @@ fn the_sbom_follows_the_image_not_the_graph_file() {
         "{err}"
     );
 }
+
+/// An SBOM attached after the image was pushed goes up with the next push,
+/// although the tag already holds the image (nothing else is uploaded).
+#[test]
+fn an_sbom_attached_after_the_push_follows_on_the_next() {
+    let f = fixture();
+    let dir = tempdir();
+    let image = dir.path().join("image");
+    build_fixture_image(&image, &[]);
+    let image_digest = common_digest(&image);
+    let registry = Registry::start(Auth::Anonymous);
+    let push = || {
+        let out = run(nixoci()
+            .args(["push", "--insecure", "-q", "--json"])
+            .arg(&image)
+            .arg(format!("{}/team/app:1", registry.host())));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    push();
+    run(nixoci()
+        .arg("sbom")
+        .arg(&image)
+        .args(["--graph", &f.attrs_json, "--attach", "-o"])
+        .arg(dir.path().join("sbom.json")));
+    let again = push();
+    assert_eq!(again["pushed"][0]["status"], "already pushed", "{again:#}");
+    let sbom = sbom_from_registry(&registry.host(), &image_digest);
+    assert!(
+        sbom["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["bom-ref"] == f.app.as_str()),
+        "{sbom}"
+    );
+}
