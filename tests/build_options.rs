@@ -480,30 +480,57 @@ fn staging_left_by_a_killed_build_is_removed_by_the_next_one() {
     assert!(!stale.exists(), "the dead run's staging is still there");
     assert!(live.exists(), "a live run's staging was removed");
 
-    // A real kill: SIGKILL in the middle of a build, then a new build.
+    // A real kill: SIGKILL in the middle of a build (of 96 MiB, gzipped on
+    // one thread, so that it lasts), once its staging exists; then a new build.
+    let store = dir.path().join("store");
+    let big = store.join("3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c-big");
+    fs::create_dir_all(&big).unwrap();
+    let mut x: u64 = 11;
+    let data: Vec<u8> = (0..96 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(big.join("data"), data).unwrap();
+    let spec = dir.path().join("big.json");
+    fs::write(
+        &spec,
+        json!({"storeDir": store, "graph": [{"path": big, "references": []}], "compression": "gzip"})
+            .to_string(),
+    )
+    .unwrap();
     let out = dir.path().join("killed");
-    let mut child = nixoci()
-        .arg("build")
-        .arg(&f.app)
-        .args(["--graph", &f.attrs_json, "-q", "-o"])
-        .arg(&out)
-        .spawn()
-        .unwrap();
+    let build = || {
+        let mut cmd = nixoci();
+        cmd.args(["build", "-q", "--jobs", "1", "--spec"])
+            .arg(&spec)
+            .arg("-o")
+            .arg(&out);
+        cmd
+    };
+    let mut child = build().spawn().unwrap();
     let staging = dir.path().join(format!(".killed.nixoci-{}", child.id()));
-    for _ in 0..2000 {
-        if staging.exists() {
-            break;
-        }
+    let started = std::time::Instant::now();
+    while !staging.exists() && started.elapsed() < std::time::Duration::from_secs(30) {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
+    assert!(
+        staging.exists(),
+        "the build made no staging to leave behind"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
-    run(nixoci()
-        .arg("build")
-        .arg(&f.app)
-        .args(["--graph", &f.attrs_json, "-q", "-o"])
-        .arg(&out));
+    assert!(
+        staging.exists(),
+        "the killed build's staging is gone already"
+    );
+    assert!(!out.exists(), "the killed build finished");
+    run(&mut build());
     assert!(!staging.exists(), "{} survived", staging.display());
+    assert!(out.join("index.json").exists());
 }
 
 #[test]
@@ -683,6 +710,35 @@ fn a_graph_nar_hash_is_checked_against_the_store() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.success(), ok, "{hash}: {err}");
+        if !ok {
+            assert!(
+                err.contains("does not match its registered NAR hash"),
+                "{err}"
+            );
+        }
+        // The same graph given as a file with --graph, as users pass one.
+        let graph = dir.path().join("graph.json");
+        fs::write(
+            &graph,
+            json!([{"path": p, "references": [], "narHash": hash}]).to_string(),
+        )
+        .unwrap();
+        fs::write(
+            dir.path().join("spec.json"),
+            json!({"storeDir": store, "tag": "1"}).to_string(),
+        )
+        .unwrap();
+        let out = nixoci()
+            .args(["build", "-q", "--force", "--spec"])
+            .arg(dir.path().join("spec.json"))
+            .arg("--graph")
+            .arg(&graph)
+            .arg("-o")
+            .arg(dir.path().join("image-from-file"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "--graph FILE, {hash}: {err}");
         if !ok {
             assert!(
                 err.contains("does not match its registered NAR hash"),

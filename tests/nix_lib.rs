@@ -184,7 +184,16 @@ fn nixpkgs_docker_tools_assertions_hold() {
 #[test]
 fn unchanged_inputs_give_the_same_path_and_a_changed_leaf_only_its_layer() {
     let first = lib_images(&["basic"], &[]);
-    let again = lib_images(&["basic"], &[]);
+    // The same inputs from elsewhere (the nixoci binary copied to another
+    // directory): the same store path, as only content counts.
+    let elsewhere = tempdir();
+    let copy = elsewhere.path().join("nixoci");
+    std::fs::copy(release_nixoci(), &copy).unwrap();
+    let again = nix_build(
+        &repo().join("tests/fixtures/lib-images.nix"),
+        &["basic"],
+        &["--arg", "nixociBin", copy.to_str().unwrap()],
+    );
     assert_eq!(first, again, "same inputs, same store path");
     // The second build came from the store; `--check` really builds again
     // and fails if any byte differs (the layout and nixpkgs' .tar.gz).

@@ -982,12 +982,12 @@ fn retry_after_is_honoured() {
         layout.to_str().unwrap(),
         &format!("{}/team/app:v1", proxy.host()),
     ]);
-    // The backoff without Retry-After would be well under a second.
-    assert!(
-        started.elapsed() >= std::time::Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    // The backoff without Retry-After would be well under a second; and
+    // the 3 s asked are waited once, not on every try (a margin for a
+    // loaded machine).
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_secs(3), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(3 + 8), "{took:?}");
 }
 
 #[test]

@@ -512,7 +512,10 @@ fn the_sbom_follows_the_image_not_the_graph_file() {
             .arg(dir.path().join("missing.json")),
     );
     assert!(
-        err.contains(&format!("{} is in the image but not in the closure graph", f.note)),
+        err.contains(&format!(
+            "{} is in the image but not in the closure graph",
+            f.note
+        )),
         "{err}"
     );
 }

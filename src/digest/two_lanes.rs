@@ -228,11 +228,11 @@ mod tests {
         let listed = std::fs::read_to_string("/proc/cpuinfo")
             .map(|info| info.split_whitespace().any(|flag| flag == "sha_ni"))
             .unwrap_or(false);
-        if listed {
-            assert!(
-                available(),
-                "the CPU has sha_ni, but the paired path is not used"
-            );
-        }
+        assert_eq!(
+            available(),
+            listed,
+            "the kernel lists sha_ni: {listed}; the paired path is used: {}",
+            available()
+        );
     }
 }
