@@ -1358,3 +1358,63 @@ fn a_modified_path_with_non_utf8_names_is_refused() {
         "{err}"
     );
 }
+
+/// An impure derivation may reach the network with nothing pinning what it
+/// gets: it is named as unpinned (not a bad hash). A derivation whose
+/// environment holds bytes that are not UTF-8 is read all the same.
+#[test]
+fn impure_and_non_utf8_derivations_are_classified() {
+    let dir = tempdir();
+    fs::write(dir.path().join("latin1.bin"), b"caf\xe9\n").unwrap();
+    fs::write(
+        dir.path().join("graph.nix"),
+        r#"derivation {
+  name = "root";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" "exit 1" ];
+  text = builtins.readFile ./latin1.bin;
+  inputs = [ (derivation {
+    name = "impure-fetch";
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "exit 1" ];
+    __impure = true;
+  }) ];
+}
+"#,
+    )
+    .unwrap();
+    let drv = stdout(
+        Command::new("nix-instantiate")
+            .args([
+                "--extra-experimental-features",
+                "impure-derivations ca-derivations",
+            ])
+            .arg(dir.path().join("graph.nix")),
+    );
+    let text = fs::read(drv.trim()).unwrap();
+    assert!(
+        String::from_utf8(text).is_err(),
+        "the .drv should hold a non-UTF-8 byte"
+    );
+    let empty = dir.path().join("none.toml");
+    fs::write(&empty, "").unwrap();
+    let repo_dir = dir.path().to_str().unwrap();
+    let (code, report, err) = verify_graph(drv.trim(), &empty, &["--repo", repo_dir]);
+    assert_eq!(code, Some(1), "{err}");
+    let fetch = &report["fetches"][0];
+    assert_eq!(fetch["name"], "impure-fetch", "{report:#}");
+    assert_eq!(fetch["class"], "unpinned");
+    assert!(
+        fetch["detail"]
+            .as_str()
+            .unwrap()
+            .contains("impure derivation"),
+        "{report:#}"
+    );
+    assert!(
+        err.contains("1 fixed-output derivation(s) not proven"),
+        "{err}"
+    );
+}

@@ -57,7 +57,9 @@ impl Derivation {
         let [out] = self.outputs.as_slice() else {
             return Ok(None);
         };
-        if out.hash.is_empty() {
+        // Floating content-addressed outputs have no hash yet; impure ones
+        // (`__impure`) say `impure` where a hash would be.
+        if out.hash.is_empty() || self.is_impure() {
             return Ok(None);
         }
         let (mode, algo) = if let Some(a) = out.hash_algo.strip_prefix("r:") {
@@ -75,6 +77,12 @@ impl Derivation {
         };
         let hash = Hash::parse(&out.hash, Some(algo))?;
         Ok(Some((mode, hash)))
+    }
+
+    /// An impure derivation (`__impure = true`): like a fixed-output one it
+    /// may reach the network, but nothing pins what it gets.
+    pub fn is_impure(&self) -> bool {
+        self.outputs.iter().any(|o| o.hash == "impure")
     }
 
     /// An attribute as the builder sees it: from the environment, or from
@@ -105,10 +113,13 @@ impl Derivation {
 
 /// Parses the text of a `.drv` file.
 pub fn parse(text: &str) -> Result<Derivation> {
-    let mut r = Reader {
-        bytes: text.as_bytes(),
-        pos: 0,
-    };
+    parse_bytes(text.as_bytes())
+}
+
+/// Parses a `.drv` file's bytes, which need not be UTF-8 (Nix strings are
+/// bytes; a value read from a binary file keeps them).
+pub fn parse_bytes(bytes: &[u8]) -> Result<Derivation> {
+    let mut r = Reader { bytes, pos: 0 };
     r.expect("Derive(")?;
     let outputs = r.list(|r| {
         r.expect("(")?;
@@ -183,14 +194,19 @@ pub fn read(store_dir: &str, path: &str) -> Result<Derivation> {
     if size > MAX_DRV_BYTES {
         bail!("{path} is {size} bytes: too large for a derivation");
     }
-    let text =
-        fs::read_to_string(Path::new(path)).with_context(|| format!("cannot read {path}"))?;
-    parse(&text).with_context(|| format!("{path} is not a valid derivation"))
+    let bytes = fs::read(Path::new(path)).with_context(|| format!("cannot read {path}"))?;
+    parse_bytes(&bytes).with_context(|| format!("{path} is not a valid derivation"))
 }
 
-/// Every derivation reachable from `roots` through input derivations, by
-/// path, read breadth first (no recursion, so no depth limit).
-pub fn closure(store_dir: &str, roots: &[String]) -> Result<BTreeMap<String, Derivation>> {
+/// Visits every derivation reachable from `roots` through input
+/// derivations, once each, breadth first (no recursion, so no depth limit).
+/// One derivation is held at a time: memory is the paths seen, not the sum
+/// of the files.
+pub fn walk(
+    store_dir: &str,
+    roots: &[String],
+    mut visit: impl FnMut(&str, &Derivation) -> Result<()>,
+) -> Result<()> {
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut queue: VecDeque<String> = VecDeque::new();
     for root in roots {
@@ -198,7 +214,6 @@ pub fn closure(store_dir: &str, roots: &[String]) -> Result<BTreeMap<String, Der
             queue.push_back(root.clone());
         }
     }
-    let mut all = BTreeMap::new();
     while let Some(path) = queue.pop_front() {
         let drv = read(store_dir, &path)?;
         for (input, _) in &drv.input_drvs {
@@ -206,9 +221,9 @@ pub fn closure(store_dir: &str, roots: &[String]) -> Result<BTreeMap<String, Der
                 queue.push_back(input.clone());
             }
         }
-        all.insert(path, drv);
+        visit(&path, &drv)?;
     }
-    Ok(all)
+    Ok(())
 }
 
 struct Reader<'a> {
@@ -282,7 +297,10 @@ impl Reader<'_> {
                 }
             }
         }
-        String::from_utf8(out).map_err(|_| anyhow!("string at offset {start} is not UTF-8"))
+        // Builder scripts and other values may hold any bytes; store paths
+        // (checked where they are used) cannot.
+        Ok(String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
     }
 }
 

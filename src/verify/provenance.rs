@@ -206,10 +206,24 @@ pub fn classify(
     let pins = pins(&manifests)?;
     let mut fetches = Vec::new();
     let mut input_srcs = BTreeSet::new();
-    for (path, drv) in drv::closure(store_dir, roots)? {
+    drv::walk(store_dir, roots, |path, drv| {
         input_srcs.extend(drv.input_srcs.iter().cloned());
+        if drv.is_impure() {
+            fetches.push(Fetch {
+                name: drv.name(),
+                drv: path.to_string(),
+                urls: Vec::new(),
+                rev: None,
+                mode: HashMode::Recursive,
+                algo: "none",
+                hash: String::new(),
+                class: Class::Unpinned,
+                detail: "an impure derivation (__impure): it may reach the network, and no hash pins what it gets".to_string(),
+            });
+            return Ok(());
+        }
         let Some((mode, hash)) = drv.fixed_output()? else {
-            continue;
+            return Ok(());
         };
         // nixpkgs' fetchurl and fetchzip use `urls`; fetchgit and
         // <nix/fetchurl.nix> use `url`.
@@ -227,7 +241,7 @@ pub fn classify(
         let (class, detail) = classify_fetch(&pins, &urls, mode, &hash);
         fetches.push(Fetch {
             name: drv.name(),
-            drv: path,
+            drv: path.to_string(),
             rev: drv.attr("rev").filter(|r| !r.is_empty()),
             urls,
             mode,
@@ -236,7 +250,8 @@ pub fn classify(
             class,
             detail,
         });
-    }
+        Ok(())
+    })?;
     fetches.sort_by(|a, b| (a.class as u8, &a.name).cmp(&(b.class as u8, &b.name)));
     let sources = sources::classify(store_dir, &input_srcs, trees, &pins)?;
     Ok(Report { fetches, sources })
