@@ -32,11 +32,13 @@ pub fn open_source(path: &Path, reference: Option<&str>) -> Result<Source> {
     let tmp = tempfile::Builder::new().prefix("nixoci-image-").tempdir()?;
     unpack_archive(path, tmp.path())
         .with_context(|| format!("cannot read archive {}", path.display()))?;
+    // Errors name the archive, not the temporary directory it went to.
+    let in_archive = || format!("in archive {}", path.display());
     if tmp.path().join("oci-layout").is_file() {
         let root = tmp.path().to_path_buf();
-        open_layout(&root, reference, Some(tmp))
+        open_layout(&root, reference, Some(tmp)).with_context(in_archive)
     } else if tmp.path().join("manifest.json").is_file() {
-        open_docker(tmp).map(Source::Image)
+        open_docker(tmp).map(Source::Image).with_context(in_archive)
     } else {
         bail!(
             "{} is neither an OCI layout, an oci-archive nor a docker-archive",
