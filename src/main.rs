@@ -93,7 +93,15 @@ enum Command {
         after_help = "Statuses: ok, flagged (ok, but submodules or checkout filters may make fetchgit differ),\n\
         mismatch, moved (the tag points elsewhere than the pinned commit), missing (mirror or object not there),\n\
         unmirrored (fetched from upstream: nothing to verify), absent (not in the local store or cache: not checked).\n\n\
-        It never opens a network connection. Exit status: 1 on any mismatch, moved tag or missing mirror."
+        It never opens a network connection. Exit status: 1 on any mismatch, moved tag or missing mirror.\n\n\
+        Provenance of a derivation graph:\n  \
+        nixoci verify --drv $(nix-instantiate containers/authentik) mirrors/authentik.toml\n  \
+        nixoci verify --flake .#authentik-image mirrors/authentik.toml\n\
+        classify every fixed-output derivation (mirrored, pinned upstream, network build, unpinned)\n\
+        and every input source the evaluation put in the store (a copy of --repo, a flake.lock input\n\
+        or a --source-tree; a toFile text; a pinned fetch; else an unpinned evaluation fetch). --flake\n\
+        first evaluates in restricted mode, with fetches allowed from the mirrors only. Exit status 1\n\
+        on anything unpinned."
     )]
     Verify(VerifyArgs),
     /// Print hashes the way `nix hash path` and `nix hash file` do.
