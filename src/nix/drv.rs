@@ -331,7 +331,30 @@ mod tests {
         let text = r#"Derive([("out","/nix/store/x-a","","")],[],[],"x86_64-linux","/bin/sh",[],[("__json","{\"name\":\"a\",\"urls\":[\"https://a/1\",\"https://b/2\"]}"),("out","/nix/store/x-a")])"#;
         let drv = parse(text).unwrap();
         assert_eq!(drv.attr("urls").unwrap(), "https://a/1 https://b/2");
+        assert_eq!(drv.attr("name").unwrap(), "a");
+        assert_eq!(drv.attr("missing"), None);
         assert_eq!(drv.fixed_output().unwrap(), None);
+    }
+
+    #[test]
+    fn a_derivation_of_the_largest_size_reads_and_a_byte_more_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().to_str().unwrap();
+        let path = format!("{store}/{}-big.drv", "a".repeat(32));
+        let shell = |padding: usize| {
+            format!(
+                r#"Derive([("out","{store}/x-a","","")],[],[],"x86_64-linux","/bin/sh",[],[("pad","{}")])"#,
+                "p".repeat(padding)
+            )
+        };
+        let fixed = shell(0).len();
+        let exact = shell(MAX_DRV_BYTES as usize - fixed);
+        assert_eq!(exact.len() as u64, MAX_DRV_BYTES);
+        fs::write(&path, &exact).unwrap();
+        assert!(read(store, &path).is_ok());
+        fs::write(&path, shell(MAX_DRV_BYTES as usize - fixed + 1)).unwrap();
+        let err = read(store, &path).unwrap_err().to_string();
+        assert!(err.contains("too large for a derivation"), "{err}");
     }
 
     #[test]
