@@ -164,12 +164,10 @@ pub fn instantiate_restricted(
 /// allow `https://mirror.example.evil.net`.
 fn allowed_uri_prefix(mirror: &str) -> Result<String> {
     let mirror = mirror.trim();
-    let Some((scheme, rest)) = mirror.split_once("://") else {
-        bail!("mirror `{mirror}` is not a URL");
+    let rest = match mirror.split_once("://") {
+        Some((_, rest)) if super::is_source_url(mirror) => rest,
+        _ => bail!("mirror `{mirror}` is not a URL"),
     };
-    if scheme.is_empty() || rest.is_empty() || mirror.chars().any(char::is_whitespace) {
-        bail!("mirror `{mirror}` is not a URL");
-    }
     Ok(if rest.contains('/') {
         mirror.to_string()
     } else {

@@ -123,7 +123,11 @@ pub(super) fn classify(
     trees: &[SourceTree],
     pins: &[Pin],
 ) -> Result<Vec<InputSource>> {
-    let mut by_name: Option<HashMap<OsString, Vec<(usize, PathBuf)>>> = None;
+    let index = if sources.is_empty() {
+        HashMap::new()
+    } else {
+        index_trees(trees)?
+    };
     let mut classified = Vec::new();
     for path in sources {
         nix::validate_store_path(store_dir, path)?;
@@ -131,11 +135,7 @@ pub(super) fn classify(
         let (nar, nar_size) = nix::nar_hash_path(store_path, &mut |_| {})
             .with_context(|| format!("cannot read the input source {path}"))?;
         let name = nix::store_name(path).to_string();
-        let index = match &mut by_name {
-            Some(index) => index,
-            None => by_name.insert(index_trees(trees)?),
-        };
-        let (class, detail) = if let Some(detail) = tree_copy(store_path, &name, trees, index)? {
+        let (class, detail) = if let Some(detail) = tree_copy(store_path, &name, trees, &index)? {
             (SourceClass::Tree, detail)
         } else if is_text(store_dir, store_path, &name)? {
             (SourceClass::Text, "builtins.toFile".to_string())
@@ -307,11 +307,16 @@ fn is_text(store_dir: &str, path: &Path, name: &str) -> Result<bool> {
 /// pins, the file's own hash for flat ones.
 fn matching_pin<'a>(path: &Path, nar: &Hash, pins: &'a [Pin]) -> Result<Option<&'a Pin>> {
     let is_file = fs::symlink_metadata(path)?.is_file();
+    // The file's own hash, made once per algorithm the flat pins use.
+    let mut flat: Vec<Hash> = Vec::new();
     for pin in pins {
         let matches = match pin.mode {
             HashMode::Recursive => pin.hash == *nar,
             HashMode::Flat if is_file => {
-                pin.hash == nix::flat_hash_file(path, pin.hash.algo, &mut |_| {})?
+                if !flat.iter().any(|h| h.algo == pin.hash.algo) {
+                    flat.push(nix::flat_hash_file(path, pin.hash.algo, &mut |_| {})?);
+                }
+                flat.contains(&pin.hash)
             }
             HashMode::Flat | HashMode::Text => false,
         };
