@@ -106,18 +106,7 @@ timed "cold: nixoci build --cache --push (zstd)" bash -c 'ours_zstd cold'; read 
 timed "cold: nix-build (explicit layer) + nixoci push" bash -c 'nix_pipeline "" cold'; read -r nix_cold _ < "$work/last"
 
 # One small path added on top of the closure (the everyday change).
-python3 - "$work/spec.json" "$store" "$nixoci" <<'PY'
-import json, os, subprocess, sys
-spec_file, store, nixoci = sys.argv[1:]
-spec = json.load(open(spec_file))
-top = os.path.join(store, "z" * 32 + "-app-change")
-os.makedirs(os.path.join(top, "bin"))
-with open(os.path.join(top, "bin", "app"), "w") as f:
-    f.write("#!/bin/sh\necho changed\n")
-nar = subprocess.run([nixoci, "hash", "path", top], check=True, capture_output=True, text=True).stdout.strip()
-spec["graph"].append({"path": top, "references": [spec["graph"][-1]["path"]], "narHash": nar})
-json.dump(spec, open(spec_file, "w"))
-PY
+add_top_path change
 reference_archive
 timed "one path added: nixpkgs' streamer + skopeo copy" bash -c 'baseline changed'; read -r base_warm base_warm_cpu < "$work/last"
 timed "one path added: nixoci docker-archive + skopeo" bash -c 'fast_baseline changed'; read -r fast_warm _ < "$work/last"

@@ -12,6 +12,23 @@ make_bench_store() {
   tar -C "$store" -cf - . > /dev/null
 }
 
+# add_top_path NAME: a small store path NAME on top of the closure in
+# $work/spec.json, referencing the previous top (the everyday change).
+add_top_path() {
+  python3 - "$work/spec.json" "$store" "$nixoci" "$1" <<'PY'
+import json, os, subprocess, sys
+spec_file, store, nixoci, name = sys.argv[1:]
+spec = json.load(open(spec_file))
+top = os.path.join(store, "z" * 32 + "-app-" + name)
+os.makedirs(os.path.join(top, "bin"))
+with open(os.path.join(top, "bin", "app"), "w") as f:
+    f.write(f"#!/bin/sh\necho {name}\n")
+nar = subprocess.run([nixoci, "hash", "path", top], check=True, capture_output=True, text=True).stdout.strip()
+spec["graph"].append({"path": top, "references": [spec["graph"][-1]["path"]], "narHash": nar})
+json.dump(spec, open(spec_file, "w"))
+PY
+}
+
 # measure CMD…: prints "seconds peak_rss_kib" of the command.
 measure() {
   python3 - "$@" <<'PY'
