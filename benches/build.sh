@@ -24,17 +24,17 @@ make_bench_store "$size_mib"
 printf '%-44s %9s %10s %12s\n' "pipeline" "seconds" "MB/s" "peak RSS MiB"
 row() { printf '%-44s %9.2f %10s %12.1f\n' "$1" "$2" "$(mbps "$2")" "$(python3 -c "print($3/1024)")"; }
 
-read -r t rss < <(best_of 3 bash -c "tar -C '$store' -cf - . | zstd -T0 -3 -q -c > /dev/null")
+read -r t rss _ < <(best_of 3 bash -c "tar -C '$store' -cf - . | zstd -T0 -3 -q -c > /dev/null")
 row "tar | zstd -T0 -3" "$t" "$rss"; zstd_base=$t
-read -r t rss < <(best_of 3 bash -c "rm -rf '$out/zstd'; exec '$nixoci' build --spec '$work/spec.json' --compression zstd -q -o '$out/zstd'"); rm -rf "$out/zstd"
+read -r t rss _ < <(best_of 3 bash -c "rm -rf '$out/zstd'; exec '$nixoci' build --spec '$work/spec.json' --compression zstd -q -o '$out/zstd'"); rm -rf "$out/zstd"
 row "nixoci build --compression zstd" "$t" "$rss"; zstd_ours=$t; zstd_rss=$rss
-read -r t rss < <(measure bash -c "tar -C '$store' -cf - . | gzip -6 -c > /dev/null")
+read -r t rss _ < <(measure bash -c "tar -C '$store' -cf - . | gzip -6 -c > /dev/null")
 row "tar | gzip -6" "$t" "$rss"; gzip_base=$t
-read -r t rss < <(measure "$nixoci" build --spec "$work/spec.json" --compression gzip -q -o "$out/gzip"); rm -rf "$out/gzip"
+read -r t rss _ < <(measure "$nixoci" build --spec "$work/spec.json" --compression gzip -q -o "$out/gzip"); rm -rf "$out/gzip"
 row "nixoci build --compression gzip" "$t" "$rss"; gzip_ours=$t; gzip_rss=$rss
-read -r t rss < <(best_of 3 bash -c "python3 tests/support/tarfile_store_layer.py 1 0 0 root root $store/* > /dev/null")
+read -r t rss _ < <(best_of 3 bash -c "python3 tests/support/tarfile_store_layer.py 1 0 0 root root $store/* > /dev/null")
 row "python tarfile, uncompressed (nixpkgs, 1 of 2 passes)" "$t" "$rss"; py=$t
-read -r t rss < <(best_of 3 bash -c "rm -rf '$out/none'; exec '$nixoci' build --spec '$work/spec.json' --compression none -q -o '$out/none'"); rm -rf "$out/none"
+read -r t rss _ < <(best_of 3 bash -c "rm -rf '$out/none'; exec '$nixoci' build --spec '$work/spec.json' --compression none -q -o '$out/none'"); rm -rf "$out/none"
 row "nixoci build --compression none" "$t" "$rss"; none_ours=$t
 
 python3 - "$zstd_base" "$zstd_ours" "$gzip_base" "$gzip_ours" "$py" "$none_ours" "$zstd_rss" "$gzip_rss" <<'PY'

@@ -18,14 +18,9 @@ cargo build --release --quiet
 nixoci=$PWD/target/release/nixoci
 work=$(mktemp -d /var/tmp/nixoci-bench.XXXXXX)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; git worktree remove --force "$work/base-src" 2>/dev/null; chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null; chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
 source benches/common.sh
-
-# The baseline binary, built from its own worktree (its target directory
-# is kept between runs of this bench).
-git worktree add --quiet --detach "$work/base-src" "$base_rev"
-CARGO_TARGET_DIR=/var/tmp/nixoci-bench-base-target cargo build --release --quiet --manifest-path "$work/base-src/Cargo.toml"
-base=/var/tmp/nixoci-bench-base-target/release/nixoci
+base=$(nixoci_at "$base_rev")
 
 make_bench_store "$size_mib" --skewed
 start_registry base 5493

@@ -68,8 +68,8 @@ declare -A ours theirs
 # shellcheck disable=SC2016
 for count in $((n / 2)) "$n"; do
   make_layout "$work/layout-$count" "$count"
-  read -r t rss < <(best_of 2 bash -c 'check_image "$0"' "$work/layout-$count"); row "nixoci check, $count" "$t" "$rss"; ours[$count]=$t
-  read -r t rss < <(best_of 2 bash -c 'rm -rf "$1"; umoci unpack --rootless --image "$0:1" "$1" > /dev/null' "$work/layout-$count" "$work/bundle"); row "umoci unpack, $count" "$t" "$rss"; theirs[$count]=$t
+  read -r t rss _ < <(best_of 2 bash -c 'check_image "$0"' "$work/layout-$count"); row "nixoci check, $count" "$t" "$rss"; ours[$count]=$t
+  read -r t rss _ < <(best_of 2 bash -c 'rm -rf "$1"; umoci unpack --rootless --image "$0:1" "$1" > /dev/null' "$work/layout-$count" "$work/bundle"); row "umoci unpack, $count" "$t" "$rss"; theirs[$count]=$t
 done
 half=$((n / 2))
 python3 -c "

@@ -29,30 +29,42 @@ json.dump(spec, open(spec_file, "w"))
 PY
 }
 
-# measure CMD…: prints "seconds peak_rss_kib" of the command.
+# measure CMD…: prints "seconds peak_rss_kib cpu_seconds" of the command
+# (CPU: user + system, of it and its children).
 measure() {
   python3 - "$@" <<'PY'
 import resource, subprocess, sys, time
 t = time.perf_counter()
 subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
 elapsed = time.perf_counter() - t
-print(f"{elapsed:.3f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"{elapsed:.3f} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime:.2f}")
 PY
 }
 
 # mbps SECONDS [BYTES]: MB/s (10^6 bytes).
 mbps() { python3 -c "print(f'{${2:-$bytes} / $1 / 1e6:.1f}')"; }
 
-# best_of N CMD…: "seconds peak_rss_kib" of the fastest of N runs (the
-# machines are shared; the fastest run is the least disturbed one).
+# best_of N CMD…: "seconds peak_rss_kib cpu_seconds" of the fastest of N
+# runs (the machines are shared; the fastest run is the least disturbed one).
 best_of() {
   local n=$1; shift
-  local best="" t rss
+  local best="" t rss cpu
   for _ in $(seq "$n"); do
-    read -r t rss < <(measure "$@")
-    if [ -z "$best" ] || python3 -c "import sys; sys.exit(0 if $t < ${best%% *} else 1)"; then best="$t $rss"; fi
+    read -r t rss cpu < <(measure "$@")
+    if [ -z "$best" ] || python3 -c "import sys; sys.exit(0 if $t < ${best%% *} else 1)"; then best="$t $rss $cpu"; fi
   done
   echo "$best"
+}
+
+# nixoci_at REV: builds nixoci as it was at REV (in a worktree under
+# $work; its target directory is kept between runs) and prints its path.
+nixoci_at() {
+  local src=$work/src-$1 target=/var/tmp/nixoci-bench-target-$1
+  git worktree add --quiet --detach "$src" "$1" >&2
+  CARGO_TARGET_DIR=$target cargo build --release --quiet --manifest-path "$src/Cargo.toml" >&2
+  git worktree remove --force "$src" >&2
+  echo "$target/release/nixoci"
 }
 
 # start_registry NAME PORT: a CNCF registry on 127.0.0.1:PORT with its data

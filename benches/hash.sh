@@ -17,7 +17,7 @@ printf '%-28s %9s %10s %12s\n' "hash path" "seconds" "MB/s" "peak RSS MiB"
 row() { printf '%-28s %9.2f %10s %12.1f\n' "$1" "$2" "$(mbps "$2")" "$(python3 -c "print($3/1024)")"; }
 [ "$("$nixoci" hash path "$store")" = "$(nix hash path "$store")" ] || { echo "hashes differ!" >&2; exit 1; }
 for run in 1 2; do
-  read -r t rss < <(measure "$nixoci" hash path "$store"); row "nixoci hash path ($run)" "$t" "$rss"; ours=$t
-  read -r t rss < <(measure nix hash path "$store"); row "nix hash path ($run)" "$t" "$rss"; theirs=$t
+  read -r t rss _ < <(measure "$nixoci" hash path "$store"); row "nixoci hash path ($run)" "$t" "$rss"; ours=$t
+  read -r t rss _ < <(measure nix hash path "$store"); row "nix hash path ($run)" "$t" "$rss"; theirs=$t
 done
 python3 -c "print(f'\nnixoci hash path is {$theirs / $ours:.2f}x the speed of nix hash path   (target >= 1x)')"

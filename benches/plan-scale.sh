@@ -52,20 +52,20 @@ row() { printf '%-46s %9.2f %12.0f %12.1f\n' "$1" "$2" "$(python3 -c "print($3 /
 for shape in chain random dense; do
   generate "$shape" "$paths" "$work/$shape.json"
   for strategy in auto popularity; do
-    read -r t rss < <(best_of 3 bash -c "exec '$nixoci' plan --graph '$work/$shape.json' --strategy $strategy > '$work/out.json'")
+    read -r t rss _ < <(best_of 3 bash -c "exec '$nixoci' plan --graph '$work/$shape.json' --strategy $strategy > '$work/out.json'")
     row "nixoci $strategy, $shape, $paths paths" "$t" "$paths" "$rss"; ours=$t
     if [[ -n ${NIXPKGS_SRC:-} && $strategy == auto ]]; then
       : > "$work/ignore"
-      read -r t rss < <(best_of 1 env PYTHONHASHSEED=0 python3 "$NIXPKGS_SRC/auto-layer.py" "$work/$shape.json" "$work/ignore" 99)
+      read -r t rss _ < <(best_of 1 env PYTHONHASHSEED=0 python3 "$NIXPKGS_SRC/auto-layer.py" "$work/$shape.json" "$work/ignore" 99)
       row "  nixpkgs auto-layer.py, the same graph" "$t" "$paths" "$rss"
       echo "  ratio: nixoci $(python3 -c "print(f'{$t / $ours:.1f}')")x faster"
     fi
   done
   if [[ -n ${NIXPKGS_SRC:-} ]]; then
     generate "$shape" "$small" "$work/small.json"
-    read -r t rss < <(best_of 3 bash -c "exec '$nixoci' plan --graph '$work/small.json' --strategy popularity > '$work/out.json'")
+    read -r t rss _ < <(best_of 3 bash -c "exec '$nixoci' plan --graph '$work/small.json' --strategy popularity > '$work/out.json'")
     row "nixoci popularity, $shape, $small paths" "$t" "$small" "$rss"; ours=$t
-    read -r t rss < <(best_of 1 python3 -c "
+    read -r t rss _ < <(best_of 1 python3 -c "
 import json, sys
 sys.setrecursionlimit(10**6)
 sys.path.insert(0, sys.argv[1])

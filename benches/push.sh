@@ -26,14 +26,14 @@ rm -rf /var/lib/containers/cache/blob-info-cache-v1.boltdb
 
 printf '%-46s %9s %10s %12s\n' "push" "seconds" "MB/s" "peak RSS MiB"
 row() { printf '%-46s %9.2f %10s %12.1f\n' "$1" "$2" "$(mbps "$2" "$image_bytes")" "$(python3 -c "print($3/1024)")"; }
-read -r t rss < <(measure "$nixoci" push --insecure -q "$work/layout" 127.0.0.1:5391/bench/img:1)
+read -r t rss _ < <(measure "$nixoci" push --insecure -q "$work/layout" 127.0.0.1:5391/bench/img:1)
 row "nixoci push (cold)" "$t" "$rss"; ours_cold=$t
-read -r t rss < <(measure skopeo copy -q --dest-tls-verify=false "oci:$work/layout:1" docker://127.0.0.1:5392/bench/img:1)
+read -r t rss _ < <(measure skopeo copy -q --dest-tls-verify=false "oci:$work/layout:1" docker://127.0.0.1:5392/bench/img:1)
 row "skopeo copy oci: docker:// (cold)" "$t" "$rss"; skopeo_cold=$t
 "$nixoci" push --insecure -q --json "$work/layout" 127.0.0.1:5391/bench/img:2 > "$work/repush.json"
-read -r t rss < <(measure "$nixoci" push --insecure -q "$work/layout" 127.0.0.1:5391/bench/img:3)
+read -r t rss _ < <(measure "$nixoci" push --insecure -q "$work/layout" 127.0.0.1:5391/bench/img:3)
 row "nixoci push (re-push, new tag, fresh process)" "$t" "$rss"; ours_re=$t
-read -r t rss < <(measure skopeo copy -q --dest-tls-verify=false "oci:$work/layout:1" docker://127.0.0.1:5392/bench/img:2)
+read -r t rss _ < <(measure skopeo copy -q --dest-tls-verify=false "oci:$work/layout:1" docker://127.0.0.1:5392/bench/img:2)
 row "skopeo copy (re-push, new tag)" "$t" "$rss"; skopeo_re=$t
 python3 - "$ours_cold" "$skopeo_cold" "$ours_re" "$skopeo_re" "$work/repush.json" <<'PY'
 import json, sys

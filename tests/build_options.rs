@@ -322,11 +322,11 @@ fn digests_are_pinned_for_a_fixed_input_in_every_format() {
     let pinned: Vec<(&str, &str)> = vec![
         (
             "gzip layer",
-            "sha256:8cbe08cb71cefccda2d40ec41fb34e89a235f24a823ff01fd79fb507fc32385e",
+            "sha256:f4dbc9513fb9eb8ea54892a945f26fc2b1a85076483a85b0c09a1ff435fb48d6",
         ),
         (
             "gzip layer",
-            "sha256:ba737ca14f5c952b97f870d71387e73bfae251cd6d152e4e0584338c87a2bee1",
+            "sha256:5e0243e9ed93b607005bc0a00205c03ff6bfe5a539f56c186e889b2e157eca6b",
         ),
         (
             "gzip config",
@@ -334,7 +334,7 @@ fn digests_are_pinned_for_a_fixed_input_in_every_format() {
         ),
         (
             "gzip manifest",
-            "sha256:b1451ce4cb40511dfab7210d92e4a0e8baf2005c05e5d43182805ab914350d0e",
+            "sha256:fea3e77e114cc28c1eae467fcf123a6c4df8345e8a5cda7be2e500ad60ee0620",
         ),
         (
             "zstd layer",
@@ -374,7 +374,7 @@ fn digests_are_pinned_for_a_fixed_input_in_every_format() {
         ),
         (
             "docker-archive gzip",
-            "1a4028415dea162e4f74089f30eb8ede7028a4bd70436b0343dabe28c24dc9ed",
+            "114c60fd1038029a7a6ef68c264599f68d17d4d4509225a5b14f4f9d63d99d75",
         ),
         (
             "docker-archive zstd",
@@ -382,19 +382,19 @@ fn digests_are_pinned_for_a_fixed_input_in_every_format() {
         ),
         (
             "oci-archive none",
-            "6284776d3efe635fed095e8c5513c713002c3f9beb2af0acb8dff869de655095",
+            "6e797c2bd202193d2836451381fbefcf46e7fff5ae4dae899624db36cd0b5e2a",
         ),
         (
             "index",
-            "sha256:083de63aae122a38e7c80b496780a1732d39c290f7debb81c4e4b456146fc4a9",
+            "sha256:a15909a189ed06c7c5ffb84726551d31c712e0a7c05a9cc718df11fe5bcb9ffb",
         ),
         (
             "cyclonedx sbom",
-            "15e8dd581c994a0b707d0aa96f909a061da4af3858f8e2020eb2a41f6b7cce1b",
+            "6013833874d804eaa362455d99455f355c6e9bc4a99352735779fa65e2e2f993",
         ),
         (
             "spdx sbom",
-            "f8eced269050d41a6ee82ac38b1d072d15343550f5ffc93b7aa697c2eb872012",
+            "7ec892e275d77fddf338c8e48691508ebafb7c9d2250c217877cb556da0509a8",
         ),
     ];
     let got: Vec<String> = pins.iter().map(|(k, v)| format!("{k}: {v}")).collect();

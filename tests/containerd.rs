@@ -6,67 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 
 use common::*;
 use serde_json::json;
-
-/// containerd with its own root, state and socket; stopped on drop.
-struct Containerd {
-    child: Child,
-    socket: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Containerd {
-    fn start() -> Containerd {
-        let dir = tempdir();
-        let socket = dir.path().join("containerd.sock").display().to_string();
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n[grpc]\n  address = \"{1}\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n",
-                dir.path().display(),
-                socket
-            ),
-        )
-        .unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdout(std::fs::File::create(dir.path().join("log")).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
-            .spawn()
-            .expect("containerd (.ci/setup installs it)");
-        for _ in 0..100 {
-            if Path::new(&socket).exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        Containerd {
-            child,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    fn ctr(&self, args: &[&str]) -> String {
-        stdout(
-            Command::new("ctr")
-                .args(["-a", &self.socket, "-n", "nixoci-test"])
-                .args(args),
-        )
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn containerd_imports_the_oci_archive_by_its_normalized_name_and_runs_it() {

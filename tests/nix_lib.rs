@@ -240,24 +240,6 @@ fn archive_member(archive: &Path, name: &str) -> Vec<u8> {
     .stdout
 }
 
-fn podman(root: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new("podman");
-    cmd.arg("--root")
-        .arg(root.join("root"))
-        .arg("--runroot")
-        .arg(root.join("run"))
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "none",
-        ])
-        .args(args);
-    cmd
-}
-
 #[test]
 fn build_layered_image_returns_nixpkgs_docker_archives() {
     let paths = lib_images(&["dropIn", "dropInPlain", "dropInZstd"], &[]);

@@ -37,7 +37,7 @@ use crate::nix::{self, Hash};
 
 /// Bumped whenever the layer bytes for the same inputs change (the
 /// pinned-digest test says when): older entries are then never hit.
-const FORMAT: &str = "nixoci-layer-v1";
+const FORMAT: &str = "nixoci-layer-v2";
 const ENTRIES: &str = "v1";
 /// The most a `meta.json` may take (real ones take well under 64 KiB even
 /// for layers of thousands of paths).
@@ -104,6 +104,9 @@ impl LayerCache {
         field(FORMAT);
         field(env!("CARGO_PKG_VERSION"));
         field(compression.media_type());
+        if compression == Compression::Gzip {
+            field(crate::media::compress::GZIP_ENCODER);
+        }
         field(&owner.mtime.to_string());
         field(&owner.uid.to_string());
         field(&owner.gid.to_string());
@@ -369,5 +372,30 @@ mod tests {
         assert_eq!(parse_size("2kb").unwrap(), 2048);
         assert!(parse_size("ten").is_err());
         assert!(parse_size("5X").is_err());
+    }
+
+    /// The keys of one input, pinned. When layer bytes change (the
+    /// pinned-digest test in tests/build_options.rs fails), FORMAT or the
+    /// encoder's name must change too, and with them these keys, so that
+    /// entries of earlier releases are never served under the new bytes'
+    /// names. The zlib-rs fallback writes other bytes, so its gzip key
+    /// differs. (nixoci's version is part of the key too.)
+    #[test]
+    fn keys_change_with_the_format_and_the_gzip_encoder() {
+        let paths = ["/nix/store/0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a-a".to_string()];
+        let hashes = [Some(
+            Hash::parse("sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=", None).unwrap(),
+        )];
+        let owner = Owner::numeric_root(1);
+        let key = |c| LayerCache::key(&paths, &hashes, c, &owner).unwrap();
+        #[cfg(feature = "libdeflate")]
+        let gzip = "704ed4388406502167bb114687eb53622f282b39ccaf7781a99f92f083095e38";
+        #[cfg(not(feature = "libdeflate"))]
+        let gzip = "a81e8ccf47565cd56ec8240f2be06b0cd45f7e609f80c8d05cbe194e81765af8";
+        assert_eq!(key(Compression::Gzip), gzip);
+        assert_eq!(
+            key(Compression::Zstd),
+            "93e72f16e1a3a13633f7d30fb46e54cb07dd1fa500cf538b2e2291e16e8200ea"
+        );
     }
 }

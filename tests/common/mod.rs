@@ -762,3 +762,79 @@ pub fn run_measured(cmd: &Command) -> (Output, u64) {
     out.stderr = rest.as_bytes().to_vec();
     (out, rss_kib)
 }
+
+/// containerd with its own root, state and socket; stopped on drop.
+pub struct Containerd {
+    child: std::process::Child,
+    socket: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    pub fn start() -> Containerd {
+        let dir = tempdir();
+        let socket = dir.path().join("containerd.sock").display().to_string();
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n[grpc]\n  address = \"{1}\"\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_tcp_service = true\n",
+                dir.path().display(),
+                socket
+            ),
+        )
+        .unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::fs::File::create(dir.path().join("log")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("err")).unwrap())
+            .spawn()
+            .expect("containerd (.ci/setup installs it)");
+        for _ in 0..100 {
+            if Path::new(&socket).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Containerd {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> String {
+        stdout(
+            Command::new("ctr")
+                .args(["-a", &self.socket, "-n", "nixoci-test"])
+                .args(args),
+        )
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// podman with its own storage under `root` (vfs, no systemd).
+pub fn podman(root: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.arg("--root")
+        .arg(root.join("root"))
+        .arg("--runroot")
+        .arg(root.join("run"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+        ])
+        .args(args);
+    cmd
+}
