@@ -245,7 +245,11 @@ fn prune_removes_the_least_recently_used_first() {
         .map(|e| fs::metadata(e.unwrap().path().join("blob")).unwrap().len())
         .collect();
     let keep = sizes.iter().max().unwrap().to_string();
-    run(nixoci().args(["cache", "prune", "--cache", c, "--max-size", &keep]));
+    let pruned = run(nixoci().args(["cache", "prune", "--cache", c, "--max-size", &keep]));
+    assert!(
+        String::from_utf8_lossy(&pruned.stderr).starts_with("removed 1 layer(s)"),
+        "{pruned:?}"
+    );
     let after = build(&old, &dir.path().join("d"), &["--cache", c]);
     assert_eq!(
         cache_states(&after)[0],
@@ -456,4 +460,122 @@ fn prune_cleans_up_after_killed_builds_and_runs_concurrently() {
     assert!(live.exists(), "a live build's temporary entry went");
     let left: Vec<_> = fs::read_dir(cache.join("v1")).unwrap().collect();
     assert_eq!(left.len(), 1, "{left:?}");
+}
+
+/// An entry made for the same store paths with other options (here zstd,
+/// put under the gzip entry's name) is not the requested layer: the
+/// recorded key must match as well as the paths.
+#[test]
+fn an_entry_for_the_same_paths_with_other_options_is_not_used() {
+    let dir = tempdir();
+    let spec = store(dir.path(), 1, 300);
+    let cache = dir.path().join("cache");
+    let c = cache.to_str().unwrap();
+    let entries = || -> Vec<PathBuf> {
+        fs::read_dir(cache.join("v1"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    let gzip = build(&spec, &dir.path().join("gzip"), &["--cache", c]);
+    let [gzip_entry] = &entries()[..] else {
+        panic!("{:?}", entries())
+    };
+    build(
+        &spec,
+        &dir.path().join("zstd"),
+        &["--cache", c, "--compression", "zstd"],
+    );
+    let zstd_entry = entries()
+        .into_iter()
+        .find(|e| e != gzip_entry)
+        .expect("a zstd entry");
+    fs::remove_dir_all(gzip_entry).unwrap();
+    fs::rename(&zstd_entry, gzip_entry).unwrap();
+    let again = build(&spec, &dir.path().join("again"), &["--cache", c]);
+    assert_eq!(cache_states(&again)[0], "miss");
+    assert_eq!(again["digest"], gzip["digest"]);
+}
+
+/// What prune cannot remove is an error, not a silent success that counts
+/// it as removed: a file made immutable (`chattr +i`, which stops root too)
+/// in a killed build's temporary entry, and then in an entry.
+#[test]
+fn prune_reports_what_it_cannot_remove() {
+    let dir = tempdir();
+    let spec = store(dir.path(), 1, 300);
+    let cache = dir.path().join("cache");
+    let c = cache.to_str().unwrap();
+    build(&spec, &dir.path().join("a"), &["--cache", c]);
+    let entry = fs::read_dir(cache.join("v1"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    // pid 2^22 + 1 is above Linux's pid limit: that build is gone.
+    let dead = cache.join("v1/.tmp-0123-4194305-ThreadId(1)");
+    fs::create_dir(&dead).unwrap();
+    fs::write(dead.join("blob"), "half made").unwrap();
+    // Prune with `file` immutable; the flag is cleared before anything is
+    // asserted, so that the test's directory can always be removed.
+    let prune_with_immutable = |file: &Path| -> std::process::Output {
+        run(Command::new("chattr").arg("+i").arg(file));
+        let out = nixoci()
+            .args(["cache", "prune", "--cache", c, "--max-size", "0"])
+            .output()
+            .unwrap();
+        run(Command::new("chattr").arg("-i").arg(file));
+        out
+    };
+    let out = prune_with_immutable(&dead.join("blob"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert!(entry.exists(), "prune went on after an error");
+
+    let out = prune_with_immutable(&entry.join("blob"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        err.contains(&format!("cannot remove {}", entry.display())),
+        "{err}"
+    );
+    let out = run(nixoci().args(["cache", "prune", "--cache", c, "--max-size", "0"]));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("removed 1 layer(s); 0 bytes kept"),
+        "{out:?}"
+    );
+    assert!(!dead.exists() && !entry.exists());
+}
+
+/// A user who is not root keeps a cache of their own, and it serves hits.
+#[test]
+fn a_user_who_is_not_root_uses_a_cache_of_their_own() {
+    let dir = tempdir();
+    let root = dir.path();
+    // The test's temporary directory is root's; the user needs to reach in.
+    fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let spec = store(root, 1, 300);
+    let home = root.join("home");
+    fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let as_nobody = |out: &str| -> Value {
+        summary(&run(Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_nixoci"))
+            .arg("build")
+            .arg("--spec")
+            .arg(&spec)
+            .args(["--json", "-q", "--cache"])
+            .arg(home.join("cache"))
+            .arg("-o")
+            .arg(home.join(out))))
+    };
+    assert_eq!(cache_states(&as_nobody("first"))[0], "miss");
+    assert_eq!(cache_states(&as_nobody("second"))[0], "hit");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&fs::metadata(home.join("cache/v1")).unwrap()),
+        65534
+    );
 }
