@@ -352,8 +352,11 @@ pub fn parse_size(text: &str) -> Result<u64> {
         "T" => 40,
         _ => bail!("`{text}`: unknown unit (K, M, G or T)"),
     };
+    // Digits and dots only: never negative or NaN; too many digits give
+    // infinity, which is out of range too. u64::MAX rounds up to 2^64 as an
+    // f64, so 2^64 and up are refused.
     let bytes = number * (1u64 << shift) as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+    if bytes >= u64::MAX as f64 {
         bail!("`{text}` is out of range");
     }
     Ok(bytes as u64)
@@ -372,6 +375,11 @@ mod tests {
         assert_eq!(parse_size("2kb").unwrap(), 2048);
         assert!(parse_size("ten").is_err());
         assert!(parse_size("5X").is_err());
+        assert!(parse_size("-5").is_err());
+        assert_eq!(parse_size("3T").unwrap(), 3 << 40);
+        assert_eq!(parse_size("16777215T").unwrap(), 16_777_215 << 40);
+        assert!(parse_size("16777216T").is_err(), "2^64");
+        assert!(parse_size(&"9".repeat(400)).is_err(), "infinite");
     }
 
     /// The keys of one input, pinned. When layer bytes change (the
