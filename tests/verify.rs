@@ -1026,6 +1026,7 @@ fn fixed_outputs_are_classified_by_what_their_fetcher_does() {
         ))
     };
     let (both, no_url, network) = (hash("both"), hash("no-url"), hash("network"));
+    let (flat_tarball, tree) = (hash("flat-tarball"), hash("tree"));
     fs::write(
         root.join("graph.nix"),
         format!(
@@ -1054,6 +1055,15 @@ in derivation {{
     (fetch "lookalike-host" {{
       urls = [ "https://mirror.example/m/pkg.tar.gz.evil.net/x" ];
       outputHash = "sha256-{both}";
+    }})
+    (fetch "flat-tarball" {{
+      urls = [ "https://mirror.example/m/flat.tar.gz" ];
+      outputHash = "sha256-{flat_tarball}";
+    }})
+    (fetch "unpacked-tarball" {{
+      urls = [ "https://mirror.example/m/tree.tar.gz" ];
+      outputHashMode = "recursive";
+      outputHash = "sha256-{tree}";
     }})
     (fetch "sha1-from-mirror" {{
       urls = [ "https://mirror.example/m/pkg.tar.gz" ];
@@ -1085,6 +1095,21 @@ hash = "sha256-{no_url}"
 [[fod]]
 name = "network-build"
 outputHash = "sha256-{network}"
+
+# fetchurl of a tarball pins its bytes; fetchzip, the unpacked tree's NAR.
+[[source]]
+name = "flat"
+kind = "tarball"
+unpack = false
+mirror = "https://mirror.example/m/flat.tar.gz"
+hash = "sha256-{flat_tarball}"
+
+[[source]]
+name = "tree"
+kind = "tarball"
+unpack = true
+mirror = "https://mirror.example/m/tree.tar.gz"
+hash = "sha256-{tree}"
 "#
         ),
     )
@@ -1117,6 +1142,8 @@ outputHash = "sha256-{network}"
         "pinned-upstream"
     );
     assert_eq!(class_of(&report, "network-build").0, "network-build");
+    assert_eq!(class_of(&report, "flat-tarball").0, "mirrored");
+    assert_eq!(class_of(&report, "unpacked-tarball").0, "mirrored");
     // The pin's hash under another mode pins nothing (it is another content).
     assert_eq!(class_of(&report, "mode-differs").0, "unpinned");
     // A URL that only starts like a mirror is not one.
@@ -1136,6 +1163,24 @@ outputHash = "sha256-{network}"
         "{err}"
     );
     assert!(err.contains("-sha1-from-mirror.drv"), "{err}");
+    // The report for people names each class.
+    let out = nixoci()
+        .args(["verify", "--drv", drv.trim()])
+        .arg(&pins)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (class, name) in [
+        ("mirrored", "flat-tarball"),
+        ("pinned upstream", "upstream-without-url"),
+        ("network build", "network-build"),
+        ("UNPINNED", "mode-differs"),
+    ] {
+        assert!(
+            text.lines().any(|l| l == format!("{class:<16} {name}")),
+            "{class} {name}: {text}"
+        );
+    }
 }
 
 #[test]
