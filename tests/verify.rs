@@ -11,7 +11,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use common::*;
 
@@ -301,7 +301,7 @@ fn tarballs_files_fixed_outputs_and_lock_files() {
         "version = 1\n[[package]]\nname = \"six\"\nversion = \"1.16.0\"\nwheels = [{{ url = \"https://files.pythonhosted.org/packages/d9/5a/six-1.16.0-py2.py3-none-any.whl\", hash = \"sha256:{}\" }}]\n[[package]]\nname = \"notcached\"\nversion = \"1\"\nsdist = {{ url = \"https://example/notcached-1.tar.gz\", hash = \"sha256:{}\" }}\n",
         sha256.trim(), "0".repeat(64)
     )).unwrap();
-    fs::write(work.join("web/package-lock.json"), serde_json::json!({"lockfileVersion": 3, "packages": {
+    fs::write(work.join("web/package-lock.json"), json!({"lockfileVersion": 3, "packages": {
         "": {"name": "web"},
         "node_modules/left-pad": {"resolved": "https://registry.npmjs.org/left-pad/-/left-pad-1.3.0.tgz", "integrity": format!("sha512-{}", sha512.trim())}
     }}).to_string()).unwrap();
@@ -893,7 +893,7 @@ fn evaluation_fetches_are_classified_and_unpinned_ones_fail() {
     let nar_hash = nix_hash("path", "--sri", Path::new(locked));
     fs::write(
         repo_dir.join("flake.lock"),
-        serde_json::json!({"nodes": {
+        json!({"nodes": {
             "nixpkgs": {"locked": {"narHash": nar_hash, "type": "path", "path": "/x"}},
             "root": {"inputs": {"nixpkgs": "nixpkgs"}}
         }, "root": "root", "version": 7})
@@ -1056,6 +1056,16 @@ in derivation {{
       urls = [ "https://mirror.example/m/pkg.tar.gz.evil.net/x" ];
       outputHash = "sha256-{both}";
     }})
+    (fetch "mirrored-twice" {{
+      url = "https://mirror.example/m/pkg.tar.gz";
+      urls = [ "https://mirror.example/m/pkg.tar.gz" ];
+      outputHash = "sha256-{both}";
+    }})
+    (fetch "url-only" {{ url = "https://mirror.example/m/pkg.tar.gz"; rev = "v1"; outputHash = "sha256-{both}"; }})
+    (fetch "from-another-mirror" {{
+      urls = [ "https://mirror.example/m/flat.tar.gz" ];
+      outputHash = "sha256-{both}";
+    }})
     (fetch "flat-tarball" {{
       urls = [ "https://mirror.example/m/flat.tar.gz" ];
       outputHash = "sha256-{flat_tarball}";
@@ -1143,6 +1153,28 @@ hash = "sha256-{tree}"
     );
     assert_eq!(class_of(&report, "network-build").0, "network-build");
     assert_eq!(class_of(&report, "flat-tarball").0, "mirrored");
+    // fetchgit and <nix/fetchurl.nix> name one `url`.
+    assert_eq!(class_of(&report, "url-only").0, "mirrored");
+    let url_only = report["fetches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "url-only")
+        .unwrap();
+    assert_eq!(
+        url_only["urls"],
+        json!(["https://mirror.example/m/pkg.tar.gz"])
+    );
+    assert_eq!(url_only["rev"], "v1");
+    assert_eq!(class_of(&report, "mirrored-twice").0, "mirrored");
+    // pkg's bytes from the mirror of another pin: that mirror should not
+    // serve them.
+    let (class, detail) = class_of(&report, "from-another-mirror");
+    assert_eq!(class, "unpinned");
+    assert!(
+        detail.starts_with("fetched from the mirror of pins:flat, but its hash is not that pin's"),
+        "{detail}"
+    );
     assert_eq!(class_of(&report, "unpacked-tarball").0, "mirrored");
     // The pin's hash under another mode pins nothing (it is another content).
     assert_eq!(class_of(&report, "mode-differs").0, "unpinned");
@@ -1152,14 +1184,15 @@ hash = "sha256-{tree}"
     assert_eq!(class, "unpinned");
     assert!(detail.contains("SHA-1"), "{detail}");
     assert!(
-        err.contains("5 fixed-output derivation(s) not proven"),
+        err.contains("6 fixed-output derivation(s) not proven"),
         "{err}"
     );
-    // With --allow-upstream, only the SHA-1 one and the other mode are left.
+    // With --allow-upstream, only the SHA-1 one, the other mode and the
+    // other mirror are left.
     let (code, _, err) = verify_graph(drv.trim(), &pins, &["--allow-upstream"]);
     assert_eq!(code, Some(1));
     assert!(
-        err.contains("2 fixed-output derivation(s) not proven"),
+        err.contains("3 fixed-output derivation(s) not proven"),
         "{err}"
     );
     assert!(err.contains("-sha1-from-mirror.drv"), "{err}");
@@ -1372,7 +1405,7 @@ fn a_modified_path_with_non_utf8_names_is_refused() {
     let spec = dir.path().join("spec.json");
     fs::write(
         &spec,
-        serde_json::json!({
+        json!({
             "storeDir": store,
             "graph": [{"path": path, "references": [], "narHash": nar}],
         })
