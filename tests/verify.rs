@@ -1214,6 +1214,10 @@ hash = "sha256-{tree}"
             "{class} {name}: {text}"
         );
     }
+    assert!(
+        text.lines().any(|l| l == "11 fixed-output derivations: 4 mirrored, 3 pinned upstream, 1 network builds, 3 unpinned"),
+        "{text}"
+    );
 }
 
 #[test]
