@@ -121,27 +121,47 @@ fn docker_archive(dir: &Path, layers: &[Vec<u8>]) -> PathBuf {
     archive
 }
 
+/// A tar of exactly `len` bytes (a multiple of 512, at least 1536): one
+/// file, `name`, and the two zero blocks that end an archive.
+fn tar_of_size(len: usize, name: &str, seed: u64) -> Vec<u8> {
+    let data = content(len - 1536, seed);
+    let mut header = tar::Header::new_ustar();
+    header.set_path(name).unwrap();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o444);
+    header.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append(&header, &data[..]).unwrap();
+    let tar = builder.into_inner().unwrap();
+    assert_eq!(tar.len(), len);
+    tar
+}
+
 #[test]
 fn layers_at_member_boundaries_are_read_by_every_reader() {
     let dir = tempdir();
     // Empty, one byte, exactly one member, one member and a byte, and
-    // three whole members.
-    let sizes = [0, 1, BLOCK, BLOCK + 1, 3 * BLOCK];
-    let layers: Vec<Vec<u8>> = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| content(n, i as u64 + 1))
-        .collect();
+    // three whole members. Those that can be tars are (empty, one and
+    // three members), so that umoci can unpack them too.
+    let layers = vec![
+        vec![],
+        content(1, 2),
+        tar_of_size(BLOCK, "one-member", 3),
+        content(BLOCK + 1, 4),
+        tar_of_size(3 * BLOCK, "three-members", 5),
+    ];
     let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
-    let archive = docker_archive(dir.path(), &layers);
     let registry = Registry::start(Auth::Anonymous);
-    let reference = format!("{}/gzip/edges:1", registry.host());
-    let out = run(nixoci()
-        .args(["push", "--insecure", "--compression", "gzip", "--json"])
-        .arg(&archive)
-        .arg(&reference));
-    let pushed: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(pushed.is_object(), "{pushed}");
+    let push = |name: &str, layers: &[Vec<u8>]| -> String {
+        let archive = docker_archive(&dir.path().join(name), layers);
+        let reference = format!("{}/gzip/{name}:1", registry.host());
+        run(nixoci()
+            .args(["push", "--insecure", "--compression", "gzip", "-q"])
+            .arg(&archive)
+            .arg(&reference));
+        reference
+    };
+    let reference = push("edges", &layers);
 
     // Go's gzip, through skopeo.
     assert_eq!(
@@ -160,8 +180,8 @@ fn layers_at_member_boundaries_are_read_by_every_reader() {
     ]));
     let manifest = read_json(&raw.join("manifest.json"));
     let blobs = manifest["layers"].as_array().unwrap();
-    assert_eq!(blobs.len(), sizes.len());
-    for ((blob, diff_id), size) in blobs.iter().zip(&diff_ids).zip(sizes) {
+    assert_eq!(blobs.len(), layers.len());
+    for ((blob, diff_id), layer) in blobs.iter().zip(&diff_ids).zip(&layers) {
         assert_eq!(
             blob["mediaType"],
             "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -170,7 +190,32 @@ fn layers_at_member_boundaries_are_read_by_every_reader() {
             .as_str()
             .unwrap()
             .trim_start_matches("sha256:");
-        assert_every_reader_reads(&raw.join(hex), diff_id, &format!("{size} bytes"));
+        assert_every_reader_reads(&raw.join(hex), diff_id, &format!("{} bytes", layer.len()));
+    }
+
+    // Go's gzip in umoci, on the layers that are tars (the same blobs: the
+    // compression is deterministic).
+    let tars = push(
+        "tars",
+        &[layers[0].clone(), layers[2].clone(), layers[4].clone()],
+    );
+    let layout = dir.path().join("layout");
+    run(Command::new("skopeo").args([
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{tars}"),
+        &format!("oci:{}:1", layout.display()),
+    ]));
+    let (tars_manifest, _) = layout_manifest(&layout);
+    assert_eq!(tars_manifest["layers"][1]["digest"], blobs[2]["digest"]);
+    assert_eq!(tars_manifest["layers"][2]["digest"], blobs[4]["digest"]);
+    let bundle = Bundle::unpack(&layout, "1", dir.path());
+    for (name, seed, len) in [("one-member", 3, BLOCK), ("three-members", 5, 3 * BLOCK)] {
+        assert!(
+            fs::read(bundle.rootfs().join(name)).unwrap() == content(len - 1536, seed),
+            "{name} after umoci unpack"
+        );
     }
 }
 
