@@ -579,3 +579,32 @@ fn a_user_who_is_not_root_uses_a_cache_of_their_own() {
         65534
     );
 }
+
+/// A layer that cannot be added to the cache (here, `v1/` is append-only,
+/// so the finished entry cannot be renamed into place) is a warning, and
+/// the build still succeeds.
+#[test]
+fn a_layer_the_cache_cannot_take_is_a_warning_not_a_failure() {
+    let dir = tempdir();
+    let spec = store(dir.path(), 1, 300);
+    let cache = dir.path().join("cache");
+    fs::create_dir_all(cache.join("v1")).unwrap();
+    fs::set_permissions(&cache, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    run(Command::new("chattr").arg("+a").arg(cache.join("v1")));
+    let out = nixoci()
+        .args(["build", "--json", "-q", "--cache"])
+        .arg(&cache)
+        .arg("--spec")
+        .arg(&spec)
+        .arg("-o")
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    run(Command::new("chattr").arg("-a").arg(cache.join("v1")));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: cannot add a layer to the cache"),
+        "{err}"
+    );
+}
