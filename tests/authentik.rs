@@ -1200,16 +1200,28 @@ fn each_upstream_trap_is_met_component_by_component() {
     // 4. npm in the fixed-output derivation needs a CA file.
     component("webui-deps");
     // 5. upstream's ts-config.yaml (templates and the options the web code
-    // uses), and tsc behind `#!/usr/bin/env node`.
-    let client_ts = fs::read_to_string(component("client-ts").join("dist/index.js")).unwrap();
+    // uses), and tsc behind `#!/usr/bin/env node`. The real generator wrote
+    // the client: without the config it writes no package.json (npmName) and
+    // no UnknownDefaultOpenApi members. Blob file contents and request
+    // objects are also typescript-fetch 7.16's defaults.
+    let client_ts = component("client-ts");
+    let compiled = fs::read_to_string(client_ts.join("dist/index.js")).unwrap();
     for wanted in [
         "// Generated with authentik's own TypeScript templates.",
-        "export const UnknownDefaultOpenApi",
-        "export type FileContent = Blob;",
-        "export const OBJECT_PARAMETERS = true;",
+        "UnknownDefaultOpenApi: '11184809'",
+        "async rootConfigRetrieve(initOverrides?: RequestInit | runtime.InitOverrideFunction): Promise<Blob>",
+        "async coreUsersList(requestParameters: CoreUsersListRequest = {}",
     ] {
-        assert!(client_ts.contains(wanted), "{wanted}:\n{client_ts}");
+        assert!(compiled.contains(wanted), "{wanted}:\n{compiled}");
     }
+    assert!(
+        !compiled.contains("NOTE: This class is auto generated"),
+        "the generator's own header, not authentik's templates:\n{compiled}"
+    );
+    let package: serde_json::Value =
+        serde_json::from_slice(&fs::read(client_ts.join("package.json")).unwrap()).unwrap();
+    assert_eq!(package["name"], "@goauthentik/api", "{package:#}");
+    assert_eq!(package["version"], "2026.2.0", "{package:#}");
     // 6. The build scripts import three names from upstream's node.js.
     let webui = component("webui");
     assert_eq!(

@@ -577,7 +577,8 @@ pub fn flake_dirs() -> &'static (PathBuf, PathBuf, tempfile::TempDir) {
 /// the store for the stand-in's packages), and only the host programs that
 /// the stand-in's `host-programs.json` names (bash for stdenv's builder,
 /// python3 for the ./tools fakes, git, GNU coreutils, find, grep, sed and
-/// tar), each bound at `/host/bin` with its own libraries; `/usr/bin` stays
+/// tar), each bound at `/host/bin` with its own libraries, and Java with
+/// openapi-generator's jar (at `/host/jvm` and `/host/share`); `/usr/bin` stays
 /// empty, as in nixpkgs' sandbox. The fixture mirrors stand for the network
 /// of fixed-output derivations.
 pub fn standin_env() -> [(&'static str, std::ffi::OsString); 2] {
@@ -586,6 +587,11 @@ pub fn standin_env() -> [(&'static str, std::ffi::OsString); 2] {
         ("NIX_CONFIG", standin_nix_config().into()),
     ]
 }
+
+/// Debian's Java 17, which runs the real openapi-generator in the sandbox.
+const JVM: &str = "/usr/lib/jvm/java-17-openjdk-amd64";
+/// Where `.ci/setup` puts openapi-generator's jar.
+const OPENAPI_GENERATOR_JAR: &str = "/opt/openapi-generator-cli/7.16.0/openapi-generator-cli.jar";
 
 /// The `NIX_CONFIG` of [`standin_env`], for callers that add settings.
 pub fn standin_nix_config() -> &'static str {
@@ -609,8 +615,26 @@ pub fn standin_nix_config() -> &'static str {
                 .iter()
                 .map(|program| format!("/host/bin/{program}=/usr/bin/{program}")),
         );
+        // The real openapi-generator: its jar (from .ci/setup) and Debian's
+        // Java 17, whose configuration files link into /etc/java-17-openjdk.
+        paths.extend([
+            format!("/host/jvm={JVM}"),
+            "/etc/java-17-openjdk".to_string(),
+            format!("/host/share/openapi-generator-cli.jar={OPENAPI_GENERATOR_JAR}"),
+        ]);
+        let jvm_binaries = [
+            "bin/java",
+            "lib/libjli.so",
+            "lib/server/libjvm.so",
+            "lib/libjava.so",
+            "lib/libjimage.so",
+            "lib/libzip.so",
+            "lib/libnio.so",
+            "lib/libnet.so",
+        ]
+        .map(|binary| Path::new(JVM).join(binary));
         let binaries = programs.iter().map(|p| PathBuf::from("/usr/bin").join(p));
-        for binary in binaries.chain([release_nixoci()]) {
+        for binary in binaries.chain(jvm_binaries).chain([release_nixoci()]) {
             let out = Command::new("ldd").arg(&binary).output().unwrap();
             // Scripts (none today) and static binaries have no libraries.
             let libraries = String::from_utf8_lossy(&out.stdout).into_owned();
