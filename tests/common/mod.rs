@@ -577,8 +577,9 @@ pub fn flake_dirs() -> &'static (PathBuf, PathBuf, tempfile::TempDir) {
 /// the store for the stand-in's packages), and only the host programs that
 /// the stand-in's `host-programs.json` names (bash for stdenv's builder,
 /// python3 for the ./tools fakes, git, GNU coreutils, find, grep, sed and
-/// tar), each bound at `/host/bin` with its own libraries, and Java with
-/// openapi-generator's jar (at `/host/jvm` and `/host/share`); `/usr/bin` stays
+/// tar), each bound at `/host/bin` with its own libraries, Java with
+/// openapi-generator's jar (at `/host/jvm` and `/host/share`) and Go (at
+/// its own paths); `/usr/bin` stays
 /// empty, as in nixpkgs' sandbox. The fixture mirrors stand for the network
 /// of fixed-output derivations.
 pub fn standin_env() -> [(&'static str, std::ffi::OsString); 2] {
@@ -617,10 +618,14 @@ pub fn standin_nix_config() -> &'static str {
         );
         // The real openapi-generator: its jar (from .ci/setup) and Debian's
         // Java 17, whose configuration files link into /etc/java-17-openjdk.
+        // The real Go: Debian's toolchain (static binaries) at its own paths,
+        // because its GOROOT links into /usr/share by relative links.
         paths.extend([
             format!("/host/jvm={JVM}"),
             "/etc/java-17-openjdk".to_string(),
             format!("/host/share/openapi-generator-cli.jar={OPENAPI_GENERATOR_JAR}"),
+            "/usr/lib/go-1.19".to_string(),
+            "/usr/share/go-1.19".to_string(),
         ]);
         let jvm_binaries = [
             "bin/java",
@@ -651,7 +656,8 @@ pub fn standin_nix_config() -> &'static str {
 /// Fixture mirrors at the real pins' URLs (`HOST/PATH` under the root that
 /// the stand-in's fetchers read from `NIXOCI_FIXTURE_MIRRORS`): authentik and
 /// its Go client as bare git repositories with the pinned tags, and
-/// oci-python's (whose commit [`fixture_oci_python_rev`] gives).
+/// oci-python's (whose commit [`fixture_oci_python_rev`] gives); and the Go
+/// modules that go.sum names, as proxy.golang.org serves them.
 pub fn fixture_mirrors() -> &'static Path {
     static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
     ROOT.get_or_init(|| {
@@ -700,6 +706,12 @@ pub fn fixture_mirrors() -> &'static Path {
                 .arg(&work)
                 .arg(root.path().join(path)));
         }
+        // The Go module proxy that goModules vendors from.
+        let goproxy = repo().join("tests/fixtures/goproxy");
+        run(Command::new("python3")
+            .arg(goproxy.join("layout.py"))
+            .arg(&goproxy)
+            .arg(root.path().join("proxy.golang.org")));
         root
     })
     .path()
