@@ -1147,10 +1147,11 @@ nixociLib.buildLayeredImage {{
 
 /// The upstream facts that stopped a real nixpkgs build, one component at a
 /// time. The fixtures carry them (each fixture file says which upstream fact
-/// it stands for) and the stand-in fails on them as nixpkgs does: the
-/// generator aborts on a missing templateDir, npm fetches nothing without a
-/// CA file, builders are build users (not root) and find store copies
-/// read-only, `npm run` finds no /usr/bin/env.
+/// it stands for) and the stand-in fails on them as nixpkgs does: the real
+/// generator aborts on a missing templateDir, real npm fails its TLS
+/// handshake without a CA file, real Node refuses a missing export,
+/// builders are build users (not root) and find store copies read-only,
+/// `npm run` finds no /usr/bin/env.
 #[test]
 fn each_upstream_trap_is_met_component_by_component() {
     let pins = fixture_pins();
@@ -1211,24 +1212,27 @@ fn each_upstream_trap_is_met_component_by_component() {
     component("webui-deps");
     // 5. upstream's ts-config.yaml (templates and the options the web code
     // uses), and tsc behind `#!/usr/bin/env node`. The real generator wrote
-    // the client: without the config it writes no package.json (npmName) and
-    // no UnknownDefaultOpenApi members. Blob file contents and request
-    // objects are also typescript-fetch 7.16's defaults.
+    // the client and the real tsc compiled it: without the config there is
+    // no package.json (npmName) and no UnknownDefaultOpenApi members. Blob
+    // file contents and request objects are typescript-fetch 7.16's
+    // defaults, checked in the declarations tsc wrote.
     let client_ts = component("client-ts");
-    let compiled = fs::read_to_string(client_ts.join("dist/index.js")).unwrap();
-    for wanted in [
-        "// Generated with authentik's own TypeScript templates.",
-        "UnknownDefaultOpenApi: '11184809'",
-        "async rootConfigRetrieve(initOverrides?: RequestInit | runtime.InitOverrideFunction): Promise<Blob>",
-        "async coreUsersList(requestParameters: CoreUsersListRequest = {}",
+    let compiled = |file: &str| fs::read_to_string(client_ts.join("dist").join(file)).unwrap();
+    for (file, wanted) in [
+        ("runtime.js", "// Generated with authentik's own TypeScript templates."),
+        ("models/FlowDesignationEnum.js", "UnknownDefaultOpenApi: '11184809'"),
+        ("esm/models/FlowDesignationEnum.js", "UnknownDefaultOpenApi: '11184809'"),
+        ("apis/DefaultApi.d.ts", "rootConfigRetrieve(initOverrides?: RequestInit | runtime.InitOverrideFunction): Promise<Blob>;"),
+        ("apis/DefaultApi.d.ts", "coreUsersList(requestParameters?: CoreUsersListRequest"),
     ] {
-        assert!(compiled.contains(wanted), "{wanted}:\n{compiled}");
+        let text = compiled(file);
+        assert!(text.contains(wanted), "{file}: {wanted}:\n{text}");
+        assert!(
+            !text.contains("NOTE: This class is auto generated"),
+            "{file}: the generator's own header, not authentik's templates:\n{text}"
+        );
     }
-    assert!(
-        !compiled.contains("NOTE: This class is auto generated"),
-        "the generator's own header, not authentik's templates:\n{compiled}"
-    );
-    let package: serde_json::Value =
+    let package: Value =
         serde_json::from_slice(&fs::read(client_ts.join("package.json")).unwrap()).unwrap();
     assert_eq!(package["name"], "@goauthentik/api", "{package:#}");
     assert_eq!(package["version"], "2026.2.0", "{package:#}");

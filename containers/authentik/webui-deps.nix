@@ -2,11 +2,13 @@
 # node_modules tree kept (workspace members have their own). A
 # fixed-output derivation: its hash is per platform (native esbuild, rollup
 # and SWC packages).
-{ stdenvNoCC, nodejs_24, cacert, src, version, outputHash }:
+{ lib, stdenvNoCC, nodejs_24, cacert, src, version, outputHash }:
 stdenvNoCC.mkDerivation {
   pname = "authentik-webui-deps";
   inherit version src outputHash;
   nativeBuildInputs = [ nodejs_24 ];
+  # As nixpkgs' fetchers do: a builder behind a proxy reaches the registry.
+  impureEnvVars = lib.fetchers.proxyImpureEnvVars;
   # nixpkgs' Node reads OpenSSL's default CA store, which is empty in the
   # sandbox: npm must be given the CA bundle, or every fetch fails on TLS.
   NODE_EXTRA_CA_CERTS = "${cacert}/etc/ssl/certs/ca-bundle.crt";

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 pub fn repo() -> PathBuf {
@@ -578,15 +578,56 @@ pub fn flake_dirs() -> &'static (PathBuf, PathBuf, tempfile::TempDir) {
 /// the stand-in's `host-programs.json` names (bash for stdenv's builder,
 /// python3 for the ./tools fakes, git, GNU coreutils, find, grep, sed and
 /// tar), each bound at `/host/bin` with its own libraries, Java with
-/// openapi-generator's jar (at `/host/jvm` and `/host/share`) and Go (at
-/// its own paths); `/usr/bin` stays
-/// empty, as in nixpkgs' sandbox. The fixture mirrors stand for the network
-/// of fixed-output derivations.
-pub fn standin_env() -> [(&'static str, std::ffi::OsString); 2] {
+/// openapi-generator's jar (at `/host/jvm` and `/host/share`), Go (at its
+/// own paths) and npm (at `/host/lib`); `/usr/bin` stays
+/// empty, as in nixpkgs' sandbox. The fixture mirrors and the npm registry
+/// proxy stand for the network of fixed-output derivations.
+pub fn standin_env() -> [(&'static str, std::ffi::OsString); 3] {
     [
         ("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors().into()),
         ("NIX_CONFIG", standin_nix_config().into()),
+        ("https_proxy", npm_registry_proxy().into()),
     ]
+}
+
+/// Where `.ci/setup` puts the real TypeScript tarball, laid out as the npm
+/// registry serves it.
+const NPM_REGISTRY_DOWNLOADS: &str = "/opt/npm-registry";
+
+/// The network of the stand-in's npm (`tests/fixtures/npm-registry`): a
+/// proxy that answers for registry.npmjs.org over TLS with the test CA's
+/// certificate, serving the fixture packages and the real TypeScript. Its
+/// URL, for `https_proxy`; one per test process, gone with it.
+pub fn npm_registry_proxy() -> &'static str {
+    // The server stays a child of the test process, which it watches: it
+    // exits when the tests do.
+    static PROXY: OnceLock<(
+        String,
+        tempfile::TempDir,
+        std::sync::Mutex<std::process::Child>,
+    )> = OnceLock::new();
+    &PROXY
+        .get_or_init(|| {
+            let fixtures = repo().join("tests/fixtures/npm-registry");
+            let dir = tempdir();
+            let mut server = Command::new("python3")
+                .arg(fixtures.join("server.py"))
+                .arg(dir.path().join("requests.log"))
+                .arg(&fixtures)
+                .arg(NPM_REGISTRY_DOWNLOADS)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut port = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+                &mut port,
+            )
+            .unwrap();
+            let url = format!("http://127.0.0.1:{}", port.trim());
+            (url, dir, std::sync::Mutex::new(server))
+        })
+        .0
 }
 
 /// Debian's Java 17, which runs the real openapi-generator in the sandbox.
@@ -626,6 +667,8 @@ pub fn standin_nix_config() -> &'static str {
             format!("/host/share/openapi-generator-cli.jar={OPENAPI_GENERATOR_JAR}"),
             "/usr/lib/go-1.19".to_string(),
             "/usr/share/go-1.19".to_string(),
+            // npm, which the host's node (a host program) runs.
+            "/host/lib/node_modules/npm=/usr/lib/node_modules/npm".to_string(),
         ]);
         let jvm_binaries = [
             "bin/java",
