@@ -58,19 +58,20 @@ stdenv.mkDerivation {
 
   installPhase = ''
     runHook preInstall
-    site=$out/lib/python3.14/site-packages
+    site=$out/${python314.sitePackages}
+    python=$out/bin/${python314.executable}
     cp -r ${python-deps} $out
     chmod -R u+w $out
     substituteInPlace $out/pyvenv.cfg --replace-fail "@python@" "${python314}"
     mkdir -p $out/bin
-    ln -s ${python314}/bin/python3.14 $out/bin/python3.14
-    ln -s python3.14 $out/bin/python3
-    ln -s python3.14 $out/bin/python
+    ln -s ${python314}/bin/${python314.executable} $python
+    ln -s ${python314.executable} $out/bin/python3
+    ln -s ${python314.executable} $out/bin/python
     # A console-script entry point becomes a script on this interpreter; a
     # program without one (dumb-init ships its binary as a wheel data
     # script) must already be in bin/, from the virtual environment.
     for script in gunicorn uvicorn dramatiq dumb-init; do
-      if $out/bin/python3.14 - "$site" "$script" "$out/bin/python3.14" > "$TMPDIR/$script" <<'PY'
+      if $python - "$site" "$script" "$python" > "$TMPDIR/$script" <<'PY'
     import importlib.metadata, sys
     site, name, python = sys.argv[1:]
     sys.path.insert(0, site)

@@ -4,6 +4,7 @@
 # the interpreter becomes @python@ in pyvenv.cfg, and every other store path
 # is removed with remove-references-to.
 {
+  lib,
   stdenv,
   python314,
   uv,
@@ -32,7 +33,9 @@ stdenv.mkDerivation {
   nativeBuildInputs = [ python314 uv git cacert pkg-config removeReferencesTo postgresql.pg_config krb5 ];
   buildInputs = [ libxml2 libxslt xmlsec openssl libpq libtool libffi zlib ];
 
-  UV_PYTHON = "${python314}/bin/python3.14";
+  # As nixpkgs' fetchers do: a builder behind a proxy reaches the index.
+  impureEnvVars = lib.fetchers.proxyImpureEnvVars;
+  UV_PYTHON = "${python314}/bin/${python314.executable}";
   UV_LINK_MODE = "copy";
   SSL_CERT_FILE = "${cacert}/etc/ssl/certs/ca-bundle.crt";
   GIT_SSL_CAINFO = "${cacert}/etc/ssl/certs/ca-bundle.crt";

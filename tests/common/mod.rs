@@ -579,26 +579,30 @@ pub fn flake_dirs() -> &'static (PathBuf, PathBuf, tempfile::TempDir) {
 /// python3 for the ./tools fakes, git, GNU coreutils, find, grep, sed and
 /// tar), each bound at `/host/bin` with its own libraries, Java with
 /// openapi-generator's jar (at `/host/jvm` and `/host/share`), Go (at its
-/// own paths) and npm (at `/host/lib`); `/usr/bin` stays
-/// empty, as in nixpkgs' sandbox. The fixture mirrors and the npm registry
-/// proxy stand for the network of fixed-output derivations.
-pub fn standin_env() -> [(&'static str, std::ffi::OsString); 3] {
+/// own paths), npm (at `/host/lib`) and uv (at `/host/bin`); `/usr/bin` stays
+/// empty, as in nixpkgs' sandbox. The fixture mirrors and the registry proxy
+/// stand for the network of fixed-output derivations.
+pub fn standin_env() -> [(&'static str, std::ffi::OsString); 4] {
     [
         ("NIXOCI_FIXTURE_MIRRORS", fixture_mirrors().into()),
         ("NIX_CONFIG", standin_nix_config().into()),
-        ("https_proxy", npm_registry_proxy().into()),
+        // Both spellings: Nix passes every listed impure variable, set or
+        // not, and uv ignores `https_proxy` when `HTTPS_PROXY` is empty.
+        ("https_proxy", registry_proxy().into()),
+        ("HTTPS_PROXY", registry_proxy().into()),
     ]
 }
 
-/// Where `.ci/setup` puts the real TypeScript tarball, laid out as the npm
-/// registry serves it.
-const NPM_REGISTRY_DOWNLOADS: &str = "/opt/npm-registry";
+/// Where `.ci/setup` puts the real packages of the fixture registries
+/// (TypeScript, dumb-init's wheel), laid out as the registries serve them.
+const REGISTRY_DOWNLOADS: &str = "/opt/nixoci-test-registries";
 
-/// The network of the stand-in's npm (`tests/fixtures/npm-registry`): a
-/// proxy that answers for registry.npmjs.org over TLS with the test CA's
-/// certificate, serving the fixture packages and the real TypeScript. Its
-/// URL, for `https_proxy`; one per test process, gone with it.
-pub fn npm_registry_proxy() -> &'static str {
+/// The network of the stand-in's npm and uv (`tests/fixtures/registries`):
+/// a proxy that answers for the npm registry and PyPI over TLS with the
+/// test CA's certificate, serving the fixture packages and the real
+/// TypeScript and dumb-init. Its URL, for `https_proxy`; one per test
+/// process, gone with it.
+pub fn registry_proxy() -> &'static str {
     // The server stays a child of the test process, which it watches: it
     // exits when the tests do.
     static PROXY: OnceLock<(
@@ -608,13 +612,13 @@ pub fn npm_registry_proxy() -> &'static str {
     )> = OnceLock::new();
     &PROXY
         .get_or_init(|| {
-            let fixtures = repo().join("tests/fixtures/npm-registry");
+            let fixtures = repo().join("tests/fixtures/registries");
             let dir = tempdir();
             let mut server = Command::new("python3")
                 .arg(fixtures.join("server.py"))
                 .arg(dir.path().join("requests.log"))
                 .arg(&fixtures)
-                .arg(NPM_REGISTRY_DOWNLOADS)
+                .arg(REGISTRY_DOWNLOADS)
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap();
@@ -632,6 +636,8 @@ pub fn npm_registry_proxy() -> &'static str {
 
 /// Debian's Java 17, which runs the real openapi-generator in the sandbox.
 const JVM: &str = "/usr/lib/jvm/java-17-openjdk-amd64";
+/// Where `.ci/setup` puts uv's binary.
+const UV: &str = "/opt/uv/0.9.0/uv";
 /// Where `.ci/setup` puts openapi-generator's jar.
 const OPENAPI_GENERATOR_JAR: &str = "/opt/openapi-generator-cli/7.16.0/openapi-generator-cli.jar";
 
@@ -669,6 +675,7 @@ pub fn standin_nix_config() -> &'static str {
             "/usr/share/go-1.19".to_string(),
             // npm, which the host's node (a host program) runs.
             "/host/lib/node_modules/npm=/usr/lib/node_modules/npm".to_string(),
+            format!("/host/bin/uv={UV}"),
         ]);
         let jvm_binaries = [
             "bin/java",
@@ -682,7 +689,8 @@ pub fn standin_nix_config() -> &'static str {
         ]
         .map(|binary| Path::new(JVM).join(binary));
         let binaries = programs.iter().map(|p| PathBuf::from("/usr/bin").join(p));
-        for binary in binaries.chain(jvm_binaries).chain([release_nixoci()]) {
+        let extra_binaries = jvm_binaries.into_iter().chain([PathBuf::from(UV)]);
+        for binary in binaries.chain(extra_binaries).chain([release_nixoci()]) {
             let out = Command::new("ldd").arg(&binary).output().unwrap();
             // Scripts (none today) and static binaries have no libraries.
             let libraries = String::from_utf8_lossy(&out.stdout).into_owned();
