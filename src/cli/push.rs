@@ -1,0 +1,45 @@
+//! `nixoci push`: an image to one or more registry references.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use nixoci::media::Compression;
+use nixoci::registry;
+
+use super::registry::{parse_references, RegistryArgs};
+
+#[derive(Args)]
+pub(crate) struct PushArgs {
+    /// The image: an OCI layout directory (what `nixoci build` writes), an oci-archive or a docker-archive.
+    pub(crate) src: PathBuf,
+    /// Where to push: REGISTRY/REPOSITORY:TAG; several tags may be given.
+    #[arg(required = true, value_name = "REF")]
+    pub(crate) refs: Vec<String>,
+    /// Compress layers that are plain tars (docker-archives, nixpkgs' .tar.gz) before pushing;
+    /// deterministic, so a re-push finds them already there. Compressed layers are pushed as they are.
+    #[arg(long, value_enum)]
+    pub(crate) compression: Option<Compression>,
+    /// Print the pushed repo@sha256 digests and the bytes uploaded as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// No progress bars.
+    #[arg(long, short = 'q')]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) registry: RegistryArgs,
+}
+
+pub(crate) fn run(args: PushArgs) -> Result<()> {
+    let refs = parse_references(&args.refs)?;
+    let summary = registry::push(
+        &args.src,
+        &refs,
+        &args.registry.options(args.quiet, args.compression)?,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    Ok(())
+}
