@@ -15,7 +15,6 @@ use serde_json::{json, Map, Value};
 use crate::digest::Digest;
 use crate::layer::LayerBlob;
 use crate::media;
-use crate::source::Source;
 
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
@@ -373,18 +372,6 @@ pub struct Image {
 }
 
 impl Image {
-    /// Opens `path`; `reference` picks a manifest by its ref.name when a layout holds several.
-    pub fn open(path: &Path, reference: Option<&str>) -> Result<Image> {
-        match crate::source::open_source(path, reference)? {
-            Source::Image(image) => Ok(image),
-            Source::Index(index) => bail!(
-                "{} is a multi-platform image index ({} images); this needs one image",
-                path.display(),
-                index.images.len()
-            ),
-        }
-    }
-
     /// The OCI manifest: the source's own, or one made for its config and
     /// layers (a docker-archive has none), with its media type.
     pub fn manifest(&self) -> (Vec<u8>, String) {

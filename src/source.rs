@@ -377,3 +377,17 @@ fn inside(p: &Path) -> Option<PathBuf> {
     }
     Some(out)
 }
+
+impl Image {
+    /// Opens `path`; `reference` picks a manifest by its ref.name when a layout holds several.
+    pub fn open(path: &Path, reference: Option<&str>) -> Result<Image> {
+        match open_source(path, reference)? {
+            Source::Image(image) => Ok(image),
+            Source::Index(index) => bail!(
+                "{} is a multi-platform image index ({} images); this needs one image",
+                path.display(),
+                index.images.len()
+            ),
+        }
+    }
+}

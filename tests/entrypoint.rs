@@ -388,7 +388,7 @@ fn layout_with_layer(dir: &Path, write_tar: impl Fn(&mut dyn std::io::Write)) ->
     let blobs = layout.join("blobs/sha256");
     fs::create_dir_all(&blobs).unwrap();
     let put = |bytes: &[u8]| {
-        let hex = nixoci::nix::hex(&sha2::Sha256::digest(bytes));
+        let hex = nixoci::digest::hex(&sha2::Sha256::digest(bytes));
         fs::write(blobs.join(&hex), bytes).unwrap();
         (format!("sha256:{hex}"), bytes.len())
     };
@@ -408,7 +408,7 @@ fn layout_with_layer(dir: &Path, write_tar: impl Fn(&mut dyn std::io::Write)) ->
         sha2::Sha256::new(),
     );
     write_tar(&mut both);
-    let diff_id = format!("sha256:{}", nixoci::nix::hex(&both.1.finalize()));
+    let diff_id = format!("sha256:{}", nixoci::digest::hex(&both.1.finalize()));
     let (layer, layer_size) = put(&both.0.finish().unwrap());
     let config = json!({"architecture": "amd64", "os": "linux", "config": {"Entrypoint": ["/bin/sh"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]}});
@@ -972,7 +972,10 @@ fn docker_archive_diff_ids_must_match_their_layers() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut gz, &plain).unwrap();
     let gzipped = gz.finish().unwrap();
-    let right = format!("sha256:{}", nixoci::nix::hex(&sha2::Sha256::digest(&plain)));
+    let right = format!(
+        "sha256:{}",
+        nixoci::digest::hex(&sha2::Sha256::digest(&plain))
+    );
     let wrong = format!("sha256:{}", "0".repeat(64));
     for (i, (layer, diff_id, ok)) in [
         (&plain, &right, true),

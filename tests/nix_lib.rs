@@ -225,7 +225,7 @@ fn unchanged_inputs_give_the_same_path_and_a_changed_leaf_only_its_layer() {
 
 fn sha256_of(bytes: &[u8]) -> String {
     use sha2::Digest as _;
-    nixoci::nix::hex(&sha2::Sha256::digest(bytes))
+    nixoci::digest::hex(&sha2::Sha256::digest(bytes))
 }
 
 /// A docker-archive's member, read with Python's tarfile (which, as

@@ -14,6 +14,12 @@ use std::fmt;
 use anyhow::{bail, Result};
 use sha2::Digest as _;
 
+/// Lower-case hex of raw hash bytes, as OCI digests, diff_ids and Nix's
+/// base-16 hashes write them.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A SHA-256 content digest; shown and serialized as `sha256:<64 hex>`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Digest {
@@ -33,15 +39,21 @@ impl Digest {
 
     /// The digest of 32 raw SHA-256 bytes.
     pub fn from_raw(raw: &[u8]) -> Digest {
-        Digest {
-            hex: crate::nix::hex(raw),
-        }
+        Digest { hex: hex(raw) }
     }
 
     /// The digest of a file's bytes, read in a stream.
     pub fn of_file(path: &std::path::Path) -> std::io::Result<Digest> {
-        let hash = crate::nix::flat_hash_file(path, crate::nix::HashAlgo::Sha256, &mut |_| {})?;
-        Ok(Digest::from_raw(&hash.bytes))
+        use std::io::Read;
+        let mut file = std::fs::File::open(path)?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match file.read(&mut buf)? {
+                0 => return Ok(Digest::from_hasher(hasher)),
+                n => hasher.update(&buf[..n]),
+            }
+        }
     }
 
     /// Parses `sha256:<64 lowercase hex>`, the only form nixoci writes or

@@ -33,7 +33,7 @@ use super::tar::Owner;
 use super::LayerBlob;
 use crate::digest::Digest;
 use crate::media::Compression;
-use crate::nix::{self, Hash};
+use crate::nix::Hash;
 
 /// Bumped whenever the layer bytes for the same inputs change (the
 /// pinned-digest test says when): older entries are then never hit.
@@ -71,7 +71,7 @@ impl Meta {
             self.size,
             self.store_paths,
         ]);
-        nix::hex(&sha2::Sha256::digest(fields.to_string().as_bytes()))
+        crate::digest::hex(&sha2::Sha256::digest(fields.to_string().as_bytes()))
     }
 }
 
@@ -116,7 +116,7 @@ impl LayerCache {
             field(path);
             field(&hash.as_ref()?.to_sri());
         }
-        Some(nix::hex(&h.finalize()))
+        Some(crate::digest::hex(&h.finalize()))
     }
 
     /// The cached layer for `key` (made of `store_paths`), put into

@@ -17,6 +17,8 @@ use anyhow::{anyhow, bail, Result};
 use base64::Engine as _;
 use sha2::Digest as _;
 
+use crate::digest::hex;
+
 /// The store directory used when none is given.
 pub const DEFAULT_STORE_DIR: &str = "/nix/store";
 
@@ -227,7 +229,7 @@ impl Hash {
     }
 
     pub fn to_hex(&self) -> String {
-        self.bytes.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.bytes)
     }
 }
 
@@ -294,11 +296,6 @@ fn store_path_of_fingerprint(store_dir: &str, name: &str, fingerprint: &str) -> 
         "{store_dir}/{}-{name}",
         nix_base32::to_nix_base32(&compressed)
     )
-}
-
-/// Lower-case hex of a digest, as used in OCI digests and diff_ids.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A `Write` that feeds SHA-256 and counts bytes: the sink of a NAR hash.

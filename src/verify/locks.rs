@@ -307,7 +307,7 @@ fn h1(files: &[(String, Vec<u8>)]) -> String {
     for (name, content) in sorted {
         summary.update(format!(
             "{}  {name}\n",
-            crate::nix::hex(&sha2::Sha256::digest(content))
+            crate::digest::hex(&sha2::Sha256::digest(content))
         ));
     }
     format!(
