@@ -9,7 +9,8 @@
 //! opened as that model), [`output`] (writers: layouts and archives),
 //! [`spec`] (the build spec), [`build`] (the pipeline), [`check`] (pre-push
 //! checks), [`registry`] (push), [`verify`] (supply-chain pins and
-//! provenance), [`sbom`] (bills of materials), [`nixlib`] (the Nix library's
+//! provenance), [`sbom`] (bills of materials), [`inspect`] (what is in an
+//! image, by store path), [`nixlib`] (the Nix library's
 //! build steps) and [`progress`].
 
 pub mod build;
@@ -17,6 +18,7 @@ pub mod check;
 pub mod closure;
 pub mod digest;
 pub mod image;
+pub mod inspect;
 pub mod layer;
 pub mod layering;
 pub mod media;

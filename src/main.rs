@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use nixoci::registry::PushError;
 
 mod cli;
-use cli::{build, cache, check, hash, index, nix_helper, pins, plan, push, sbom, verify};
+use cli::{build, cache, check, hash, index, inspect, nix_helper, pins, plan, push, sbom, verify};
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +55,16 @@ enum Command {
         store paths come from its layers' history and their NAR hashes from --graph or the local store.\n\
         The same closure gives the same bytes.")]
     Sbom(sbom::SbomArgs),
+    /// Show what is in an image by store path: sizes, layers, shares, and why a path is there.
+    #[command(after_help = "Examples:\n  \
+        nixoci inspect result --top 10\n  \
+        nixoci inspect result --why openssl\n  \
+        nixoci inspect image.tar --graph closure.json --json\n  \
+        nixoci inspect result --base previous-release --markdown\n\n\
+        The store paths come from the image's config history (nixoci's and nixpkgs' images record\n\
+        them per layer); their NAR sizes and references from --graph or the local store. A path's\n\
+        share is its NAR size over the image's. Roots are the paths no other path refers to.")]
+    Inspect(inspect::InspectArgs),
     /// Check a built image before pushing it: entrypoint, interpreter, Env paths, writable dirs.
     #[command(
         after_help = "Checks, each of which would have saved a build-push-deploy round trip:\n  \
@@ -116,6 +126,7 @@ fn main() -> ExitCode {
         Command::Hash(command) => hash::run(command),
         Command::Index(args) => index::run(args),
         Command::Sbom(args) => sbom::run(args),
+        Command::Inspect(args) => inspect::run(args),
         Command::Check(args) => check::run(args),
         Command::Push(args) => push::run(*args),
         Command::Verify(args) => verify::run(args),

@@ -340,7 +340,7 @@ fn created_of(config: &Value) -> String {
 
 /// The store paths of an image, read from its config's history (the
 /// `store paths: [...]` comments nixpkgs and nixoci write per layer), each
-/// with the diff_id of the layer that holds it.
+/// with the diff_id of the first layer that names it (the one holding it).
 pub fn image_paths(config: &Value) -> BTreeMap<String, String> {
     let diff_ids = config["rootfs"]["diff_ids"]
         .as_array()
@@ -356,12 +356,13 @@ pub fn image_paths(config: &Value) -> BTreeMap<String, String> {
         else {
             continue;
         };
+        // The customisation layer's comment names the contents again: a
+        // path is in the first (store) layer that names it.
         for item in list.split(", ").filter(|i| !i.is_empty()) {
             let path = item.trim_matches('\'');
-            found.insert(
-                path.to_string(),
-                diff_id.as_str().unwrap_or_default().to_string(),
-            );
+            found
+                .entry(path.to_string())
+                .or_insert_with(|| diff_id.as_str().unwrap_or_default().to_string());
         }
     }
     found

@@ -6,6 +6,7 @@ pub(crate) mod cache;
 pub(crate) mod check;
 pub(crate) mod hash;
 pub(crate) mod index;
+pub(crate) mod inspect;
 pub(crate) mod nix_helper;
 pub(crate) mod pins;
 pub(crate) mod plan;

@@ -1,0 +1,59 @@
+//! `nixoci inspect`: what is in an image, by store path, and why a path is there.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Result};
+use clap::Args;
+
+#[derive(Args)]
+pub(crate) struct InspectArgs {
+    /// The image: an OCI layout, an oci-archive or a docker-archive (nixoci's or nixpkgs').
+    pub(crate) image: PathBuf,
+    /// A closure graph with sizes and references (exportReferencesGraph or `nix path-info
+    /// --json -r`) instead of the local store.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) graph: Option<PathBuf>,
+    /// An image whose layers count as shared (a base, or the release running now).
+    #[arg(long, value_name = "IMAGE")]
+    pub(crate) base: Option<PathBuf>,
+    /// Print the shortest reference chain from the image's roots to this store path (or a
+    /// unique part of its name), as `nix why-depends` does.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) why: Option<String>,
+    /// Only the N biggest store paths.
+    #[arg(long, value_name = "N")]
+    pub(crate) top: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long, conflicts_with = "markdown")]
+    pub(crate) json: bool,
+    /// Print the report as Markdown tables (for a pull-request comment).
+    #[arg(long)]
+    pub(crate) markdown: bool,
+}
+
+pub(crate) fn run(args: InspectArgs) -> Result<()> {
+    if args.top == Some(0) {
+        return Err(anyhow!("--top needs at least 1"));
+    }
+    let report =
+        nixoci::inspect::inspect(&args.image, args.graph.as_deref(), args.base.as_deref())?;
+    if let Some(path) = &args.why {
+        let chain = report.why(path)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&chain)?);
+        } else {
+            println!("{}", chain.join("\n→ "));
+        }
+        return Ok(());
+    }
+    if args.json {
+        let mut report = report;
+        if let Some(top) = args.top {
+            report.paths.truncate(top);
+        }
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render(args.top, args.markdown));
+    }
+    Ok(())
+}

@@ -1,0 +1,403 @@
+//! What is in an image, by store path: each path's name, version, NAR size,
+//! layer and share of the image; each layer's paths and sizes; and why a path
+//! is there (the shortest reference chain from the image's roots, as
+//! `nix why-depends` shows one). The store paths come from the image's
+//! config history (the `store paths: [...]` comments that nixoci and
+//! nixpkgs write per layer), their sizes and references from a closure
+//! graph or the local store.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use serde::Serialize;
+
+use crate::closure::PathInfo;
+use crate::image::Image;
+use crate::sbom;
+
+/// One store path of the image.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathRow {
+    pub path: String,
+    /// Name and version as `builtins.parseDrvName` splits the path's name.
+    pub name: String,
+    pub version: String,
+    pub nar_size: u64,
+    /// Index of the layer that holds it (0 is the bottom layer).
+    pub layer: usize,
+    /// Its NAR size over the NAR size of every store path of the image.
+    pub share: f64,
+    /// Its direct references among the image's paths.
+    pub references: Vec<String>,
+}
+
+/// One layer of the image.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerRow {
+    pub index: usize,
+    pub digest: String,
+    pub diff_id: String,
+    /// The blob's size, as a registry stores and a node pulls it.
+    pub compressed_size: u64,
+    /// The size of its tar.
+    pub uncompressed_size: u64,
+    pub store_paths: Vec<String>,
+    /// Whether the `--base` image has this layer too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_base: Option<bool>,
+}
+
+/// What `nixoci inspect` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Store paths, biggest first (ties by path).
+    pub paths: Vec<PathRow>,
+    pub layers: Vec<LayerRow>,
+    /// NAR size of every store path of the image.
+    pub nar_size: u64,
+    /// Paths no other path of the image refers to: where `--why` chains start.
+    pub roots: Vec<String>,
+}
+
+/// Inspects the image at `image`. Sizes and references come from `graph`
+/// (exportReferencesGraph or `nix path-info --json`), or else from the local
+/// store; `base`, when given, is the image whose layers count as shared.
+pub fn inspect(image: &Path, graph: Option<&Path>, base: Option<&Path>) -> Result<Report> {
+    let source = Image::open(image, None)?;
+    let layer_of = sbom::image_paths(&source.config);
+    if layer_of.is_empty() {
+        return Err(anyhow!(
+            "{} names no store paths in its config history (it was not built by nixoci or nixpkgs' dockerTools)",
+            image.display()
+        ));
+    }
+    let closure = match graph {
+        Some(file) => crate::closure::read_graph_file(file, crate::nix::DEFAULT_STORE_DIR)?,
+        None => {
+            let roots: Vec<String> = layer_of.keys().cloned().collect();
+            crate::closure::read_from_store(&roots, crate::nix::DEFAULT_STORE_DIR)?
+        }
+    };
+    let nodes = sbom::restrict(closure.nodes(), &layer_of)?;
+    let diff_ids: Vec<String> = source.config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|ids| {
+            ids.iter()
+                .map(|d| d.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let base_layers: Option<BTreeSet<String>> = base
+        .map(|b| -> Result<BTreeSet<String>> {
+            let base = Image::open(b, None)?;
+            Ok(base.layers.iter().map(|l| l.digest.to_string()).collect())
+        })
+        .transpose()?;
+    let mut layers = Vec::new();
+    for (index, layer) in source.layers.iter().enumerate() {
+        let diff_id = diff_ids.get(index).cloned().unwrap_or_default();
+        let mut store_paths: Vec<String> = layer_of
+            .iter()
+            .filter(|(_, d)| **d == diff_id)
+            .map(|(p, _)| p.clone())
+            .collect();
+        store_paths.sort();
+        layers.push(LayerRow {
+            index,
+            digest: layer.digest.to_string(),
+            diff_id,
+            compressed_size: layer.size,
+            uncompressed_size: tar_size(&layer.file)?,
+            store_paths,
+            in_base: base_layers
+                .as_ref()
+                .map(|b| b.contains(&layer.digest.to_string())),
+        });
+    }
+    Ok(report(&nodes, layers))
+}
+
+fn report(nodes: &[PathInfo], layers: Vec<LayerRow>) -> Report {
+    let layer_index: HashMap<&str, usize> = layers
+        .iter()
+        .flat_map(|l| l.store_paths.iter().map(move |p| (p.as_str(), l.index)))
+        .collect();
+    let nar_size: u64 = nodes.iter().map(|n| n.nar_size).sum();
+    let referenced: BTreeSet<&str> = nodes
+        .iter()
+        .flat_map(|n| n.references.iter().map(String::as_str))
+        .collect();
+    let roots = nodes
+        .iter()
+        .filter(|n| !referenced.contains(n.path.as_str()))
+        .map(|n| n.path.clone())
+        .collect();
+    let mut paths: Vec<PathRow> = nodes
+        .iter()
+        .map(|n| {
+            let base = n.path.rsplit('/').next().unwrap_or_default();
+            let (name, version) = sbom::parse_drv_name(base.get(33..).unwrap_or(base));
+            PathRow {
+                path: n.path.clone(),
+                name: name.to_string(),
+                version: version.to_string(),
+                nar_size: n.nar_size,
+                layer: layer_index.get(n.path.as_str()).copied().unwrap_or(0),
+                share: if nar_size == 0 {
+                    0.0
+                } else {
+                    n.nar_size as f64 / nar_size as f64
+                },
+                references: n.references.clone(),
+            }
+        })
+        .collect();
+    paths.sort_by(|a, b| b.nar_size.cmp(&a.nar_size).then(a.path.cmp(&b.path)));
+    Report {
+        paths,
+        layers,
+        nar_size,
+        roots,
+    }
+}
+
+/// The size of a layer's tar, decompressed as its bytes say.
+fn tar_size(file: &Path) -> Result<u64> {
+    let mut stream = crate::media::decompressed(file)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        match stream
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", file.display()))?
+        {
+            0 => return Ok(total),
+            n => total += n as u64,
+        }
+    }
+}
+
+impl Report {
+    /// The shortest reference chain from one of the image's roots to `path`
+    /// (a store path or a unique part of one's name), roots tried in order.
+    pub fn why(&self, path: &str) -> Result<Vec<String>> {
+        let target = self.find(path)?;
+        let references: BTreeMap<&str, &[String]> = self
+            .paths
+            .iter()
+            .map(|p| (p.path.as_str(), p.references.as_slice()))
+            .collect();
+        let mut previous: HashMap<&str, &str> = HashMap::new();
+        let mut queue: VecDeque<&str> = VecDeque::new();
+        for root in &self.roots {
+            previous.insert(root, "");
+            queue.push_back(root);
+        }
+        while let Some(current) = queue.pop_front() {
+            if current == target {
+                let mut chain = vec![current.to_string()];
+                let mut at = current;
+                while let Some(&before) = previous.get(at).filter(|b| !b.is_empty()) {
+                    chain.push(before.to_string());
+                    at = before;
+                }
+                chain.reverse();
+                return Ok(chain);
+            }
+            for next in references.get(current).copied().unwrap_or_default() {
+                if !previous.contains_key(next.as_str()) {
+                    previous.insert(next, current);
+                    queue.push_back(next);
+                }
+            }
+        }
+        Err(anyhow!("{target} is not reachable from the image's roots"))
+    }
+
+    fn find(&self, wanted: &str) -> Result<&str> {
+        if let Some(row) = self.paths.iter().find(|p| p.path == wanted) {
+            return Ok(&row.path);
+        }
+        let matches: Vec<&str> = self
+            .paths
+            .iter()
+            .filter(|p| p.path.contains(wanted))
+            .map(|p| p.path.as_str())
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(one),
+            [] => Err(anyhow!("no store path of the image matches `{wanted}`")),
+            many => Err(anyhow!(
+                "`{wanted}` matches {} store paths ({}); give the whole path",
+                many.len(),
+                many.join(", ")
+            )),
+        }
+    }
+
+    /// The report for people (`markdown`: a pull-request comment), the
+    /// `top` biggest paths first.
+    pub fn render(&self, top: Option<usize>, markdown: bool) -> String {
+        let shown = top.unwrap_or(self.paths.len()).min(self.paths.len());
+        let mut out = String::new();
+        let heading = format!(
+            "{} store paths, {} in NAR size, in {} layers",
+            self.paths.len(),
+            human(self.nar_size),
+            self.layers.len()
+        );
+        let row = |cells: &[String]| {
+            if markdown {
+                format!("| {} |\n", cells.join(" | "))
+            } else {
+                format!("{}\n", cells.join("  "))
+            }
+        };
+        if markdown {
+            out.push_str(&format!("**{heading}**\n\n"));
+            out.push_str(
+                "| store path | version | NAR size | layer | share |\n|---|---|---:|---:|---:|\n",
+            );
+        } else {
+            out.push_str(&format!("{heading}\n\n"));
+        }
+        for p in &self.paths[..shown] {
+            out.push_str(&row(&[
+                if markdown {
+                    format!("`{}`", p.name)
+                } else {
+                    format!("{:<40}", p.name)
+                },
+                if markdown {
+                    p.version.clone()
+                } else {
+                    format!("{:<16}", p.version)
+                },
+                format!("{:>10}", human(p.nar_size)),
+                format!("{:>3}", p.layer),
+                format!("{:>5.1}%", p.share * 100.0),
+            ]));
+        }
+        if shown < self.paths.len() {
+            out.push_str(&format!(
+                "{}… and {} more\n",
+                if markdown { "\n" } else { "" },
+                self.paths.len() - shown
+            ));
+        }
+        out.push('\n');
+        if markdown {
+            out.push_str("| layer | digest | compressed | tar | store paths | shared |\n|---:|---|---:|---:|---:|---|\n");
+        }
+        for l in &self.layers {
+            let shared = match l.in_base {
+                Some(true) => "shared",
+                Some(false) => "new",
+                None => "",
+            };
+            if markdown {
+                out.push_str(&format!(
+                    "| {} | `{}` | {} | {} | {} | {} |\n",
+                    l.index,
+                    &l.digest[..19.min(l.digest.len())],
+                    human(l.compressed_size),
+                    human(l.uncompressed_size),
+                    l.store_paths.len(),
+                    shared
+                ));
+            } else {
+                out.push_str(&format!(
+                    "layer {:>3}  {}  {:>10} compressed  {:>10} tar  {} store path(s) {}\n",
+                    l.index,
+                    &l.digest[..19.min(l.digest.len())],
+                    human(l.compressed_size),
+                    human(l.uncompressed_size),
+                    l.store_paths.len(),
+                    shared
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Bytes for people: B, KiB, MiB, GiB.
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(path: &str, size: u64, refs: &[&str]) -> PathInfo {
+        PathInfo {
+            path: path.to_string(),
+            nar_hash: None,
+            nar_size: size,
+            references: refs.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    const A: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-app-1.0";
+    const B: &str = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-libfoo-2.3";
+    const C: &str = "/nix/store/cccccccccccccccccccccccccccccccc-glibc-2.40";
+    const D: &str = "/nix/store/dddddddddddddddddddddddddddddddd-bash-5.2";
+
+    fn sample() -> Report {
+        // app -> libfoo -> glibc; app -> glibc; bash -> glibc (bash is a root too).
+        let nodes = vec![
+            node(A, 100, &[B, C]),
+            node(B, 300, &[C]),
+            node(C, 500, &[]),
+            node(D, 100, &[C]),
+        ];
+        report(&nodes, vec![])
+    }
+
+    #[test]
+    fn rows_are_biggest_first_with_shares_and_parsed_names() {
+        let r = sample();
+        assert_eq!(r.nar_size, 1000);
+        let first = &r.paths[0];
+        assert_eq!(
+            (first.name.as_str(), first.version.as_str()),
+            ("glibc", "2.40")
+        );
+        assert!((first.share - 0.5).abs() < 1e-9);
+        assert_eq!(r.paths[3].path, D, "ties by path");
+        assert_eq!(r.roots, vec![A.to_string(), D.to_string()]);
+    }
+
+    #[test]
+    fn why_is_the_shortest_chain_from_a_root() {
+        let r = sample();
+        assert_eq!(r.why("glibc").unwrap(), vec![A, C]);
+        assert_eq!(r.why(B).unwrap(), vec![A, B]);
+        assert_eq!(r.why("bash").unwrap(), vec![D]);
+        assert!(r.why("nothing").is_err());
+        // "-" is in every path: refused as ambiguous, naming the matches.
+        let err = r.why("-").unwrap_err().to_string();
+        assert!(err.contains("matches 4 store paths"), "{err}");
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(999), "999 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(5 << 20), "5.0 MiB");
+    }
+}
