@@ -1,7 +1,7 @@
 //! What is in an image, by store path: each path's name, version, NAR size,
-//! layer and share of the image; each layer's paths and sizes; and why a path
+//! layer and share of the image; each layer's paths and sizes; why a path
 //! is there (the shortest reference chain from the image's roots, as
-//! `nix why-depends` shows one). The store paths come from the image's
+//! `nix why-depends` shows one); and what changed between two images. The store paths come from the image's
 //! config history (the `store paths: [...]` comments that nixoci and
 //! nixpkgs write per layer), their sizes and references from a closure
 //! graph or the local store.
@@ -137,12 +137,11 @@ fn report(nodes: &[PathInfo], layers: Vec<LayerRow>) -> Report {
     let mut paths: Vec<PathRow> = nodes
         .iter()
         .map(|n| {
-            let base = n.path.rsplit('/').next().unwrap_or_default();
-            let (name, version) = sbom::parse_drv_name(base.get(33..).unwrap_or(base));
+            let (name, version) = name_version(&n.path);
             PathRow {
                 path: n.path.clone(),
-                name: name.to_string(),
-                version: version.to_string(),
+                name,
+                version,
                 nar_size: n.nar_size,
                 layer: layer_index.get(n.path.as_str()).copied().unwrap_or(0),
                 share: if nar_size == 0 {
@@ -321,6 +320,151 @@ impl Report {
         }
         out
     }
+}
+
+/// A store path that is in both images under one name, with another hash.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Changed {
+    pub name: String,
+    pub old: String,
+    pub new: String,
+    pub old_version: String,
+    pub new_version: String,
+}
+
+/// What changed from one image to another (`nixoci diff`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Diff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<Changed>,
+    /// Layers of the new image the old one has (by digest).
+    pub layers_reused: Vec<String>,
+    /// Layers of the new image the old one lacks.
+    pub layers_new: Vec<String>,
+    /// What a node that holds the old image pulls for the new one: the new
+    /// layers' compressed bytes.
+    pub bytes_to_pull: u64,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && self.layers_new.is_empty()
+    }
+
+    /// The report for people (`markdown`: a pull-request comment).
+    pub fn render(&self, markdown: bool) -> String {
+        let mut out = String::new();
+        let summary = format!(
+            "{} added, {} removed, {} changed; {} layer(s) reused, {} new: {} to pull",
+            self.added.len(),
+            self.removed.len(),
+            self.changed.len(),
+            self.layers_reused.len(),
+            self.layers_new.len(),
+            human(self.bytes_to_pull)
+        );
+        let (bullet, code) = if markdown { ("- ", "`") } else { ("  ", "") };
+        out.push_str(&if markdown {
+            format!("**{summary}**\n")
+        } else {
+            format!("{summary}\n")
+        });
+        for (title, paths) in [("added", &self.added), ("removed", &self.removed)] {
+            if !paths.is_empty() {
+                out.push_str(&format!("\n{title}:\n"));
+                for p in paths {
+                    out.push_str(&format!("{bullet}{code}{p}{code}\n"));
+                }
+            }
+        }
+        if !self.changed.is_empty() {
+            out.push_str("\nchanged:\n");
+            for c in &self.changed {
+                out.push_str(&format!(
+                    "{bullet}{code}{}{code} {} -> {}\n",
+                    c.name, c.old_version, c.new_version
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// Compares two images by the store paths their histories name and by
+/// their layers' digests; no layer is read.
+pub fn diff(old: &Path, new: &Path) -> Result<Diff> {
+    let (old, new) = (Image::open(old, None)?, Image::open(new, None)?);
+    let (old_paths, new_paths) = (
+        sbom::image_paths(&old.config),
+        sbom::image_paths(&new.config),
+    );
+    let mut added: Vec<String> = new_paths
+        .keys()
+        .filter(|p| !old_paths.contains_key(*p))
+        .cloned()
+        .collect();
+    let mut removed: Vec<String> = old_paths
+        .keys()
+        .filter(|p| !new_paths.contains_key(*p))
+        .cloned()
+        .collect();
+    // A name that one path left and one path took changed; a name with
+    // several paths on either side stays as added and removed.
+    let by_name = |paths: &[String]| {
+        let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for p in paths {
+            names.entry(name_version(p).0).or_default().push(p.clone());
+        }
+        names
+    };
+    let (added_names, removed_names) = (by_name(&added), by_name(&removed));
+    let mut changed = Vec::new();
+    for (name, new_list) in &added_names {
+        if let (Some([old_path]), [new_path]) = (
+            removed_names.get(name).map(Vec::as_slice),
+            new_list.as_slice(),
+        ) {
+            changed.push(Changed {
+                name: name.clone(),
+                old: old_path.clone(),
+                new: new_path.clone(),
+                old_version: name_version(old_path).1,
+                new_version: name_version(new_path).1,
+            });
+        }
+    }
+    added.retain(|p| !changed.iter().any(|c| &c.new == p));
+    removed.retain(|p| !changed.iter().any(|c| &c.old == p));
+    let old_layers: BTreeSet<String> = old.layers.iter().map(|l| l.digest.to_string()).collect();
+    let (mut layers_reused, mut layers_new, mut bytes_to_pull) = (Vec::new(), Vec::new(), 0);
+    for layer in &new.layers {
+        let digest = layer.digest.to_string();
+        if old_layers.contains(&digest) {
+            layers_reused.push(digest);
+        } else if !layers_new.contains(&digest) {
+            bytes_to_pull += layer.size;
+            layers_new.push(digest);
+        }
+    }
+    Ok(Diff {
+        added,
+        removed,
+        changed,
+        layers_reused,
+        layers_new,
+        bytes_to_pull,
+    })
+}
+
+/// A store path's name and version, as `builtins.parseDrvName` splits them.
+fn name_version(path: &str) -> (String, String) {
+    let base = path.rsplit('/').next().unwrap_or_default();
+    let (name, version) = sbom::parse_drv_name(base.get(33..).unwrap_or(base));
+    (name.to_string(), version.to_string())
 }
 
 /// Bytes for people: B, KiB, MiB, GiB.

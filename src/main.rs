@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 use nixoci::registry::PushError;
 
 mod cli;
-use cli::{build, cache, check, hash, index, inspect, nix_helper, pins, plan, push, sbom, verify};
+use cli::{
+    build, cache, check, diff, hash, index, inspect, nix_helper, pins, plan, push, sbom, verify,
+};
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +67,15 @@ enum Command {
         them per layer); their NAR sizes and references from --graph or the local store. A path's\n\
         share is its NAR size over the image's. Roots are the paths no other path refers to.")]
     Inspect(inspect::InspectArgs),
+    /// Show what changed between two images: store paths added, removed and changed, layers, bytes to pull.
+    #[command(after_help = "Examples:\n  \
+        nixoci diff previous-release result\n  \
+        nixoci diff old.tar new-layout --markdown > diff.md\n\n\
+        Store paths come from each image's config history; a name that one path left and another\n\
+        took is \"changed\", with both versions. Bytes to pull: the compressed size of the new\n\
+        image's layers the old one lacks. No layer is read.\n\n\
+        Exit status: 0 with or without differences; with --exit-code, 1 when they differ.")]
+    Diff(diff::DiffArgs),
     /// Check a built image before pushing it: entrypoint, interpreter, Env paths, writable dirs.
     #[command(
         after_help = "Checks, each of which would have saved a build-push-deploy round trip:\n  \
@@ -127,6 +138,7 @@ fn main() -> ExitCode {
         Command::Index(args) => index::run(args),
         Command::Sbom(args) => sbom::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Diff(args) => diff::run(args),
         Command::Check(args) => check::run(args),
         Command::Push(args) => push::run(*args),
         Command::Verify(args) => verify::run(args),

@@ -243,3 +243,98 @@ fn an_image_without_store_paths_in_its_history_is_refused() {
         "{err}"
     );
 }
+
+/// The compressed sizes of a layout's layers, by digest, read from its manifest.
+fn layer_sizes(layout: &Path) -> BTreeMap<String, u64> {
+    let (manifest, _) = layout_manifest(layout);
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["digest"].as_str().unwrap().to_string(),
+                l["size"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn diff_reports_a_changed_package_an_added_path_and_the_bytes_to_pull() {
+    let f = fixture();
+    // The same closure with another salt: a library with another hash.
+    let salted = nix_build(
+        &repo().join("tests/fixtures/closure.nix"),
+        &["lib", "app"],
+        &["--argstr", "salt", "diff"],
+    );
+    let (new_lib, new_app) = (&salted[0], &salted[1]);
+    let dir = tempdir();
+    // A path both images hold, in a layer of its own.
+    let shared_nix = dir.path().join("shared.nix");
+    std::fs::write(
+        &shared_nix,
+        r#"derivation { name = "fixture-shared-3.1"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "/bin/mkdir -p $out/share && echo shared > $out/share/file" ]; }"#,
+    )
+    .unwrap();
+    let shared = &nix_build(&shared_nix, &[], &[])[0];
+    let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+    // OLD: the library and the shared path. NEW: the salted library, an app
+    // on it (added) and the shared path.
+    run(nixoci()
+        .arg("build")
+        .args([&f.lib, shared])
+        .args(["--tag", "t:old", "-q", "-o"])
+        .arg(&old));
+    run(nixoci()
+        .arg("build")
+        .args([new_app, shared])
+        .args(["--tag", "t:new", "-q", "-o"])
+        .arg(&new));
+    let report: Value = serde_json::from_str(&stdout(
+        nixoci().arg("diff").arg(&old).arg(&new).arg("--json"),
+    ))
+    .unwrap();
+    assert_eq!(
+        report["changed"],
+        serde_json::json!([{
+            "name": "fixture-lib", "old": f.lib, "new": new_lib,
+            "old_version": "1.0", "new_version": "1.0",
+        }]),
+        "{report:#}"
+    );
+    assert_eq!(report["added"], serde_json::json!([new_app]), "{report:#}");
+    assert_eq!(report["removed"], serde_json::json!([]), "{report:#}");
+    // The bytes to pull, from the manifests: NEW's layers OLD lacks.
+    let (old_layers, new_layers) = (layer_sizes(&old), layer_sizes(&new));
+    let expected: u64 = new_layers
+        .iter()
+        .filter(|(d, _)| !old_layers.contains_key(*d))
+        .map(|(_, s)| s)
+        .sum();
+    assert!(expected > 0);
+    assert_eq!(
+        report["bytes_to_pull"].as_u64(),
+        Some(expected),
+        "{report:#}"
+    );
+    let reused = report["layers_reused"].as_array().unwrap();
+    assert!(
+        !reused.is_empty(),
+        "the unsalted app's layer is in both: {report:#}"
+    );
+    // Exit status: 0 either way, 1 with --exit-code when they differ, and 0
+    // for an image against itself.
+    let text = stdout(nixoci().arg("diff").arg(&old).arg(&new));
+    assert!(
+        text.starts_with("1 added, 0 removed, 1 changed; "),
+        "{text}"
+    );
+    assert!(text.contains("fixture-lib 1.0 -> 1.0"), "{text}");
+    let markdown = stdout(nixoci().arg("diff").arg(&old).arg(&new).arg("--markdown"));
+    assert!(markdown.contains(&format!("- `{new_app}`")), "{markdown}");
+    let err = fails(nixoci().arg("diff").arg(&old).arg(&new).arg("--exit-code"));
+    assert!(err.contains("the images differ"), "{err}");
+    run(nixoci().arg("diff").arg(&new).arg(&new).arg("--exit-code"));
+}

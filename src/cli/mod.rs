@@ -4,6 +4,7 @@
 pub(crate) mod build;
 pub(crate) mod cache;
 pub(crate) mod check;
+pub(crate) mod diff;
 pub(crate) mod hash;
 pub(crate) mod index;
 pub(crate) mod inspect;
