@@ -41,8 +41,8 @@ pub struct LayerRow {
     pub diff_id: String,
     /// The blob's size, as a registry stores and a node pulls it.
     pub compressed_size: u64,
-    /// The size of its tar.
-    pub uncompressed_size: u64,
+    /// The size of its tar, when its blob was read (a local image).
+    pub uncompressed_size: Option<u64>,
     pub store_paths: Vec<String>,
     /// Whether the `--base` image has this layer too.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,16 +61,78 @@ pub struct Report {
     pub roots: Vec<String>,
 }
 
-/// Inspects the image at `image`. Sizes and references come from `graph`
+/// What `inspect` and `diff` read of an image: its config and its layers,
+/// from a local image (layout or archive) or a registry's manifest.
+pub struct Subject {
+    /// How the user named it, for messages.
+    pub name: String,
+    pub config: serde_json::Value,
+    pub layers: Vec<SubjectLayer>,
+}
+
+/// A layer of a [`Subject`].
+pub struct SubjectLayer {
+    pub digest: String,
+    /// The blob's size.
+    pub size: u64,
+    /// The size of its tar, known when the blob was at hand (a local image).
+    pub tar_size: Option<u64>,
+}
+
+impl Subject {
+    /// A local image: an OCI layout, an oci-archive or a docker-archive.
+    /// Its layers are read to measure their tars.
+    pub fn local(path: &Path) -> Result<Subject> {
+        let image = Image::open(path, None)?;
+        let layers = image
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(SubjectLayer {
+                    digest: l.digest.to_string(),
+                    size: l.size,
+                    tar_size: Some(tar_size(&l.file)?),
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Subject {
+            name: path.display().to_string(),
+            config: image.config,
+            layers,
+        })
+    }
+
+    /// An image in a registry: its manifest and config, no layer.
+    pub fn remote(
+        reference: &crate::registry::Reference,
+        opts: &crate::registry::PushOptions,
+    ) -> Result<Subject> {
+        let image = crate::registry::read::fetch_image(reference, opts)?;
+        Ok(Subject {
+            name: reference.to_string(),
+            config: image.config,
+            layers: image
+                .layers
+                .into_iter()
+                .map(|l| SubjectLayer {
+                    digest: l.digest.to_string(),
+                    size: l.size,
+                    tar_size: None,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Inspects `image`. Sizes and references come from `graph`
 /// (exportReferencesGraph or `nix path-info --json`), or else from the local
 /// store; `base`, when given, is the image whose layers count as shared.
-pub fn inspect(image: &Path, graph: Option<&Path>, base: Option<&Path>) -> Result<Report> {
-    let source = Image::open(image, None)?;
-    let layer_of = sbom::image_paths(&source.config);
+pub fn inspect(image: &Subject, graph: Option<&Path>, base: Option<&Subject>) -> Result<Report> {
+    let layer_of = sbom::image_paths(&image.config);
     if layer_of.is_empty() {
         return Err(anyhow!(
             "{} names no store paths in its config history (it was not built by nixoci or nixpkgs' dockerTools)",
-            image.display()
+            image.name
         ));
     }
     let closure = match graph {
@@ -81,7 +143,7 @@ pub fn inspect(image: &Path, graph: Option<&Path>, base: Option<&Path>) -> Resul
         }
     };
     let nodes = sbom::restrict(closure.nodes(), &layer_of)?;
-    let diff_ids: Vec<String> = source.config["rootfs"]["diff_ids"]
+    let diff_ids: Vec<String> = image.config["rootfs"]["diff_ids"]
         .as_array()
         .map(|ids| {
             ids.iter()
@@ -89,14 +151,10 @@ pub fn inspect(image: &Path, graph: Option<&Path>, base: Option<&Path>) -> Resul
                 .collect()
         })
         .unwrap_or_default();
-    let base_layers: Option<BTreeSet<String>> = base
-        .map(|b| -> Result<BTreeSet<String>> {
-            let base = Image::open(b, None)?;
-            Ok(base.layers.iter().map(|l| l.digest.to_string()).collect())
-        })
-        .transpose()?;
+    let base_layers: Option<BTreeSet<&str>> =
+        base.map(|b| b.layers.iter().map(|l| l.digest.as_str()).collect());
     let mut layers = Vec::new();
-    for (index, layer) in source.layers.iter().enumerate() {
+    for (index, layer) in image.layers.iter().enumerate() {
         let diff_id = diff_ids.get(index).cloned().unwrap_or_default();
         let mut store_paths: Vec<String> = layer_of
             .iter()
@@ -106,14 +164,14 @@ pub fn inspect(image: &Path, graph: Option<&Path>, base: Option<&Path>) -> Resul
         store_paths.sort();
         layers.push(LayerRow {
             index,
-            digest: layer.digest.to_string(),
+            digest: layer.digest.clone(),
             diff_id,
             compressed_size: layer.size,
-            uncompressed_size: tar_size(&layer.file)?,
+            uncompressed_size: layer.tar_size,
             store_paths,
             in_base: base_layers
                 .as_ref()
-                .map(|b| b.contains(&layer.digest.to_string())),
+                .map(|b| b.contains(layer.digest.as_str())),
         });
     }
     Ok(report(&nodes, layers))
@@ -302,7 +360,7 @@ impl Report {
                     l.index,
                     &l.digest[..19.min(l.digest.len())],
                     human(l.compressed_size),
-                    human(l.uncompressed_size),
+                    l.uncompressed_size.map_or("?".to_string(), human),
                     l.store_paths.len(),
                     shared
                 ));
@@ -312,7 +370,7 @@ impl Report {
                     l.index,
                     &l.digest[..19.min(l.digest.len())],
                     human(l.compressed_size),
-                    human(l.uncompressed_size),
+                    l.uncompressed_size.map_or("?".to_string(), human),
                     l.store_paths.len(),
                     shared
                 ));
@@ -396,8 +454,7 @@ impl Diff {
 
 /// Compares two images by the store paths their histories name and by
 /// their layers' digests; no layer is read.
-pub fn diff(old: &Path, new: &Path) -> Result<Diff> {
-    let (old, new) = (Image::open(old, None)?, Image::open(new, None)?);
+pub fn diff(old: &Subject, new: &Subject) -> Result<Diff> {
     let (old_paths, new_paths) = (
         sbom::image_paths(&old.config),
         sbom::image_paths(&new.config),
@@ -439,11 +496,11 @@ pub fn diff(old: &Path, new: &Path) -> Result<Diff> {
     }
     added.retain(|p| !changed.iter().any(|c| &c.new == p));
     removed.retain(|p| !changed.iter().any(|c| &c.old == p));
-    let old_layers: BTreeSet<String> = old.layers.iter().map(|l| l.digest.to_string()).collect();
+    let old_layers: BTreeSet<&str> = old.layers.iter().map(|l| l.digest.as_str()).collect();
     let (mut layers_reused, mut layers_new, mut bytes_to_pull) = (Vec::new(), Vec::new(), 0);
     for layer in &new.layers {
-        let digest = layer.digest.to_string();
-        if old_layers.contains(&digest) {
+        let digest = layer.digest.clone();
+        if old_layers.contains(digest.as_str()) {
             layers_reused.push(digest);
         } else if !layers_new.contains(&digest) {
             bytes_to_pull += layer.size;

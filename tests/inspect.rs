@@ -338,3 +338,89 @@ fn diff_reports_a_changed_package_an_added_path_and_the_bytes_to_pull() {
     assert!(err.contains("the images differ"), "{err}");
     run(nixoci().arg("diff").arg(&new).arg(&new).arg("--exit-code"));
 }
+
+#[test]
+fn registry_references_are_read_without_a_layer_get() {
+    let f = fixture();
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    let dir = tempdir();
+    let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+    run(nixoci()
+        .arg("build")
+        .arg(&f.lib)
+        .args(["--tag", "t:old", "-q", "-o"])
+        .arg(&old));
+    build_image(&new, &[]);
+    let (old_ref, new_ref) = (
+        format!("{}/team/app:old", proxy.host()),
+        format!("{}/team/app:new", proxy.host()),
+    );
+    run(nixoci()
+        .args(["push", "--insecure", "-q"])
+        .arg(&old)
+        .arg(&old_ref));
+    run(nixoci()
+        .args(["push", "--insecure", "-q"])
+        .arg(&new)
+        .arg(&new_ref));
+    let (_, before) = proxy.stats();
+    // The same answers as from the layouts, but no tar sizes (no layer read).
+    let remote = inspect_json(Path::new(&new_ref), &["--insecure"]);
+    let local = inspect_json(&new, &[]);
+    assert_eq!(remote["paths"], local["paths"]);
+    for (r, l) in remote["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(local["layers"].as_array().unwrap())
+    {
+        assert_eq!(r["digest"], l["digest"]);
+        assert_eq!(r["compressed_size"], l["compressed_size"]);
+        assert_eq!(r["store_paths"], l["store_paths"]);
+        assert_eq!(r["uncompressed_size"], Value::Null);
+    }
+    let remote_diff: Value = serde_json::from_str(&stdout(
+        nixoci()
+            .args(["diff", "--insecure", "--json"])
+            .args([&old_ref, &new_ref]),
+    ))
+    .unwrap();
+    let local_diff: Value = serde_json::from_str(&stdout(
+        nixoci().arg("diff").arg(&old).arg(&new).arg("--json"),
+    ))
+    .unwrap();
+    assert_eq!(remote_diff, local_diff);
+    assert!(remote_diff["bytes_to_pull"].as_u64().unwrap() > 0);
+    // A local image against a reference works too (the base marks shared layers).
+    let mixed = inspect_json(&new, &["--insecure", "--base", &old_ref]);
+    assert_eq!(
+        mixed["layers"],
+        inspect_json(&new, &["--base", old.to_str().unwrap()])["layers"]
+    );
+    // Only manifests and configs were read: every blob GET names a config.
+    let (_, after) = proxy.stats();
+    let configs: Vec<String> = [&old, &new]
+        .iter()
+        .map(|l| {
+            layout_manifest(l).0["config"]["digest"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let blob_gets: Vec<&String> = after[before.len()..]
+        .iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("/blobs/"))
+        .collect();
+    assert!(!blob_gets.is_empty(), "{after:?}");
+    for get in &blob_gets {
+        assert!(
+            configs.iter().any(|c| get.contains(c.as_str())),
+            "a layer was downloaded: {get}"
+        );
+    }
+    // A name that is neither here nor a reference is refused, saying both.
+    let err = fails(nixoci().args(["inspect", "no-such-image"]));
+    assert!(err.contains("neither an image here"), "{err}");
+}

@@ -1,16 +1,18 @@
 //! `nixoci diff`: what changed from one image to another, without reading a layer.
 
-use std::path::PathBuf;
-
 use anyhow::{anyhow, Result};
 use clap::Args;
 
+use super::registry::{open_subject, RegistryAccess};
+
 #[derive(Args)]
 pub(crate) struct DiffArgs {
-    /// The old image (an OCI layout, an oci-archive or a docker-archive).
-    pub(crate) old: PathBuf,
-    /// The new image.
-    pub(crate) new: PathBuf,
+    /// The old image: an OCI layout, an oci-archive, a docker-archive or REGISTRY/REPOSITORY:TAG.
+    #[arg(value_name = "OLD")]
+    pub(crate) old: String,
+    /// The new image, in any of the same forms.
+    #[arg(value_name = "NEW")]
+    pub(crate) new: String,
     /// Print the difference as JSON.
     #[arg(long, conflicts_with = "markdown")]
     pub(crate) json: bool,
@@ -20,10 +22,15 @@ pub(crate) struct DiffArgs {
     /// Exit 1 when the images differ (as `diff` does); without it, 0 either way.
     #[arg(long)]
     pub(crate) exit_code: bool,
+    #[command(flatten, next_help_heading = "Reading from a registry")]
+    pub(crate) registry: RegistryAccess,
 }
 
 pub(crate) fn run(args: DiffArgs) -> Result<()> {
-    let diff = nixoci::inspect::diff(&args.old, &args.new)?;
+    let diff = nixoci::inspect::diff(
+        &open_subject(&args.old, &args.registry)?,
+        &open_subject(&args.new, &args.registry)?,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&diff)?);
     } else {

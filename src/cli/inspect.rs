@@ -5,17 +5,21 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Result};
 use clap::Args;
 
+use super::registry::{open_subject, RegistryAccess};
+
 #[derive(Args)]
 pub(crate) struct InspectArgs {
-    /// The image: an OCI layout, an oci-archive or a docker-archive (nixoci's or nixpkgs').
-    pub(crate) image: PathBuf,
+    /// The image: an OCI layout, an oci-archive or a docker-archive (nixoci's or nixpkgs'), or
+    /// REGISTRY/REPOSITORY:TAG (its manifest and config are read, never a layer).
+    #[arg(value_name = "IMAGE|REF")]
+    pub(crate) image: String,
     /// A closure graph with sizes and references (exportReferencesGraph or `nix path-info
     /// --json -r`) instead of the local store.
     #[arg(long, value_name = "FILE")]
     pub(crate) graph: Option<PathBuf>,
     /// An image whose layers count as shared (a base, or the release running now).
-    #[arg(long, value_name = "IMAGE")]
-    pub(crate) base: Option<PathBuf>,
+    #[arg(long, value_name = "IMAGE|REF")]
+    pub(crate) base: Option<String>,
     /// Print the shortest reference chain from the image's roots to this store path (or a
     /// unique part of its name), as `nix why-depends` does.
     #[arg(long, value_name = "PATH")]
@@ -29,14 +33,21 @@ pub(crate) struct InspectArgs {
     /// Print the report as Markdown tables (for a pull-request comment).
     #[arg(long)]
     pub(crate) markdown: bool,
+    #[command(flatten, next_help_heading = "Reading from a registry")]
+    pub(crate) registry: RegistryAccess,
 }
 
 pub(crate) fn run(args: InspectArgs) -> Result<()> {
     if args.top == Some(0) {
         return Err(anyhow!("--top needs at least 1"));
     }
-    let report =
-        nixoci::inspect::inspect(&args.image, args.graph.as_deref(), args.base.as_deref())?;
+    let image = open_subject(&args.image, &args.registry)?;
+    let base = args
+        .base
+        .as_deref()
+        .map(|b| open_subject(b, &args.registry))
+        .transpose()?;
+    let report = nixoci::inspect::inspect(&image, args.graph.as_deref(), base.as_ref())?;
     if let Some(path) = &args.why {
         let chain = report.why(path)?;
         if args.json {

@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod read;
 pub mod stream;
 pub mod url;
 
