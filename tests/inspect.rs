@@ -420,6 +420,34 @@ fn registry_references_are_read_without_a_layer_get() {
             "a layer was downloaded: {get}"
         );
     }
+    // What a node holding OLD really pulls for NEW: skopeo copies OLD, then
+    // NEW, into one OCI layout (it reuses the blobs it has). It also reads
+    // NEW's config, which bytes_to_pull (layers) leaves out.
+    let pulled = dir.path().join("pulled");
+    let skopeo_pull = |reference: &str, tag: &str| {
+        run(Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false", "-q"])
+            .arg(format!("docker://{reference}"))
+            .arg(format!("oci:{}:{tag}", pulled.display())));
+    };
+    skopeo_pull(&old_ref, "old");
+    let after_old = proxy.pulled_bytes();
+    skopeo_pull(&new_ref, "new");
+    let (new_manifest, _) = layout_manifest(&new);
+    assert_eq!(
+        proxy.pulled_bytes() - after_old,
+        remote_diff["bytes_to_pull"].as_u64().unwrap()
+            + new_manifest["config"]["size"].as_u64().unwrap(),
+        "{remote_diff:#}"
+    );
+    // A config that does not match its digest is refused.
+    proxy.set_plan(serde_json::json!({"tamper_blob_gets": true}));
+    let err = fails(nixoci().args(["inspect", "--insecure"]).arg(&new_ref));
+    assert!(
+        err.contains("the config does not match its digest"),
+        "{err}"
+    );
+    proxy.set_plan(serde_json::json!({}));
     // A name that is neither here nor a reference is refused, saying both.
     let err = fails(nixoci().args(["inspect", "no-such-image"]));
     assert!(err.contains("neither an image here"), "{err}");

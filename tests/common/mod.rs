@@ -446,6 +446,11 @@ impl Proxy {
         )
     }
 
+    /// The bytes of the blobs it answered to GETs.
+    pub fn pulled_bytes(&self) -> u64 {
+        self.stats_json()["pulled_bytes"].as_u64().unwrap_or(0)
+    }
+
     /// The most blob uploads the proxy saw in flight at once.
     pub fn max_uploads_at_once(&self) -> u64 {
         self.stats_json()["max_uploads_at_once"].as_u64().unwrap()

@@ -16,9 +16,11 @@ PLAN.json (re-read on every request, so tests can change it):
    "refuse_monolithic": true,  # PUT of an upload with a body -> 400
    "location_to": "HOST:PORT", # upload Locations point at another host
    "location_raw": "TEXT",     # upload Locations are replaced by TEXT as is
-   "wrong_manifest_digest": true}  # manifest PUTs answer another Docker-Content-Digest
-STATS.json: {"blob_bytes": N, "requests": ["METHOD path status", ...],
-             "authorized": ["METHOD path", ...]}  (requests that carried Authorization)
+   "wrong_manifest_digest": true,  # manifest PUTs answer another Docker-Content-Digest
+   "tamper_blob_gets": true}  # blob GETs answer with their last byte changed
+STATS.json: {"blob_bytes": N, "pulled_bytes": N, "requests": ["METHOD path status", ...],
+             "authorized": ["METHOD path", ...]}  (requests that carried Authorization;
+             pulled_bytes: the bodies of blob GETs answered 200)
 """
 
 import http.client
@@ -33,7 +35,7 @@ port, upstream_port, plan_file, stats_file = int(sys.argv[1]), int(sys.argv[2]),
 UPSTREAM = f"127.0.0.1:{upstream_port}"
 PROXY = f"127.0.0.1:{port}"
 lock = threading.Lock()
-stats = {"blob_bytes": 0, "requests": [], "authorized": [], "max_uploads_at_once": 0}
+stats = {"blob_bytes": 0, "pulled_bytes": 0, "requests": [], "authorized": [], "max_uploads_at_once": 0}
 uploads_now = 0
 used = {}
 
@@ -175,6 +177,11 @@ class Proxy(BaseHTTPRequestHandler):
         upstream.request(self.command, self.path, body=body if body or self.command in ("PUT", "PATCH", "POST") else None, headers=headers)
         response = upstream.getresponse()
         data = response.read()
+        if self.command == "GET" and "/blobs/" in self.path and response.status == 200:
+            if p.get("tamper_blob_gets") and data:
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            with lock:
+                stats["pulled_bytes"] += len(data)
         out = {}
         for k, v in response.getheaders():
             if k.lower() in ("content-length", "connection", "transfer-encoding"):
