@@ -452,3 +452,90 @@ fn registry_references_are_read_without_a_layer_get() {
     let err = fails(nixoci().args(["inspect", "no-such-image"]));
     assert!(err.contains("neither an image here"), "{err}");
 }
+
+/// Measures a treemap as a browser paints it: parses the SVG as XML, and
+/// counts, in Chromium's screenshot, the pixels of each rectangle's fill.
+/// Prints `PATH WIDTH HEIGHT PIXELS` per rectangle.
+const MEASURE: &str = r##"
+import sys, xml.etree.ElementTree as ET
+from PIL import Image
+svg, png = sys.argv[1:]
+rects = ET.parse(svg).getroot().iter("{http://www.w3.org/2000/svg}rect")
+image = Image.open(png).convert("RGB")
+counts = {"#%02x%02x%02x" % c: n for n, c in image.getcolors(maxcolors=10**7)}
+for r in rects:
+    print(r.get("data-path"), r.get("width"), r.get("height"), counts.get(r.get("fill"), 0))
+"##;
+
+#[test]
+fn the_treemap_paints_each_store_path_in_proportion_to_its_nar_size() {
+    let top = &nix_build(&repo().join("tests/fixtures/treemap.nix"), &[], &[])[0];
+    let dir = tempdir();
+    let layout = dir.path().join("layout");
+    run(nixoci()
+        .arg("build")
+        .arg(top)
+        .args(["--tag", "t:1", "-q", "--max-layers", "4", "-o"])
+        .arg(&layout));
+    let svg = dir.path().join("image.svg");
+    let report: Value = serde_json::from_str(&stdout(
+        nixoci()
+            .arg("inspect")
+            .arg(&layout)
+            .arg("--json")
+            .arg("--svg")
+            .arg(&svg),
+    ))
+    .unwrap();
+    // The same report gives the same bytes.
+    let again = dir.path().join("again.svg");
+    run(nixoci()
+        .arg("inspect")
+        .arg(&layout)
+        .arg("--svg")
+        .arg(&again));
+    assert_eq!(std::fs::read(&svg).unwrap(), std::fs::read(&again).unwrap());
+    let png = dir.path().join("image.png");
+    run(Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            "--window-size=1600,1000",
+        ])
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", svg.display())));
+    let measured = stdout(
+        Command::new("/usr/bin/python3")
+            .args(["-c", MEASURE])
+            .arg(&svg)
+            .arg(&png),
+    );
+    let sizes: BTreeMap<&str, u64> = report["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["path"].as_str().unwrap(), p["nar_size"].as_u64().unwrap()))
+        .collect();
+    let total: u64 = sizes.values().sum();
+    let rows: Vec<Vec<&str>> = measured.lines().map(|l| l.split(' ').collect()).collect();
+    // One rectangle per store path.
+    let mut painted: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    painted.sort();
+    assert_eq!(
+        painted,
+        sizes.keys().copied().collect::<Vec<_>>(),
+        "{measured}"
+    );
+    for row in &rows {
+        let expected = sizes[row[0]] as f64 / total as f64 * 1600.0 * 1000.0;
+        let pixels: f64 = row[3].parse().unwrap();
+        assert!(
+            (pixels - expected).abs() / expected < 0.01,
+            "{}: {pixels} pixels painted, {expected:.0} expected\n{measured}",
+            row[0]
+        );
+    }
+}

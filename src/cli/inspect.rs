@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
 
 use super::registry::{open_subject, RegistryAccess};
@@ -33,6 +33,10 @@ pub(crate) struct InspectArgs {
     /// Print the report as Markdown tables (for a pull-request comment).
     #[arg(long)]
     pub(crate) markdown: bool,
+    /// Also write a treemap of the image to FILE: one rectangle per store path, its area
+    /// proportional to the NAR size, grouped by layer (plain SVG, no scripts).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) svg: Option<PathBuf>,
     #[command(flatten, next_help_heading = "Reading from a registry")]
     pub(crate) registry: RegistryAccess,
 }
@@ -48,6 +52,10 @@ pub(crate) fn run(args: InspectArgs) -> Result<()> {
         .map(|b| open_subject(b, &args.registry))
         .transpose()?;
     let report = nixoci::inspect::inspect(&image, args.graph.as_deref(), base.as_ref())?;
+    if let Some(file) = &args.svg {
+        std::fs::write(file, nixoci::inspect::svg(&report, &image.name))
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
     if let Some(path) = &args.why {
         let chain = report.why(path)?;
         if args.json {

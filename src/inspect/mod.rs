@@ -1,7 +1,8 @@
 //! What is in an image, by store path: each path's name, version, NAR size,
 //! layer and share of the image; each layer's paths and sizes; why a path
 //! is there (the shortest reference chain from the image's roots, as
-//! `nix why-depends` shows one); and what changed between two images. The store paths come from the image's
+//! `nix why-depends` shows one); a treemap of it ([`svg`]); and what changed
+//! between two images. The store paths come from the image's
 //! config history (the `store paths: [...]` comments that nixoci and
 //! nixpkgs write per layer), their sizes and references from a closure
 //! graph or the local store.
@@ -12,6 +13,10 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
+
+mod treemap;
+
+pub use treemap::svg;
 
 use crate::closure::PathInfo;
 use crate::image::Image;
@@ -525,7 +530,7 @@ fn name_version(path: &str) -> (String, String) {
 }
 
 /// Bytes for people: B, KiB, MiB, GiB.
-fn human(bytes: u64) -> String {
+pub(crate) fn human(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
