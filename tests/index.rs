@@ -121,6 +121,12 @@ fn an_index_of_two_platforms_resolves_per_platform_and_pushes_once() {
         &format!("docker://{target}"),
     ]);
     assert_eq!(remote_arm["Architecture"], "arm64");
+    // inspect and diff read one image: a multi-platform tag is refused.
+    let err = fails(nixoci().args(["inspect", "--insecure", &target]));
+    assert!(
+        err.contains("is a multi-platform image index; name one platform's image"),
+        "{err}"
+    );
 
     // A re-push uploads nothing and leaves the tag alone.
     let (before, _) = proxy.stats();
