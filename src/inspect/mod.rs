@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
@@ -73,6 +73,9 @@ pub struct Subject {
     pub name: String,
     pub config: serde_json::Value,
     pub layers: Vec<SubjectLayer>,
+    /// A local image, kept open so that its blobs (an archive's unpacked
+    /// ones too) stay readable.
+    _image: Option<Image>,
 }
 
 /// A layer of a [`Subject`].
@@ -80,30 +83,29 @@ pub struct SubjectLayer {
     pub digest: String,
     /// The blob's size.
     pub size: u64,
-    /// The size of its tar, known when the blob was at hand (a local image).
-    pub tar_size: Option<u64>,
+    /// The blob, when it is at hand (a local image): `inspect` reads it to
+    /// measure the tar; `diff` never does.
+    pub file: Option<PathBuf>,
 }
 
 impl Subject {
     /// A local image: an OCI layout, an oci-archive or a docker-archive.
-    /// Its layers are read to measure their tars.
     pub fn local(path: &Path) -> Result<Subject> {
         let image = Image::open(path, None)?;
         let layers = image
             .layers
             .iter()
-            .map(|l| {
-                Ok(SubjectLayer {
-                    digest: l.digest.to_string(),
-                    size: l.size,
-                    tar_size: Some(tar_size(&l.file)?),
-                })
+            .map(|l| SubjectLayer {
+                digest: l.digest.to_string(),
+                size: l.size,
+                file: Some(l.file.clone()),
             })
-            .collect::<Result<_>>()?;
+            .collect();
         Ok(Subject {
             name: path.display().to_string(),
-            config: image.config,
+            config: image.config.clone(),
             layers,
+            _image: Some(image),
         })
     }
 
@@ -122,9 +124,10 @@ impl Subject {
                 .map(|l| SubjectLayer {
                     digest: l.digest.to_string(),
                     size: l.size,
-                    tar_size: None,
+                    file: None,
                 })
                 .collect(),
+            _image: None,
         })
     }
 }
@@ -172,7 +175,7 @@ pub fn inspect(image: &Subject, graph: Option<&Path>, base: Option<&Subject>) ->
             digest: layer.digest.clone(),
             diff_id,
             compressed_size: layer.size,
-            uncompressed_size: layer.tar_size,
+            uncompressed_size: layer.file.as_deref().map(tar_size).transpose()?,
             store_paths,
             in_base: base_layers
                 .as_ref()
@@ -359,27 +362,20 @@ impl Report {
                 Some(false) => "new",
                 None => "",
             };
-            if markdown {
-                out.push_str(&format!(
-                    "| {} | `{}` | {} | {} | {} | {} |\n",
-                    l.index,
-                    &l.digest[..19.min(l.digest.len())],
-                    human(l.compressed_size),
-                    l.uncompressed_size.map_or("?".to_string(), human),
-                    l.store_paths.len(),
-                    shared
-                ));
+            let (digest, compressed) = (
+                &l.digest[..19.min(l.digest.len())],
+                human(l.compressed_size),
+            );
+            let tar = l.uncompressed_size.map_or("?".to_string(), human);
+            let paths = l.store_paths.len();
+            out.push_str(&if markdown {
+                format!("| {} | `{digest}` | {compressed} | {tar} | {paths} | {shared} |\n", l.index)
             } else {
-                out.push_str(&format!(
-                    "layer {:>3}  {}  {:>10} compressed  {:>10} tar  {} store path(s) {}\n",
-                    l.index,
-                    &l.digest[..19.min(l.digest.len())],
-                    human(l.compressed_size),
-                    l.uncompressed_size.map_or("?".to_string(), human),
-                    l.store_paths.len(),
-                    shared
-                ));
-            }
+                format!(
+                    "layer {:>3}  {digest}  {compressed:>10} compressed  {tar:>10} tar  {paths} store path(s) {shared}\n",
+                    l.index
+                )
+            });
         }
         out
     }
