@@ -2,8 +2,10 @@
 //! every reader in `source` makes, `build` produces, and every writer in
 //! `output` and the pusher take); the image config (runtime config, rootfs,
 //! history), the manifest and the index, all as canonical JSON (sorted keys,
-//! no spaces) so digests are stable; and the timestamps they carry.
+//! no spaces) so digests are stable; the timestamps they carry; and the
+//! store paths an image holds (its history's, else its layers').
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -330,6 +332,66 @@ pub fn format_rfc3339(secs: i64) -> String {
     )
 }
 
+/// The store paths of an image, read from its config's history (the
+/// `store paths: [...]` comments nixpkgs and nixoci write per layer), each
+/// with the diff_id of the first layer that names it (the one holding it).
+pub fn history_store_paths(config: &Value) -> BTreeMap<String, String> {
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let history = config["history"].as_array().cloned().unwrap_or_default();
+    let mut found = BTreeMap::new();
+    for (entry, diff_id) in history.iter().zip(diff_ids.iter()) {
+        let Some(list) = entry["comment"]
+            .as_str()
+            .and_then(|c| c.strip_prefix("store paths: ["))
+            .and_then(|c| c.strip_suffix(']'))
+        else {
+            continue;
+        };
+        // The customisation layer's comment names the contents again: a
+        // path is in the first (store) layer that names it.
+        for item in list.split(", ").filter(|i| !i.is_empty()) {
+            let path = item.trim_matches('\'');
+            found
+                .entry(path.to_string())
+                .or_insert_with(|| diff_id.as_str().unwrap_or_default().to_string());
+        }
+    }
+    found
+}
+
+/// The digests of an image's layers' tars (`rootfs.diff_ids`) its config
+/// lists, which must be one per layer.
+pub fn config_diff_ids(config: &Value, layers: usize) -> Result<Vec<Digest>> {
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| Digest::parse(d.as_str().unwrap_or_default()).context("the config's diff_ids"))
+        .collect::<Result<Vec<_>>>()?;
+    if diff_ids.len() != layers {
+        bail!(
+            "the config lists {} diff_ids for {} layers",
+            diff_ids.len(),
+            layers
+        );
+    }
+    Ok(diff_ids)
+}
+
+/// Where the store paths of an image were read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathsOrigin {
+    /// The config history's `store paths: [...]` comments.
+    History,
+    /// An SBOM attached to the image.
+    Sbom,
+    /// The layers' tars.
+    Layers,
+}
+
 // The image model: what every reader makes and every writer takes.
 
 /// A referrer in a layout: its manifest and the blobs it names.
@@ -412,20 +474,7 @@ impl Image {
 
     /// The digests of its layers' tars (`rootfs.diff_ids`), one per layer.
     pub fn diff_ids(&self) -> Result<Vec<Digest>> {
-        let diff_ids = self.config["rootfs"]["diff_ids"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|d| Digest::parse(d.as_str().unwrap_or_default()).context("the config's diff_ids"))
-            .collect::<Result<Vec<_>>>()?;
-        if diff_ids.len() != self.layers.len() {
-            bail!(
-                "the config lists {} diff_ids for {} layers",
-                diff_ids.len(),
-                self.layers.len()
-            );
-        }
-        Ok(diff_ids)
+        config_diff_ids(&self.config, self.layers.len())
     }
 
     /// `os/architecture[/variant]`, as people write platforms.
@@ -463,6 +512,30 @@ impl Image {
             platform["variant"] = Value::from(variant);
         }
         Ok(platform)
+    }
+
+    /// Its store paths, each with the diff_id of the layer that holds it:
+    /// from its config history, else (an image that nixoci and nixpkgs did
+    /// not build) from its layers' tars, each checked against its diff_id.
+    pub fn store_paths(&self) -> Result<(BTreeMap<String, String>, PathsOrigin)> {
+        let named = history_store_paths(&self.config);
+        if !named.is_empty() {
+            return Ok((named, PathsOrigin::History));
+        }
+        let mut found = BTreeMap::new();
+        for (layer, diff_id) in self.layers.iter().zip(self.diff_ids()?) {
+            layer.verify()?;
+            let paths = crate::layer::store_paths_in_layer(
+                &layer.file,
+                &diff_id,
+                crate::nix::DEFAULT_STORE_DIR,
+            )
+            .with_context(|| format!("layer {}", layer.digest))?;
+            for path in paths {
+                found.entry(path).or_insert_with(|| diff_id.to_string());
+            }
+        }
+        Ok((found, PathsOrigin::Layers))
     }
 
     /// The layer's tar stream, decompressed according to its content, once

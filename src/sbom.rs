@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::closure::PathInfo;
@@ -266,7 +266,7 @@ pub fn of_image<'a>(
     sources: &'a [Manifest],
 ) -> Result<Inventory<'a>> {
     let source = crate::image::Image::open(image, None)?;
-    let layer_of = image_paths(&source.config);
+    let (layer_of, _) = source.store_paths()?;
     let closure = match graph {
         Some(file) => crate::closure::read_graph_file(file, nix::DEFAULT_STORE_DIR)?,
         None => {
@@ -338,34 +338,55 @@ fn created_of(config: &Value) -> String {
         .to_string()
 }
 
-/// The store paths of an image, read from its config's history (the
-/// `store paths: [...]` comments nixpkgs and nixoci write per layer), each
-/// with the diff_id of the first layer that names it (the one holding it).
-pub fn image_paths(config: &Value) -> BTreeMap<String, String> {
-    let diff_ids = config["rootfs"]["diff_ids"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let history = config["history"].as_array().cloned().unwrap_or_default();
+/// The store paths an SBOM of ours lists, each with the diff_id of its
+/// layer (empty when the document names none): what `inspect` and `diff`
+/// read of an image whose history names no store paths. The document came
+/// from a registry: every path and layer is checked before it is taken.
+pub fn read_paths(document: &[u8]) -> Result<BTreeMap<String, String>> {
+    let doc: Value = serde_json::from_slice(document)
+        .map_err(|e| anyhow!("the attached SBOM is not JSON: {e}"))?;
     let mut found = BTreeMap::new();
-    for (entry, diff_id) in history.iter().zip(diff_ids.iter()) {
-        let Some(list) = entry["comment"]
-            .as_str()
-            .and_then(|c| c.strip_prefix("store paths: ["))
-            .and_then(|c| c.strip_suffix(']'))
-        else {
-            continue;
+    let mut take = |path: &str, layer: Option<&str>| -> Result<()> {
+        nix::validate_store_path(nix::DEFAULT_STORE_DIR, path)
+            .context("the attached SBOM names a bad store path")?;
+        let layer = match layer {
+            Some(l) => crate::digest::Digest::parse(l)
+                .context("the attached SBOM names a bad layer")?
+                .to_string(),
+            None => String::new(),
         };
-        // The customisation layer's comment names the contents again: a
-        // path is in the first (store) layer that names it.
-        for item in list.split(", ").filter(|i| !i.is_empty()) {
-            let path = item.trim_matches('\'');
-            found
-                .entry(path.to_string())
-                .or_insert_with(|| diff_id.as_str().unwrap_or_default().to_string());
+        found.insert(path.to_string(), layer);
+        Ok(())
+    };
+    if doc["bomFormat"] == "CycloneDX" {
+        for component in doc["components"].as_array().into_iter().flatten() {
+            let property = |name: &str| {
+                component["properties"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|p| p["name"] == name)
+                    .and_then(|p| p["value"].as_str())
+            };
+            if let Some(path) = property("nix:store_path") {
+                take(path, property("nixoci:layer"))?;
+            }
         }
+    } else if doc["spdxVersion"].is_string() {
+        for package in doc["packages"].as_array().into_iter().flatten() {
+            let Some(comment) = package["comment"]
+                .as_str()
+                .and_then(|c| c.strip_prefix("store path "))
+            else {
+                continue;
+            };
+            let (path, rest) = comment.split_once(' ').unwrap_or((comment, ""));
+            take(path, rest.strip_prefix("(NAR hash), in layer "))?;
+        }
+    } else {
+        bail!("the attached SBOM is neither CycloneDX nor SPDX");
     }
-    found
+    Ok(found)
 }
 
 /// The closure `paths` restricted to `keep` (references outside it dropped);
@@ -397,6 +418,43 @@ pub fn restrict(paths: &[PathInfo], keep: &BTreeMap<String, String>) -> Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_read_back_from_both_formats_and_bad_ones_are_refused() {
+        let lib = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-libfoo-2.3";
+        let app = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-app-1.0";
+        let layer = format!("sha256:{}", "c".repeat(64));
+        let node = |path: &str, refs: &[&str]| PathInfo {
+            path: path.to_string(),
+            nar_hash: Some(nix::Hash::sha256([7; 32])),
+            nar_size: 1,
+            references: refs.iter().map(|r| r.to_string()).collect(),
+        };
+        let inventory = Inventory {
+            name: "image".into(),
+            created: image::DEFAULT_CREATED.into(),
+            paths: vec![node(app, &[lib]), node(lib, &[])],
+            layer_of: BTreeMap::from([(lib.to_string(), layer.clone())]),
+            sources: &[],
+        };
+        let want = BTreeMap::from([
+            (app.to_string(), String::new()),
+            (lib.to_string(), layer.clone()),
+        ]);
+        for format in [Format::Cyclonedx, Format::Spdx] {
+            let document = write(&inventory, format).unwrap();
+            assert_eq!(read_paths(&document).unwrap(), want, "{format:?}");
+            let text = String::from_utf8(document).unwrap();
+            let bad = text.replace(
+                lib,
+                "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-libfoo/../../etc",
+            );
+            assert!(read_paths(bad.as_bytes()).is_err(), "{format:?}");
+            let bad = text.replace(&layer, "sha256:short");
+            assert!(read_paths(bad.as_bytes()).is_err(), "{format:?}");
+        }
+        assert!(read_paths(b"{}").is_err());
+    }
 
     #[test]
     fn names_split_as_parse_drv_name_does() {

@@ -228,19 +228,17 @@ fn put_blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
     (digest, bytes.len())
 }
 
-#[test]
-fn an_image_without_store_paths_in_its_history_is_refused() {
-    let dir = tempdir();
-    let layout = dir.path().join("layout");
-    build_image(&layout, &[]);
-    // The history comments gone (as in an image a Dockerfile built), with
-    // every digest made anew so that the layout stays valid.
-    let (mut manifest, mut config) = layout_manifest(&layout);
+/// Takes the history comments out of `layout`'s image (as in an image
+/// nix2container or a Dockerfile built), making every digest anew so that
+/// the layout stays valid; `edit` may change the config further.
+fn strip_history(layout: &Path, edit: impl Fn(&mut Value)) {
+    let (mut manifest, mut config) = layout_manifest(layout);
     config["history"] = serde_json::json!([]);
-    let (digest, size) = put_blob(&layout, &serde_json::to_vec(&config).unwrap());
+    edit(&mut config);
+    let (digest, size) = put_blob(layout, &serde_json::to_vec(&config).unwrap());
     manifest["config"]["digest"] = digest.into();
     manifest["config"]["size"] = size.into();
-    let (digest, size) = put_blob(&layout, &serde_json::to_vec(&manifest).unwrap());
+    let (digest, size) = put_blob(layout, &serde_json::to_vec(&manifest).unwrap());
     let mut index = read_json(&layout.join("index.json"));
     index["manifests"][0]["digest"] = digest.into();
     index["manifests"][0]["size"] = size.into();
@@ -249,9 +247,186 @@ fn an_image_without_store_paths_in_its_history_is_refused() {
         serde_json::to_vec(&index).unwrap(),
     )
     .unwrap();
-    let err = fails(nixoci().arg("inspect").arg(&layout));
+}
+
+/// `nixoci inspect --json` with its stderr.
+fn inspect_with_note(image: &str, extra: &[&str]) -> (Value, String) {
+    let out = nixoci()
+        .args(["inspect", "--json", image])
+        .args(extra)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    (serde_json::from_slice(&out.stdout).unwrap(), err)
+}
+
+/// The blob GETs a proxy saw after `from` requests.
+fn blob_gets(proxy: &Proxy, from: usize) -> Vec<String> {
+    proxy.stats().1[from..]
+        .iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("/blobs/"))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn without_store_paths_in_the_history_they_come_from_the_sbom_or_the_layers() {
+    let dir = tempdir();
+    let named = dir.path().join("named");
+    build_image(&named, &[]);
+    let expected = inspect_json(&named, &[]);
+    let layer_digests: Vec<String> = layer_sizes(&named).into_keys().collect();
+    let bare = dir.path().join("bare");
+    run(Command::new("cp").arg("-r").arg(&named).arg(&bare));
+    strip_history(&bare, |_| {});
+    let same_paths = |report: &Value, how: &str| {
+        assert_eq!(report["paths"], expected["paths"], "{how}");
+        for (got, want) in report["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(expected["layers"].as_array().unwrap())
+        {
+            assert_eq!(got["store_paths"], want["store_paths"], "{how}");
+        }
+    };
+    // A local image: read from its layers, saying so.
+    let (report, note) = inspect_with_note(bare.to_str().unwrap(), &[]);
+    same_paths(&report, "local layers");
     assert!(
-        err.contains("names no store paths in its config history"),
+        note.contains("no SBOM is attached; they come from its 3 layers"),
+        "{note}"
+    );
+    // `nixoci sbom` reads such an image's layers too; attached, the SBOM is
+    // what inspect reads.
+    let with_sbom = dir.path().join("with-sbom");
+    run(Command::new("cp").arg("-r").arg(&bare).arg(&with_sbom));
+    run(nixoci().arg("sbom").arg(&with_sbom).arg("--attach"));
+    let (report, note) = inspect_with_note(with_sbom.to_str().unwrap(), &[]);
+    same_paths(&report, "local SBOM");
+    assert!(note.contains("the SBOM attached in its layout"), "{note}");
+
+    // In a registry without the referrers API (the CNCF registry), the SBOM
+    // is found through its fallback tag; in one with it (zot, played by the
+    // proxy), through the API. Neither read downloads a layer.
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    let push = |layout: &Path, reference: &str| {
+        run(nixoci()
+            .args(["push", "--insecure", "-q"])
+            .arg(layout)
+            .arg(reference));
+    };
+    let layer_gets = |from: usize| {
+        let mut gets: Vec<String> = blob_gets(&proxy, from)
+            .into_iter()
+            .filter(|g| layer_digests.iter().any(|d| g.contains(d.as_str())))
+            .collect();
+        gets.sort();
+        gets
+    };
+    let tagged = format!("{}/team/app:sbom", proxy.host());
+    push(&with_sbom, &tagged);
+    proxy.set_plan(serde_json::json!({"oci_subject": true, "referrers_api": true}));
+    let zot = format!("{}/team/zot:sbom", proxy.host());
+    push(&with_sbom, &zot);
+    for (reference, through, plan) in [
+        (
+            &tagged,
+            "found through the referrers tag sha256-",
+            serde_json::json!({}),
+        ),
+        (
+            &zot,
+            "found through the referrers API",
+            serde_json::json!({"referrers_api": true}),
+        ),
+    ] {
+        proxy.set_plan(plan);
+        let before = proxy.stats().1.len();
+        let (report, note) = inspect_with_note(reference, &["--insecure"]);
+        same_paths(&report, reference);
+        assert!(note.contains(through), "{note}");
+        assert_eq!(layer_gets(before), Vec::<String>::new(), "{reference}");
+    }
+    // With the API, the push wrote no fallback tag.
+    assert!(
+        !proxy
+            .stats()
+            .1
+            .iter()
+            .any(|r| r.starts_with("PUT /v2/team/zot/manifests/sha256-")),
+        "{:?}",
+        proxy.stats().1
+    );
+
+    // Neither history nor SBOM: refused, downloading nothing, unless
+    // --fetch-layers, which downloads each layer once and says so.
+    // Another repository: in team/app, the SBOM pushed with the same manifest is attached.
+    let plain = format!("{}/team/bare:1", proxy.host());
+    push(&bare, &plain);
+    let before = proxy.stats().1.len();
+    let err = fails(nixoci().args(["inspect", "--insecure", &plain]));
+    assert!(
+        err.contains("no SBOM is attached to it")
+            && err.contains("--fetch-layers reads them from its 3 layers"),
+        "{err}"
+    );
+    assert_eq!(layer_gets(before), Vec::<String>::new());
+    let before = proxy.stats().1.len();
+    let (report, note) = inspect_with_note(&plain, &["--insecure", "--fetch-layers"]);
+    same_paths(&report, "fetched layers");
+    assert!(note.contains("(--fetch-layers: "), "{note}");
+    let fetched = layer_gets(before);
+    assert_eq!(fetched.len(), layer_digests.len(), "{fetched:?}");
+    assert_eq!(
+        report["layers"], expected["layers"],
+        "the tar sizes are measured too"
+    );
+    // diff works across the three: the same store paths, the same layers.
+    for (old, new) in [
+        (tagged.as_str(), plain.as_str()),
+        (plain.as_str(), named.to_str().unwrap()),
+    ] {
+        let diff: Value = serde_json::from_str(&stdout(nixoci().args([
+            "diff",
+            "--insecure",
+            "--json",
+            "--fetch-layers",
+            old,
+            new,
+        ])))
+        .unwrap();
+        for key in ["added", "removed", "changed", "layers_new"] {
+            assert_eq!(diff[key], serde_json::json!([]), "{old} {new}: {diff:#}");
+        }
+    }
+
+    // A layer that arrives damaged, or whose tar is not the config's
+    // diff_id, is refused.
+    proxy.set_plan(serde_json::json!({"tamper_blob_gets": layer_digests[0]}));
+    let err = fails(nixoci().args(["inspect", "--insecure", "--fetch-layers", &plain]));
+    assert!(err.contains("arrived damaged"), "{err}");
+    proxy.set_plan(serde_json::json!({}));
+    let lying = dir.path().join("lying");
+    run(Command::new("cp").arg("-r").arg(&named).arg(&lying));
+    strip_history(&lying, |config| {
+        config["rootfs"]["diff_ids"][1] = format!("sha256:{}", "1".repeat(64)).into();
+    });
+    let err = fails(nixoci().arg("inspect").arg(&lying));
+    assert!(
+        err.contains("but the image's config says sha256:1111"),
+        "{err}"
+    );
+    let lying_ref = format!("{}/team/app:lying", proxy.host());
+    run(Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}", lying.display()))
+        .arg(format!("docker://{lying_ref}")));
+    let err = fails(nixoci().args(["inspect", "--insecure", "--fetch-layers", &lying_ref]));
+    assert!(
+        err.contains("but the image's config says sha256:1111"),
         "{err}"
     );
 }

@@ -1,4 +1,5 @@
-//! `nixoci diff`: what changed from one image to another, without reading a layer.
+//! `nixoci diff`: what changed from one image to another, without reading a
+//! layer where the images' histories or SBOMs name their store paths.
 
 use anyhow::{anyhow, Result};
 use clap::Args;
@@ -22,14 +23,18 @@ pub(crate) struct DiffArgs {
     /// Exit 1 when the images differ (as `diff` does); without it, 0 either way.
     #[arg(long)]
     pub(crate) exit_code: bool,
+    /// For a registry image whose history names no store paths and that has no SBOM
+    /// attached: download its layers and read the store paths from them (see inspect).
+    #[arg(long)]
+    pub(crate) fetch_layers: bool,
     #[command(flatten, next_help_heading = "Reading from a registry")]
     pub(crate) registry: RegistryAccess,
 }
 
 pub(crate) fn run(args: DiffArgs) -> Result<()> {
     let diff = nixoci::inspect::diff(
-        &open_subject(&args.old, &args.registry)?,
-        &open_subject(&args.new, &args.registry)?,
+        &open_subject(&args.old, &args.registry, args.fetch_layers)?,
+        &open_subject(&args.new, &args.registry, args.fetch_layers)?,
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&diff)?);

@@ -10,7 +10,8 @@ use super::registry::{open_subject, RegistryAccess};
 #[derive(Args)]
 pub(crate) struct InspectArgs {
     /// The image: an OCI layout, an oci-archive or a docker-archive (nixoci's or nixpkgs'), or
-    /// REGISTRY/REPOSITORY:TAG (its manifest and config are read, never a layer).
+    /// REGISTRY/REPOSITORY:TAG (its manifest and config are read, never a layer, unless
+    /// --fetch-layers).
     #[arg(value_name = "IMAGE|REF")]
     pub(crate) image: String,
     /// A closure graph with sizes and references (exportReferencesGraph or `nix path-info
@@ -37,6 +38,12 @@ pub(crate) struct InspectArgs {
     /// proportional to the NAR size, grouped by layer (plain SVG, no scripts).
     #[arg(long, value_name = "FILE")]
     pub(crate) svg: Option<PathBuf>,
+    /// For a registry image whose history names no store paths (nixoci's and nixpkgs' images
+    /// name them; nix2container's do not) and that has no SBOM attached: download its layers
+    /// and read the store paths from them. Without it, such an image is refused, never
+    /// downloaded.
+    #[arg(long)]
+    pub(crate) fetch_layers: bool,
     #[command(flatten, next_help_heading = "Reading from a registry")]
     pub(crate) registry: RegistryAccess,
 }
@@ -45,11 +52,11 @@ pub(crate) fn run(args: InspectArgs) -> Result<()> {
     if args.top == Some(0) {
         return Err(anyhow!("--top needs at least 1"));
     }
-    let image = open_subject(&args.image, &args.registry)?;
+    let image = open_subject(&args.image, &args.registry, args.fetch_layers)?;
     let base = args
         .base
         .as_deref()
-        .map(|b| open_subject(b, &args.registry))
+        .map(|b| open_subject(b, &args.registry, args.fetch_layers))
         .transpose()?;
     let report = nixoci::inspect::inspect(&image, args.graph.as_deref(), base.as_ref())?;
     if let Some(file) = &args.svg {

@@ -111,17 +111,25 @@ pub(crate) fn parse_references(refs: &[String]) -> Result<Vec<Reference>> {
 }
 
 /// An image named on the command line: a local path when one exists there,
-/// else a registry reference (read without its layers).
+/// else a registry reference (read without its layers unless
+/// `fetch_layers`). Where its store paths did not come from its history,
+/// says where they came from.
 pub(crate) fn open_subject(
     text: &str,
     access: &RegistryAccess,
+    fetch_layers: bool,
 ) -> Result<nixoci::inspect::Subject> {
     let path = std::path::Path::new(text);
-    if path.exists() {
-        return nixoci::inspect::Subject::local(path);
+    let subject = if path.exists() {
+        nixoci::inspect::Subject::local(path)?
+    } else {
+        let reference = Reference::parse(text).map_err(|e| {
+            anyhow::anyhow!("{text} is neither an image here (no such file or directory) nor a registry reference: {e:#}")
+        })?;
+        nixoci::inspect::Subject::remote(&reference, &access.options(true, None)?, fetch_layers)?
+    };
+    if let Some(note) = &subject.note {
+        eprintln!("nixoci: {note}");
     }
-    let reference = Reference::parse(text).map_err(|e| {
-        anyhow::anyhow!("{text} is neither an image here (no such file or directory) nor a registry reference: {e:#}")
-    })?;
-    nixoci::inspect::Subject::remote(&reference, &access.options(true, None)?)
+    Ok(subject)
 }

@@ -4,14 +4,15 @@
 //! `nix why-depends` shows one); a treemap of it ([`svg`]); and what changed
 //! between two images. The store paths come from the image's
 //! config history (the `store paths: [...]` comments that nixoci and
-//! nixpkgs write per layer), their sizes and references from a closure
-//! graph or the local store.
+//! nixpkgs write per layer), else from its attached SBOM, else from its
+//! layers ([`Subject`] says which); their sizes and references from a
+//! closure graph or the local store.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
 mod treemap;
@@ -19,7 +20,7 @@ mod treemap;
 pub use treemap::svg;
 
 use crate::closure::PathInfo;
-use crate::image::Image;
+use crate::image::{history_store_paths, Image, PathsOrigin};
 use crate::sbom;
 
 /// One store path of the image.
@@ -66,16 +67,23 @@ pub struct Report {
     pub roots: Vec<String>,
 }
 
-/// What `inspect` and `diff` read of an image: its config and its layers,
-/// from a local image (layout or archive) or a registry's manifest.
+/// What `inspect` and `diff` read of an image: its config, its layers and
+/// its store paths, from a local image (layout or archive) or a registry.
 pub struct Subject {
     /// How the user named it, for messages.
     pub name: String,
     pub config: serde_json::Value,
     pub layers: Vec<SubjectLayer>,
+    /// Its store paths, each with the diff_id of the layer holding it.
+    pub layer_of: BTreeMap<String, String>,
+    pub origin: PathsOrigin,
+    /// Where the store paths came from, when not from the history: for
+    /// the user to know what was read.
+    pub note: Option<String>,
     /// A local image, kept open so that its blobs (an archive's unpacked
-    /// ones too) stay readable.
+    /// ones too) stay readable; or the directory of downloaded layers.
     _image: Option<Image>,
+    _downloads: Option<tempfile::TempDir>,
 }
 
 /// A layer of a [`Subject`].
@@ -83,15 +91,60 @@ pub struct SubjectLayer {
     pub digest: String,
     /// The blob's size.
     pub size: u64,
-    /// The blob, when it is at hand (a local image): `inspect` reads it to
-    /// measure the tar; `diff` never does.
+    /// The blob, when it is at hand (a local image, or downloaded with
+    /// `--fetch-layers`): `inspect` reads it to measure the tar; `diff`
+    /// never does.
     pub file: Option<PathBuf>,
 }
 
+/// The SBOM formats an image's store paths can be read from, preferred first.
+const SBOM_TYPES: [&str; 2] = ["application/vnd.cyclonedx+json", "application/spdx+json"];
+
 impl Subject {
-    /// A local image: an OCI layout, an oci-archive or a docker-archive.
+    /// A local image: an OCI layout, an oci-archive or a docker-archive. Its
+    /// store paths come from its history, else from the SBOM attached in its
+    /// layout, else from its layers (at hand, so read without asking).
     pub fn local(path: &Path) -> Result<Subject> {
         let image = Image::open(path, None)?;
+        let name = path.display().to_string();
+        let mut found = (
+            history_store_paths(&image.config),
+            PathsOrigin::History,
+            None,
+        );
+        if found.0.is_empty() {
+            // The document is the referrer's one layer (its config is empty).
+            let attached = SBOM_TYPES.iter().find_map(|wanted| {
+                let referrer = image
+                    .referrers
+                    .iter()
+                    .find(|r| r.artifact_type == *wanted)?;
+                let manifest: serde_json::Value =
+                    serde_json::from_slice(&referrer.manifest_bytes).ok()?;
+                let document = manifest["layers"][0]["digest"].as_str()?;
+                referrer.blobs.iter().find(|b| b.digest == *document)
+            });
+            found = match attached {
+                Some(blob) => {
+                    blob.verify()?;
+                    let bytes = std::fs::read(&blob.file)
+                        .with_context(|| format!("cannot read {}", blob.file.display()))?;
+                    (
+                        sbom::read_paths(&bytes)?,
+                        PathsOrigin::Sbom,
+                        Some(format!("{name}: its history names no store paths; they come from the SBOM attached in its layout")),
+                    )
+                }
+                None => {
+                    let (paths, origin) = image.store_paths()?;
+                    (
+                        paths,
+                        origin,
+                        Some(format!("{name}: its history names no store paths and no SBOM is attached; they come from its {} layers", image.layers.len())),
+                    )
+                }
+            };
+        }
         let layers = image
             .layers
             .iter()
@@ -101,48 +154,121 @@ impl Subject {
                 file: Some(l.file.clone()),
             })
             .collect();
-        Ok(Subject {
-            name: path.display().to_string(),
-            config: image.config.clone(),
-            layers,
-            _image: Some(image),
-        })
+        Subject::new(name, image.config.clone(), layers, found, Some(image), None)
     }
 
-    /// An image in a registry: its manifest and config, no layer.
+    /// An image in a registry: its manifest and config, and no layer when
+    /// its history names its store paths. Otherwise they come from the SBOM
+    /// attached to it (through the referrers API or its fallback tag), and
+    /// only with `fetch_layers` from its layers, downloaded and checked.
     pub fn remote(
         reference: &crate::registry::Reference,
         opts: &crate::registry::PushOptions,
+        fetch_layers: bool,
     ) -> Result<Subject> {
-        let image = crate::registry::read::fetch_image(reference, opts)?;
+        let remote = crate::registry::read::Remote::connect(reference, opts)?;
+        let image = remote.image()?;
+        let name = reference.to_string();
+        let mut layers: Vec<SubjectLayer> = image
+            .layers
+            .iter()
+            .map(|l| SubjectLayer {
+                digest: l.digest.to_string(),
+                size: l.size,
+                file: None,
+            })
+            .collect();
+        let history = history_store_paths(&image.config);
+        if !history.is_empty() {
+            let found = (history, PathsOrigin::History, None);
+            return Subject::new(name, image.config, layers, found, None, None);
+        }
+        if let Some(sbom) = remote.sbom(&image.digest, &SBOM_TYPES)? {
+            let note = format!(
+                "{name}: its history names no store paths; they come from its attached SBOM ({}, found through {})",
+                sbom.artifact_type, sbom.found_through
+            );
+            let found = (
+                sbom::read_paths(&sbom.bytes)?,
+                PathsOrigin::Sbom,
+                Some(note),
+            );
+            return Subject::new(name, image.config, layers, found, None, None);
+        }
+        let total: u64 = image.layers.iter().map(|l| l.size).sum();
+        if !fetch_layers {
+            bail!(
+                "{name}: its history names no store paths and no SBOM is attached to it (neither the referrers API nor the tag sha256-{} lists one); --fetch-layers reads them from its {} layers, downloading {}",
+                image.digest.hex(),
+                image.layers.len(),
+                human(total)
+            );
+        }
+        let downloads = tempfile::tempdir().context("cannot make a temporary directory")?;
+        let diff_ids = crate::image::config_diff_ids(&image.config, image.layers.len())
+            .with_context(|| name.clone())?;
+        let mut layer_of = BTreeMap::new();
+        for (index, (layer, diff_id)) in image.layers.iter().zip(&diff_ids).enumerate() {
+            let file = downloads.path().join(layer.digest.hex());
+            remote.blob(&layer.digest, layer.size, &file)?;
+            let paths =
+                crate::layer::store_paths_in_layer(&file, diff_id, crate::nix::DEFAULT_STORE_DIR)
+                    .with_context(|| format!("{name}: layer {}", layer.digest))?;
+            for path in paths {
+                layer_of.entry(path).or_insert_with(|| diff_id.to_string());
+            }
+            layers[index].file = Some(file);
+        }
+        let note = format!(
+            "{name}: its history names no store paths and no SBOM is attached; read them from its {} layers (--fetch-layers: {} downloaded)",
+            image.layers.len(),
+            human(total)
+        );
+        let found = (layer_of, PathsOrigin::Layers, Some(note));
+        Subject::new(name, image.config, layers, found, None, Some(downloads))
+    }
+
+    fn new(
+        name: String,
+        config: serde_json::Value,
+        layers: Vec<SubjectLayer>,
+        (layer_of, origin, note): (BTreeMap<String, String>, PathsOrigin, Option<String>),
+        image: Option<Image>,
+        downloads: Option<tempfile::TempDir>,
+    ) -> Result<Subject> {
+        if layer_of.is_empty() {
+            bail!("{name} holds no store paths: its history names none, and neither its SBOM nor its layers have any");
+        }
         Ok(Subject {
-            name: reference.to_string(),
-            config: image.config,
-            layers: image
-                .layers
-                .into_iter()
-                .map(|l| SubjectLayer {
-                    digest: l.digest.to_string(),
-                    size: l.size,
-                    file: None,
-                })
-                .collect(),
-            _image: None,
+            name,
+            config,
+            layers,
+            layer_of,
+            origin,
+            note,
+            _image: image,
+            _downloads: downloads,
         })
     }
+}
+
+/// The config's `rootfs.diff_ids`, as text.
+fn diff_ids_of(config: &serde_json::Value) -> Vec<String> {
+    config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|ids| {
+            ids.iter()
+                .map(|d| d.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Inspects `image`. Sizes and references come from `graph`
 /// (exportReferencesGraph or `nix path-info --json`), or else from the local
 /// store; `base`, when given, is the image whose layers count as shared.
 pub fn inspect(image: &Subject, graph: Option<&Path>, base: Option<&Subject>) -> Result<Report> {
-    let layer_of = sbom::image_paths(&image.config);
-    if layer_of.is_empty() {
-        return Err(anyhow!(
-            "{} names no store paths in its config history (it was not built by nixoci or nixpkgs' dockerTools)",
-            image.name
-        ));
-    }
+    let layer_of = &image.layer_of;
     let closure = match graph {
         Some(file) => crate::closure::read_graph_file(file, crate::nix::DEFAULT_STORE_DIR)?,
         None => {
@@ -150,15 +276,8 @@ pub fn inspect(image: &Subject, graph: Option<&Path>, base: Option<&Subject>) ->
             crate::closure::read_from_store(&roots, crate::nix::DEFAULT_STORE_DIR)?
         }
     };
-    let nodes = sbom::restrict(closure.nodes(), &layer_of)?;
-    let diff_ids: Vec<String> = image.config["rootfs"]["diff_ids"]
-        .as_array()
-        .map(|ids| {
-            ids.iter()
-                .map(|d| d.as_str().unwrap_or_default().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
+    let nodes = sbom::restrict(closure.nodes(), layer_of)?;
+    let diff_ids = diff_ids_of(&image.config);
     let base_layers: Option<BTreeSet<&str>> =
         base.map(|b| b.layers.iter().map(|l| l.digest.as_str()).collect());
     let mut layers = Vec::new();
@@ -456,10 +575,7 @@ impl Diff {
 /// Compares two images by the store paths their histories name and by
 /// their layers' digests; no layer is read.
 pub fn diff(old: &Subject, new: &Subject) -> Result<Diff> {
-    let (old_paths, new_paths) = (
-        sbom::image_paths(&old.config),
-        sbom::image_paths(&new.config),
-    );
+    let (old_paths, new_paths) = (&old.layer_of, &new.layer_of);
     let mut added: Vec<String> = new_paths
         .keys()
         .filter(|p| !old_paths.contains_key(*p))

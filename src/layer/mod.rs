@@ -46,6 +46,61 @@ pub struct LayerBlob {
     pub cache: Option<&'static str>,
 }
 
+/// The store paths the layer blob `file` holds (the `<store>/<hash>-<name>`
+/// its entries are in), once its tar is found to hash to `diff_id`: how an
+/// image whose history names no store paths (nix2container's, say) is read.
+/// Entry names are untrusted: only well-formed store paths are taken.
+pub fn store_paths_in_layer(file: &Path, diff_id: &Digest, store_dir: &str) -> Result<Vec<String>> {
+    let (paths, tar_digest) = store_paths_in_tar(crate::media::decompressed(file)?, store_dir)?;
+    if tar_digest != *diff_id {
+        bail!("its tar hashes to {tar_digest}, but the image's config says {diff_id}");
+    }
+    Ok(paths)
+}
+
+fn store_paths_in_tar(tar: impl io::Read, store_dir: &str) -> Result<(Vec<String>, Digest)> {
+    struct Hashing<R> {
+        inner: R,
+        hasher: sha2::Sha256,
+    }
+    impl<R: io::Read> io::Read for Hashing<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            sha2::Digest::update(&mut self.hasher, &buf[..n]);
+            Ok(n)
+        }
+    }
+    let mut stream = Hashing {
+        inner: tar,
+        hasher: <sha2::Sha256 as sha2::Digest>::new(),
+    };
+    let prefix = store_dir.trim_start_matches('/');
+    let mut found = std::collections::BTreeSet::new();
+    {
+        let mut archive = ::tar::Archive::new(&mut stream);
+        for entry in archive.entries().context("cannot read the layer's tar")? {
+            let entry = entry.context("cannot read the layer's tar")?;
+            let name = entry.path_bytes();
+            let name = String::from_utf8_lossy(&name);
+            let name = name.trim_start_matches("./").trim_start_matches('/');
+            let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) else {
+                continue;
+            };
+            let top = rest.split('/').next().unwrap_or_default();
+            let path = format!("{store_dir}/{top}");
+            if nix::validate_store_path(store_dir, &path).is_ok() {
+                found.insert(path);
+            }
+        }
+    }
+    // The end-of-archive blocks and padding count in the diff_id too.
+    io::copy(&mut stream, &mut io::sink()).context("cannot read the layer's tar")?;
+    Ok((
+        found.into_iter().collect(),
+        Digest::from_hasher(stream.hasher),
+    ))
+}
+
 /// `Write` adapter that counts, and hashes unless told the hash is not
 /// needed. The hash runs on a thread of its own, so that it never holds the
 /// tar writer or the compressor back.

@@ -200,7 +200,13 @@ impl Client {
             deadline: Instant::now() + timeouts.total,
             extra_pull_scope: None,
         };
-        let probe = client.send_once("GET", &format!("{}/v2/", client.base), &[], &Body::Empty);
+        let probe = client.send_once(
+            "GET",
+            &format!("{}/v2/", client.base),
+            &[],
+            &Body::Empty,
+            None,
+        );
         if let Err(e) = probe {
             if insecure && (e.transport || e.tls) {
                 client.base = format!("http://{registry}");
@@ -253,11 +259,37 @@ impl Client {
         body: &Body,
         retry: bool,
     ) -> Result<Reply, PushError> {
+        self.exchange(method, url, headers, body, retry, None)
+    }
+
+    /// GETs `url` as `request` does, but a 200 answer's body, of any size
+    /// and not necessarily text, goes to `sink` (emptied first, so a retry
+    /// starts it over) instead of the reply.
+    pub fn download(&self, url: &str, accept: &str, sink: &File) -> Result<Reply, PushError> {
+        self.exchange(
+            "GET",
+            url,
+            &[("Accept", accept.to_string())],
+            &Body::Empty,
+            true,
+            Some(sink),
+        )
+    }
+
+    fn exchange(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &Body,
+        retry: bool,
+        sink: Option<&File>,
+    ) -> Result<Reply, PushError> {
         let mut attempt = 0;
         let mut answered_challenge = false;
         loop {
             attempt += 1;
-            let result = self.send_once(method, url, headers, body);
+            let result = self.send_once(method, url, headers, body, sink);
             let transient = match &result {
                 Err(e) if e.transport => Some((e.message.clone(), None)),
                 Ok(r) if r.status == 429 || r.status >= 500 => Some((
@@ -469,13 +501,15 @@ impl Client {
         self.agent.run(request)
     }
 
-    /// One HTTP exchange; `transport` errors are the retryable kind.
+    /// One HTTP exchange; `transport` errors are the retryable kind. With
+    /// `sink`, a 200 answer's body is copied there.
     fn send_once(
         &self,
         method: &str,
         url: &str,
         headers: &[(&str, String)],
         body: &Body,
+        sink: Option<&File>,
     ) -> Result<Reply, TransportError> {
         // No exchange outlives the push's deadline, however it trickles.
         let left = self.time_left()?;
@@ -548,6 +582,21 @@ impl Client {
         // A body that cannot be read whole within the stall timeout (one
         // that drips, say) is a stall like any other, and retried as one.
         let body = if method == "HEAD" {
+            String::new()
+        } else if let (Some(mut file), 200) = (sink, status) {
+            let copied = file.set_len(0).and_then(|()| file.rewind()).and_then(|()| {
+                std::io::copy(
+                    &mut response.body_mut().with_config().limit(u64::MAX).reader(),
+                    &mut file,
+                )
+            });
+            if let Err(e) = copied {
+                return Err(TransportError {
+                    transport: true,
+                    tls: false,
+                    message: format!("HTTP {status}: reading the response body: {e}"),
+                });
+            }
             String::new()
         } else {
             match response

@@ -1,14 +1,22 @@
-//! Reading an image's manifest and config from a registry, never a layer:
-//! what `inspect` and `diff` need of a reference. Both bodies are checked
-//! against their digests before they are parsed.
+//! Reading an image from a registry for `inspect` and `diff`: its manifest
+//! and config, the SBOM attached to it (through the referrers API, else its
+//! fallback tag `sha256-<hex>`), and, only when asked, a layer blob. Every
+//! body is checked against its digest before it is used.
 
-use anyhow::{anyhow, bail, Result};
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use super::client::{Body, Client};
 use super::{connect, PushOptions, Reference};
 use crate::digest::Digest;
 use crate::media;
+
+/// The largest SBOM read from a registry (one of a 10,000-path closure is
+/// a few MiB).
+const MAX_SBOM: u64 = 256 << 20;
 
 /// A layer as the manifest describes it.
 pub struct RemoteLayer {
@@ -23,77 +31,209 @@ pub struct RemoteImage {
     pub layers: Vec<RemoteLayer>,
 }
 
-/// Fetches the manifest `reference` names and its config.
-pub fn fetch_image(reference: &Reference, opts: &PushOptions) -> Result<RemoteImage> {
-    let client = connect(reference, opts)?;
-    let manifest_bytes = get(
-        &client,
-        &format!("manifests/{}", reference.tag),
-        media::MANIFEST_ACCEPT,
-    )?
-    .ok_or_else(|| anyhow!("{reference} does not exist"))?;
-    let digest = Digest::of(manifest_bytes.as_bytes());
-    let manifest: Value = serde_json::from_str(&manifest_bytes)
-        .map_err(|e| anyhow!("{reference}: the manifest is not JSON: {e}"))?;
-    let media_type = manifest["mediaType"].as_str().unwrap_or_default();
-    if media_type == media::INDEX || media_type == media::DOCKER_MANIFEST_LIST {
-        bail!("{reference} is a multi-platform image index; name one platform's image");
-    }
-    let config_digest = descriptor_digest(&manifest["config"], reference)?;
-    let config_text = get(
-        &client,
-        &format!("blobs/{config_digest}"),
-        "application/octet-stream",
-    )?
-    .ok_or_else(|| anyhow!("{reference}: its config {config_digest} is missing"))?;
-    if Digest::of(config_text.as_bytes()) != config_digest {
-        bail!("{reference}: the config does not match its digest {config_digest}");
-    }
-    let config = serde_json::from_str(&config_text)
-        .map_err(|e| anyhow!("{reference}: the config is not JSON: {e}"))?;
-    let layers = manifest["layers"]
-        .as_array()
-        .ok_or_else(|| anyhow!("{reference}: the manifest lists no layers"))?
-        .iter()
-        .map(|layer| {
-            Ok(RemoteLayer {
-                digest: descriptor_digest(layer, reference)?,
-                size: layer["size"]
-                    .as_u64()
-                    .ok_or_else(|| anyhow!("{reference}: a layer has no size"))?,
-            })
+/// An SBOM attached to an image: its artifact type and its bytes.
+pub struct AttachedSbom {
+    pub artifact_type: String,
+    pub bytes: Vec<u8>,
+    /// How it was found: `referrers API` or `fallback tag sha256-…`.
+    pub found_through: String,
+}
+
+/// One repository of a registry, connected.
+pub struct Remote {
+    client: Client,
+    reference: Reference,
+}
+
+impl Remote {
+    pub fn connect(reference: &Reference, opts: &PushOptions) -> Result<Remote> {
+        Ok(Remote {
+            client: connect(reference, opts)?,
+            reference: reference.clone(),
         })
-        .collect::<Result<_>>()?;
-    Ok(RemoteImage {
-        digest,
-        config,
-        layers,
-    })
-}
+    }
 
-fn descriptor_digest(descriptor: &Value, reference: &Reference) -> Result<Digest> {
-    let text = descriptor["digest"]
-        .as_str()
-        .ok_or_else(|| anyhow!("{reference}: a descriptor has no digest"))?;
-    Digest::parse(text)
-}
+    /// The image the reference names: its manifest and config.
+    pub fn image(&self) -> Result<RemoteImage> {
+        let reference = &self.reference;
+        let manifest_bytes = self
+            .get(
+                &format!("manifests/{}", reference.tag),
+                media::MANIFEST_ACCEPT,
+            )?
+            .ok_or_else(|| anyhow!("{reference} does not exist"))?;
+        let digest = Digest::of(manifest_bytes.as_bytes());
+        let manifest: Value = serde_json::from_str(&manifest_bytes)
+            .map_err(|e| anyhow!("{reference}: the manifest is not JSON: {e}"))?;
+        let media_type = manifest["mediaType"].as_str().unwrap_or_default();
+        if media_type == media::INDEX || media_type == media::DOCKER_MANIFEST_LIST {
+            bail!("{reference} is a multi-platform image index; name one platform's image");
+        }
+        let config_digest = self.descriptor_digest(&manifest["config"])?;
+        let config_text = self
+            .get(
+                &format!("blobs/{config_digest}"),
+                "application/octet-stream",
+            )?
+            .ok_or_else(|| anyhow!("{reference}: its config {config_digest} is missing"))?;
+        if Digest::of(config_text.as_bytes()) != config_digest {
+            bail!("{reference}: the config does not match its digest {config_digest}");
+        }
+        let config = serde_json::from_str(&config_text)
+            .map_err(|e| anyhow!("{reference}: the config is not JSON: {e}"))?;
+        let layers = manifest["layers"]
+            .as_array()
+            .ok_or_else(|| anyhow!("{reference}: the manifest lists no layers"))?
+            .iter()
+            .map(|layer| {
+                Ok(RemoteLayer {
+                    digest: self.descriptor_digest(layer)?,
+                    size: layer["size"]
+                        .as_u64()
+                        .ok_or_else(|| anyhow!("{reference}: a layer has no size"))?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(RemoteImage {
+            digest,
+            config,
+            layers,
+        })
+    }
 
-/// The body of `GET /v2/REPOSITORY/PATH`, or None on 404.
-fn get(client: &Client, path: &str, accept: &str) -> Result<Option<String>> {
-    let reply = client.request(
-        "GET",
-        &client.url(path),
-        &[("Accept", accept.into())],
-        &Body::Empty,
-        true,
-    )?;
-    match reply.status {
-        200 => Ok(Some(reply.body)),
-        404 => Ok(None),
-        _ => bail!(
-            "GET {path} on {}: {}",
-            client.registry,
-            reply.registry_error()
-        ),
+    /// The SBOM attached to the manifest `subject` whose artifact type is
+    /// the first of `artifact_types` that one has: from the referrers API,
+    /// or, where the registry has none (it answers 404), from the fallback
+    /// tag that `nixoci push` and oras write there.
+    pub fn sbom(&self, subject: &Digest, artifact_types: &[&str]) -> Result<Option<AttachedSbom>> {
+        let (index, found_through) =
+            match self.get(&format!("referrers/{subject}"), media::INDEX)? {
+                Some(text) => (text, "the referrers API".to_string()),
+                None => {
+                    let tag = format!("sha256-{}", subject.hex());
+                    match self.get(&format!("manifests/{tag}"), media::INDEX)? {
+                        Some(text) => (text, format!("the referrers tag {tag}")),
+                        None => return Ok(None),
+                    }
+                }
+            };
+        let index: Value = serde_json::from_str(&index).map_err(|e| {
+            anyhow!(
+                "{}: {found_through} answered no image index: {e}",
+                self.reference
+            )
+        })?;
+        let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+        let Some((artifact_type, entry)) = artifact_types.iter().find_map(|wanted| {
+            entries
+                .iter()
+                .find(|e| e["artifactType"].as_str() == Some(wanted))
+                .map(|e| (wanted.to_string(), e))
+        }) else {
+            return Ok(None);
+        };
+        let manifest_digest = self.descriptor_digest(entry)?;
+        let manifest_text = self
+            .get(&format!("manifests/{manifest_digest}"), media::MANIFEST)?
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: {found_through} lists {manifest_digest}, which is missing",
+                    self.reference
+                )
+            })?;
+        if Digest::of(manifest_text.as_bytes()) != manifest_digest {
+            bail!(
+                "{}: the SBOM manifest does not match its digest {manifest_digest}",
+                self.reference
+            );
+        }
+        let manifest: Value = serde_json::from_str(&manifest_text)
+            .map_err(|e| anyhow!("{}: the SBOM manifest is not JSON: {e}", self.reference))?;
+        if manifest["subject"]["digest"].as_str() != Some(&subject.to_string()) {
+            bail!(
+                "{}: the SBOM manifest {manifest_digest} is about another image",
+                self.reference
+            );
+        }
+        let blob = &manifest["layers"][0];
+        let size = blob["size"].as_u64().unwrap_or(u64::MAX);
+        if size > MAX_SBOM {
+            bail!(
+                "{}: the attached SBOM is {size} bytes, more than the {MAX_SBOM} read",
+                self.reference
+            );
+        }
+        let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
+        let file = dir.path().join("sbom");
+        self.blob(&self.descriptor_digest(blob)?, size, &file)?;
+        let bytes = std::fs::read(&file).context("cannot read the downloaded SBOM")?;
+        Ok(Some(AttachedSbom {
+            artifact_type,
+            bytes,
+            found_through,
+        }))
+    }
+
+    /// Downloads the blob `digest` of `size` bytes into the new file
+    /// `dest`, and checks both.
+    pub fn blob(&self, digest: &Digest, size: u64, dest: &Path) -> Result<()> {
+        let file =
+            File::create(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+        let reply = self
+            .client
+            .download(
+                &self.client.url(&format!("blobs/{digest}")),
+                "application/octet-stream",
+                &file,
+            )
+            .map_err(|e| anyhow!("{}: {}", self.reference, e))?;
+        if reply.status != 200 {
+            bail!(
+                "{}: GET of blob {digest}: {}",
+                self.reference,
+                reply.registry_error()
+            );
+        }
+        let length = file
+            .metadata()
+            .with_context(|| format!("cannot read {}", dest.display()))?
+            .len();
+        let got =
+            Digest::of_file(dest).with_context(|| format!("cannot read {}", dest.display()))?;
+        if got != *digest || length != size {
+            bail!(
+                "{}: blob {digest} arrived damaged: {length} bytes hashing to {got} ({size} expected)",
+                self.reference
+            );
+        }
+        Ok(())
+    }
+
+    fn descriptor_digest(&self, descriptor: &Value) -> Result<Digest> {
+        let text = descriptor["digest"]
+            .as_str()
+            .ok_or_else(|| anyhow!("{}: a descriptor has no digest", self.reference))?;
+        Digest::parse(text)
+    }
+
+    /// The body of `GET /v2/REPOSITORY/PATH`, or None on 404.
+    fn get(&self, path: &str, accept: &str) -> Result<Option<String>> {
+        let client = &self.client;
+        let reply = client.request(
+            "GET",
+            &client.url(path),
+            &[("Accept", accept.into())],
+            &Body::Empty,
+            true,
+        )?;
+        match reply.status {
+            200 => Ok(Some(reply.body)),
+            404 => Ok(None),
+            _ => bail!(
+                "GET {path} on {}: {}",
+                client.registry,
+                reply.registry_error()
+            ),
+        }
     }
 }

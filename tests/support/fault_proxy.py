@@ -17,12 +17,18 @@ PLAN.json (re-read on every request, so tests can change it):
    "location_to": "HOST:PORT", # upload Locations point at another host
    "location_raw": "TEXT",     # upload Locations are replaced by TEXT as is
    "wrong_manifest_digest": true,  # manifest PUTs answer another Docker-Content-Digest
-   "tamper_blob_gets": true}  # blob GETs answer with their last byte changed
+   "tamper_blob_gets": true,  # blob GETs answer with their last byte changed (a string:
+                              # only those whose path contains it)
+   "oci_subject": true,       # manifest PUTs with a subject answer OCI-Subject (zot)
+   "referrers_api": true}     # GET /v2/NAME/referrers/DIGEST answered, as zot does, with
+                              # an index of the manifests PUT through this proxy whose
+                              # subject is DIGEST (without it, the registry's 404 passes)
 STATS.json: {"blob_bytes": N, "pulled_bytes": N, "requests": ["METHOD path status", ...],
              "authorized": ["METHOD path", ...]}  (requests that carried Authorization;
              pulled_bytes: the bodies of blob GETs answered 200)
 """
 
+import hashlib
 import http.client
 import json
 import socket
@@ -38,6 +44,7 @@ lock = threading.Lock()
 stats = {"blob_bytes": 0, "pulled_bytes": 0, "requests": [], "authorized": [], "max_uploads_at_once": 0}
 uploads_now = 0
 used = {}
+referrers = {}  # (repository, subject digest) -> descriptors of the manifests PUT with it
 
 
 def plan():
@@ -143,6 +150,13 @@ class Proxy(BaseHTTPRequestHandler):
             message = fault.get("message", "injected fault")
             body = json.dumps({"errors": [{"code": "UNAVAILABLE", "message": message}]}).encode()
             return self.reply(status, headers, body)
+        if p.get("referrers_api") and self.command == "GET" and "/referrers/" in self.path:
+            repository, subject = self.path.split("?")[0][len("/v2/"):].split("/referrers/", 1)
+            with lock:
+                listed = list(referrers.get((repository, subject), []))
+            record(f"GET {self.path.split('?')[0]} 200 (referrers API)")
+            index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": listed}
+            return self.reply(200, {"Content-Type": "application/vnd.oci.image.index.v1+json"}, json.dumps(index).encode())
         is_tag = "/manifests/" in self.path and not self.path.rsplit("/", 1)[-1].startswith("sha256:")
         if p.get("hide_tags") and is_tag and self.command in ("HEAD", "GET"):
             record(f"{self.command} {self.path} 404 (hidden)")
@@ -178,7 +192,8 @@ class Proxy(BaseHTTPRequestHandler):
         response = upstream.getresponse()
         data = response.read()
         if self.command == "GET" and "/blobs/" in self.path and response.status == 200:
-            if p.get("tamper_blob_gets") and data:
+            tamper = p.get("tamper_blob_gets")
+            if data and (tamper is True or (isinstance(tamper, str) and tamper in self.path)):
                 data = data[:-1] + bytes([data[-1] ^ 1])
             with lock:
                 stats["pulled_bytes"] += len(data)
@@ -198,10 +213,18 @@ class Proxy(BaseHTTPRequestHandler):
             out[k] = v
         # A registry with the referrers API (zot) names the subject of a
         # manifest that has one.
-        if p.get("oci_subject") and self.command == "PUT" and "/manifests/" in self.path and response.status == 201:
-            subject = json.loads(body or b"{}").get("subject")
-            if subject:
+        if self.command == "PUT" and "/manifests/" in self.path and response.status == 201:
+            manifest = json.loads(body or b"{}")
+            subject = manifest.get("subject")
+            if subject and p.get("oci_subject"):
                 out["OCI-Subject"] = subject["digest"]
+            if subject:
+                descriptor = {"mediaType": manifest.get("mediaType"), "size": len(body),
+                              "digest": "sha256:" + hashlib.sha256(body).hexdigest(),
+                              "artifactType": manifest.get("artifactType") or manifest.get("config", {}).get("mediaType")}
+                repository = self.path[len("/v2/"):].split("/manifests/", 1)[0]
+                with lock:
+                    referrers.setdefault((repository, subject["digest"]), []).append(descriptor)
         record(f"{self.command} {self.path.split('?')[0]} {response.status}", len(body) if is_upload else 0)
         self.send_response(response.status)
         for k, v in out.items():
