@@ -9,7 +9,8 @@ use nixoci::registry::PushError;
 
 mod cli;
 use cli::{
-    build, cache, check, diff, hash, index, inspect, nix_helper, pins, plan, push, sbom, verify,
+    build, cache, check, diff, hash, index, inspect, nix_helper, pins, plan, push, sbom, tags,
+    verify,
 };
 
 #[derive(Parser)]
@@ -64,18 +65,25 @@ enum Command {
         nixoci inspect image.tar --graph closure.json --json\n  \
         nixoci inspect result --base previous-release --markdown\n\n\
         The store paths come from the image's config history (nixoci's and nixpkgs' images record\n\
-        them per layer); their NAR sizes and references from --graph or the local store. A path's\n\
-        share is its NAR size over the image's. Roots are the paths no other path refers to.")]
+        them per layer), else from its attached SBOM, else from its layers (a registry image's\n\
+        only with --fetch-layers); their NAR sizes and references from --graph or the local\n\
+        store. A path's share is its NAR size over the image's. Roots are the paths no other path\n\
+        refers to.")]
     Inspect(inspect::InspectArgs),
     /// Show what changed between two images: store paths added, removed and changed, layers, bytes to pull.
     #[command(after_help = "Examples:\n  \
         nixoci diff previous-release result\n  \
         nixoci diff old.tar new-layout --markdown > diff.md\n\n\
-        Store paths come from each image's config history; a name that one path left and another\n\
-        took is \"changed\", with both versions. Bytes to pull: the compressed size of the new\n\
-        image's layers the old one lacks. No layer is read.\n\n\
+        Store paths come from each image's config history (else its SBOM, else its layers, as\n\
+        for inspect); a name that one path left and another took is \"changed\", with both\n\
+        versions. Bytes to pull: the compressed size of the new image's layers the old one lacks.\n\n\
         Exit status: 0 with or without differences; with --exit-code, 1 when they differ.")]
     Diff(diff::DiffArgs),
+    /// List the tags of a repository in a registry, one per line.
+    #[command(after_help = "Example:\n  \
+        nixoci tags registry.example.com/team/app | grep -- '-nix$'\n\n\
+        Anonymous unless credentials are given; every page of the list is read.")]
+    Tags(tags::TagsArgs),
     /// Check a built image before pushing it: entrypoint, interpreter, Env paths, writable dirs.
     #[command(
         after_help = "Checks, each of which would have saved a build-push-deploy round trip:\n  \
@@ -139,6 +147,7 @@ fn main() -> ExitCode {
         Command::Sbom(args) => sbom::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Tags(args) => tags::run(args),
         Command::Check(args) => check::run(args),
         Command::Push(args) => push::run(*args),
         Command::Verify(args) => verify::run(args),

@@ -792,6 +792,7 @@ fn the_workflow_passes_inputs_through_env_and_pins_actions() {
     for (workflow, min_runs) in [
         ("build-container-nix.yaml", 4),
         ("authentik-real-build.yaml", 1),
+        ("container-diff-nix.yaml", 4),
     ] {
         workflow_is_safe(workflow, min_runs);
     }
@@ -804,8 +805,12 @@ fn the_workflow_passes_inputs_through_env_and_pins_actions() {
         .arg("-config-file")
         .arg(repo().join(".forgejo/actionlint.yaml"))
         .args(
-            ["authentik-real-build.yaml", "build-container-nix.yaml"]
-                .map(|w| repo().join(".forgejo/workflows").join(w)),
+            [
+                "authentik-real-build.yaml",
+                "build-container-nix.yaml",
+                "container-diff-nix.yaml",
+            ]
+            .map(|w| repo().join(".forgejo/workflows").join(w)),
         )
         .output()
         .expect("actionlint (.ci/setup installs it)");
@@ -832,6 +837,19 @@ fn the_workflow_passes_inputs_through_env_and_pins_actions() {
             "{step}"
         );
     }
+    // The pull-request diff: the job's token reaches only the comment step,
+    // which runs no Nix code.
+    let text =
+        fs::read_to_string(repo().join(".forgejo/workflows/container-diff-nix.yaml")).unwrap();
+    let steps: Vec<&str> = text.split("\n      - ").collect();
+    let with_secret: Vec<&&str> = steps.iter().filter(|s| s.contains("secrets.")).collect();
+    assert_eq!(with_secret.len(), 1, "{with_secret:#?}");
+    assert!(
+        with_secret[0].contains("run: bash .forgejo/scripts/pr-comment.sh ")
+            && !with_secret[0].contains("build-and-push.sh"),
+        "{}",
+        with_secret[0]
+    );
 }
 
 /// Every checkout leaves no token in .git/config for later steps (and Nix
@@ -1391,4 +1409,186 @@ fn the_real_build_job_checks_every_fixed_output_and_names_a_wrong_pin() {
         text.contains("nixoci pins update mirrors/authentik.toml"),
         "{text}"
     );
+}
+
+#[test]
+fn the_ci_recipe_comments_a_pull_request_with_the_diff_against_the_last_pushed_image() {
+    let dir = tempdir();
+    let copy = edited_copy(dir.path());
+    // A small container: a script (changed by the pull request) and, in the
+    // pull request, a note (added).
+    let write_container = |greeting: &str, extra: &str| {
+        fs::create_dir_all(copy.join("containers/greeter")).unwrap();
+        fs::write(
+            copy.join("containers/greeter/default.nix"),
+            format!(
+                r#"{{ pkgs ? import <nixpkgs> {{ }} }}:
+let
+  nixoci = pkgs.callPackage ../../nix/package.nix {{ }};
+  nixociLib = import ../../nix {{ inherit nixoci pkgs; system = builtins.currentSystem; }};
+  version = "1.0.0";
+in
+nixociLib.buildLayeredImage {{
+  name = "blumeops/greeter";
+  tag = version;
+  contents = [ (pkgs.writeShellScriptBin "greet" "echo {greeting}") {extra} ];
+  config.Entrypoint = [ "/bin/greet" ];
+}}
+"#
+            ),
+        )
+        .unwrap();
+    };
+    let git = |args: &[&str]| {
+        stdout(
+            Command::new("git")
+                .arg("-C")
+                .arg(&copy)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args),
+        )
+        .trim()
+        .to_string()
+    };
+    write_container("hello", "");
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "first"]);
+    let first = git(&["rev-parse", "HEAD"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "second"]);
+    let second = git(&["rev-parse", "HEAD"]);
+    git(&["update-ref", "refs/remotes/origin/main", "HEAD"]);
+
+    let registry = Registry::start(Auth::Anonymous);
+    let outputs = dir.path().join("outputs");
+    let step = |args: &[&str], extra: &[(&str, String)]| {
+        let _ = fs::remove_file(&outputs);
+        let out = recipe_step(&copy, args, &registry)
+            .env("GITHUB_OUTPUT", &outputs)
+            .env("READ_FLAGS", "--insecure")
+            .envs(extra.iter().map(|(k, v)| (*k, v)))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    };
+    let output = |key: &str| -> String {
+        fs::read_to_string(&outputs)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+            .unwrap_or_else(|| panic!("no {key} in the step's outputs"))
+    };
+    // Before anything was pushed, the comment says there is nothing to compare with.
+    let pr_build = |sha: &str| {
+        step(&["build", "greeter", sha], &[]);
+        vec![
+            ("RESULT", output("result")),
+            ("TAG", output("tag")),
+            ("NIXOCI", output("nixoci")),
+            ("BASE_BRANCH", "main".to_string()),
+        ]
+    };
+    let built = pr_build(&second);
+    step(&["diff", "greeter", &second], &built);
+    let comment = fs::read_to_string(copy.join(output("comment"))).unwrap();
+    assert!(comment.contains("nothing to compare with"), "{comment}");
+    // Pushed from main: both commits, and one from a branch, which is never
+    // the base, however it sorts.
+    for sha in [&first, &second, &"fffffff".to_string()] {
+        step(&["greeter", sha], &[]);
+    }
+
+    // The pull request: the script changed, a note added.
+    git(&["checkout", "-qb", "pr"]);
+    write_container(
+        "hello again",
+        r#"(pkgs.writeTextFile { name = "greeter-note-2.0"; text = "note"; destination = "/share/note"; })"#,
+    );
+    git(&["commit", "-qam", "pr"]);
+    let pr = git(&["rev-parse", "HEAD"]);
+    let built = pr_build(&pr);
+    let text = step(&["diff", "greeter", &pr], &built);
+    let file = output("comment");
+    assert_eq!(file, "diff-greeter.md");
+    let comment = fs::read_to_string(copy.join(&file)).unwrap();
+    let base = format!("v1.0.0-{}-nix", &second[..7]);
+    assert!(text.contains(&format!("(base: {base})")), "{text}");
+    assert!(
+        comment.starts_with("<!-- nixoci-diff:greeter -->\n"),
+        "{comment}"
+    );
+    assert!(
+        comment.contains(&format!(
+            "Compared with `{}/blumeops/greeter:{base}`",
+            registry.host()
+        )),
+        "{comment}"
+    );
+    assert!(
+        comment.contains("**1 added, 0 removed, 1 changed; "),
+        "{comment}"
+    );
+    assert!(comment.contains("-greeter-note-2.0`"), "{comment}");
+    assert!(comment.contains("- `greet` "), "{comment}");
+
+    // Posted to the pull request by the comment step, then updated in place
+    // by the next run; the token goes only in the header.
+    let token = "pr-token-6f1d2c";
+    let port = free_port();
+    let api_log = dir.path().join("api.json");
+    let _api = spawn(
+        Command::new("python3")
+            .arg(repo().join("tests/support/forgejo_api.py"))
+            .arg(port.to_string())
+            .arg(token)
+            .arg(&api_log),
+        port,
+        dir.path().join("api.log"),
+    );
+    let comment_step = |token: &str| {
+        Command::new("bash")
+            .arg(copy.join(".forgejo/scripts/pr-comment.sh"))
+            .arg(&file)
+            .current_dir(&copy)
+            .env("FORGEJO_TOKEN", token)
+            .env("API_URL", format!("http://127.0.0.1:{port}/api/v1"))
+            .env("REPOSITORY", "blumeops/blumeops")
+            .env("PR", "7")
+            .output()
+            .unwrap()
+    };
+    let posted = comment_step(token);
+    assert!(posted.status.success(), "{posted:?}");
+    let again = comment_step(token);
+    assert!(again.status.success(), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("updated comment 100"),
+        "{again:?}"
+    );
+    for out in [&posted, &again] {
+        let text = format!("{out:?}");
+        assert!(!text.contains(token), "the token leaked: {text}");
+    }
+    let api = read_json(&api_log);
+    assert_eq!(
+        api["comments"],
+        serde_json::json!([{"id": 100, "issue": 7, "body": comment}]),
+        "one comment, the diff"
+    );
+    let methods: Vec<&str> = api["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["GET", "POST", "GET", "PATCH"]);
+    // A wrong token fails the step.
+    let refused = comment_step("wrong");
+    assert!(!refused.status.success(), "{refused:?}");
 }

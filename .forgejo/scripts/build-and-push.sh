@@ -2,12 +2,18 @@
 # Builds containers/<name> with nixoci's Nix library, checks it, pushes it
 # with `nixoci push` as v<version>-<sha7>-nix, and prints the digest.
 #
-# usage: build-and-push.sh [build|push] CONTAINER COMMIT_SHA
+# usage: build-and-push.sh [build|push|diff] CONTAINER COMMIT_SHA
 #   build  evaluate, build and check only; no secret is needed or seen. The
 #          outputs (result, tag, reference, nixoci) go to $GITHUB_OUTPUT.
 #   push   push what `build` made: RESULT, TAG and NIXOCI come from the
 #          build step's outputs. No Nix evaluation runs in this mode.
-#   (none) both, in one process, for local runs.
+#   diff   compare what `build` made (RESULT, TAG, NIXOCI as for push) with
+#          the last pushed image of CONTAINER: the tag in the registry whose
+#          commit is the latest on origin/$BASE_BRANCH (read anonymously,
+#          manifests and configs only). Writes the Markdown for a
+#          pull-request comment to diff-CONTAINER.md (and its path to
+#          $GITHUB_OUTPUT as `comment`). No secret, no Nix evaluation.
+#   (none) build and push, in one process, for local runs.
 # env:   REGISTRY        where to push, e.g. registry.ops.eblu.me/blumeops
 #        REGISTRY_USER   user name for the API key, e.g. zot-ci
 #        ZOT_CI_API_KEY  the API key (a repository secret; never printed).
@@ -18,7 +24,9 @@
 #                        runs on the runner that holds the key)
 #        NIXOCI          the nixoci binary (default: nixoci on PATH, else built
 #                        from the pinned source, see below)
-#        NIX_BUILD_FLAGS extra nix-build flags; PUSH_FLAGS extra push flags
+#        NIX_BUILD_FLAGS extra nix-build flags; PUSH_FLAGS extra push flags;
+#        READ_FLAGS extra flags for reading the registry in `diff` mode
+#        BASE_BRANCH     (diff) the branch the pull request goes into
 #
 # It needs only nix on the runner: no root flake, no channel. <nixpkgs> comes
 # from flake.lock, NIX_PATH or the flake registry (nixpkgs-and-nixoci.sh
@@ -32,9 +40,9 @@ registry_key=${ZOT_CI_API_KEY:-}
 unset ZOT_CI_API_KEY
 mode=all
 case "${1:-}" in
-  build | push) mode=$1; shift ;;
+  build | push | diff) mode=$1; shift ;;
 esac
-usage="usage: build-and-push.sh [build|push] CONTAINER COMMIT_SHA"
+usage="usage: build-and-push.sh [build|push|diff] CONTAINER COMMIT_SHA"
 container=${1:?$usage}
 sha=${2:?$usage}
 # Both arrive from workflow inputs: accept only a directory name under
@@ -69,10 +77,55 @@ push() {
   fi
 }
 
-if [ "$mode" = push ]; then
-  result=${RESULT:?push needs RESULT (the result the build step printed)}
-  tag=${TAG:?push needs TAG (the tag the build step printed)}
-  nixoci=${NIXOCI:?push needs NIXOCI (the nixoci the build step used)}
+# The Markdown diff of the built image against the last pushed one.
+pr_diff() {
+  local base_branch=${BASE_BRANCH:?diff needs BASE_BRANCH (the branch the pull request goes into)}
+  if ! [[ "$base_branch" =~ ^[A-Za-z0-9._/-]+$ ]]; then
+    echo "BASE_BRANCH '$base_branch' is not a branch name" >&2
+    exit 2
+  fi
+  local comment=diff-$container.md tags base="" commit pushed
+  # A repository that does not exist yet has no tags; any other failure stops.
+  # shellcheck disable=SC2086
+  if ! tags=$("$nixoci" tags "$REGISTRY/$container" ${READ_FLAGS:-} 2>tags.err); then
+    if ! grep -q "does not exist" tags.err; then
+      cat tags.err >&2
+      exit 1
+    fi
+    tags=""
+  fi
+  rm -f tags.err
+  # The last pushed image: the newest commit of the base branch with a tag.
+  while read -r commit; do
+    pushed=$(grep -E "^v[A-Za-z0-9._+-]+-${commit:0:7}-nix$" <<<"$tags" | head -n1 || true)
+    if [ -n "$pushed" ]; then
+      base=$pushed
+      break
+    fi
+  done < <(git rev-list --first-parent --max-count=1000 "origin/$base_branch" 2>/dev/null)
+  {
+    echo "<!-- nixoci-diff:$container -->"
+    echo "### \`$container\`: $tag"
+    echo
+    if [ -z "$base" ]; then
+      echo "No image of $container on origin/$base_branch was pushed to $REGISTRY/$container yet: nothing to compare with."
+    else
+      echo "Compared with \`$REGISTRY/$container:$base\`, the last one pushed from $base_branch:"
+      echo
+      # shellcheck disable=SC2086
+      "$nixoci" diff "$REGISTRY/$container:$base" "$result" --markdown ${READ_FLAGS:-}
+    fi
+  } > "$comment"
+  echo "wrote $comment (base: ${base:-none})"
+  if [ -n "${GITHUB_OUTPUT:-}" ]; then
+    echo "comment=$comment" >> "$GITHUB_OUTPUT"
+  fi
+}
+
+if [ "$mode" = push ] || [ "$mode" = diff ]; then
+  result=${RESULT:?$mode needs RESULT (the result the build step printed)}
+  tag=${TAG:?$mode needs TAG (the tag the build step printed)}
+  nixoci=${NIXOCI:?$mode needs NIXOCI (the nixoci the build step used)}
   if ! [[ "$result" =~ ^/nix/store/[0-9a-z]{32}-[A-Za-z0-9+._?=-]+$ ]] || [ ! -e "$result" ]; then
     echo "RESULT '$result' is not a store path on this runner" >&2
     exit 2
@@ -82,7 +135,11 @@ if [ "$mode" = push ]; then
     exit 2
   fi
   reference="$REGISTRY/$container:$tag"
-  push
+  if [ "$mode" = diff ]; then
+    pr_diff
+  else
+    push
+  fi
   exit 0
 fi
 # <nixpkgs> and nixoci, as the runner has them (sets NIX_PATH and $nixoci).

@@ -14,4 +14,5 @@ pub(crate) mod plan;
 pub(crate) mod push;
 pub(crate) mod registry;
 pub(crate) mod sbom;
+pub(crate) mod tags;
 pub(crate) mod verify;

@@ -209,6 +209,54 @@ impl Remote {
         Ok(())
     }
 
+    /// Every tag of the repository, as the registry lists them, page by
+    /// page (the `Link` header names the next one).
+    pub fn tags(&self) -> Result<Vec<String>> {
+        let mut tags = Vec::new();
+        let mut next = Some(self.client.url("tags/list?n=1000"));
+        while let Some(url) = next.take() {
+            let reply = self.client.request(
+                "GET",
+                &url,
+                &[("Accept", "application/json".into())],
+                &Body::Empty,
+                true,
+            )?;
+            match reply.status {
+                200 => {}
+                404 => bail!(
+                    "{}/{} does not exist",
+                    self.client.registry,
+                    self.client.repository
+                ),
+                _ => bail!(
+                    "listing the tags of {}/{}: {}",
+                    self.client.registry,
+                    self.client.repository,
+                    reply.registry_error()
+                ),
+            }
+            let page: Value = serde_json::from_str(&reply.body)
+                .map_err(|e| anyhow!("{}: the tag list is not JSON: {e}", self.client.registry))?;
+            for tag in page["tags"].as_array().into_iter().flatten() {
+                let tag = tag
+                    .as_str()
+                    .ok_or_else(|| anyhow!("{}: a tag is not text", self.client.registry))?;
+                tags.push(tag.to_string());
+            }
+            // Only a next page on the registry itself is followed.
+            next = reply
+                .header("link")
+                .and_then(|link| link.strip_prefix("</v2/"))
+                .and_then(|link| link.split_once(">; rel=\"next\""))
+                .map(|(path, _)| format!("{}/v2/{path}", self.client.base));
+            if tags.len() > 1_000_000 {
+                bail!("{}: more than a million tags", self.client.registry);
+            }
+        }
+        Ok(tags)
+    }
+
     fn descriptor_digest(&self, descriptor: &Value) -> Result<Digest> {
         let text = descriptor["digest"]
             .as_str()

@@ -233,7 +233,7 @@ pub fn free_port() -> u16 {
     }
 }
 
-fn spawn(cmd: &mut Command, port: u16, log: PathBuf) -> Server {
+pub fn spawn(cmd: &mut Command, port: u16, log: PathBuf) -> Server {
     let file = std::fs::File::create(&log).unwrap();
     let child = cmd
         .stdout(file.try_clone().unwrap())
