@@ -19,6 +19,9 @@ use crate::layer::LayerBlob;
 use crate::media;
 
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+/// The `index.json` annotation that names the tag an artifact of a layout
+/// is pushed under (cosign's signatures and attestations).
+pub const TAG_ANNOTATION: &str = "dev.nixoci.tag";
 
 /// nixpkgs' default `created`: one second after the epoch.
 pub const DEFAULT_CREATED: &str = "1970-01-01T00:00:01Z";
@@ -145,7 +148,12 @@ pub fn artifact_manifest(
     blob: Value,
     subject: Value,
     created: &str,
+    annotations: &[(&str, &str)],
 ) -> Vec<u8> {
+    let mut all = json!({"org.opencontainers.image.created": created});
+    for (k, v) in annotations {
+        all[*k] = json!(v);
+    }
     canonical(&json!({
         "schemaVersion": 2,
         "mediaType": media::MANIFEST,
@@ -153,8 +161,23 @@ pub fn artifact_manifest(
         "config": descriptor(media::EMPTY, &Digest::of(EMPTY_BLOB), EMPTY_BLOB.len() as u64),
         "layers": [blob],
         "subject": subject,
-        "annotations": {"org.opencontainers.image.created": created},
+        "annotations": all,
     }))
+}
+
+/// An artifact about an image, made to be kept in its layout and pushed
+/// with it: an SBOM, a signature, an attestation.
+pub struct NewArtifact {
+    /// What it is, for replacing an earlier one of the same kind (an
+    /// SBOM's media type, `signature-bundle`, ...).
+    pub kind: String,
+    pub artifact_type: String,
+    pub manifest: Vec<u8>,
+    /// Every blob the manifest names (its config and layers).
+    pub blobs: Vec<Vec<u8>>,
+    /// The tag it is pushed under instead of as a referrer (cosign's
+    /// `sha256-<hex>.sig` and `.att`, whose manifests have no subject).
+    pub tag: Option<String>,
 }
 
 /// A content descriptor.
@@ -399,6 +422,8 @@ pub struct Referrer {
     pub artifact_type: String,
     pub manifest_bytes: Vec<u8>,
     pub blobs: Vec<Layer>,
+    /// Pushed under this tag (cosign's `.sig` and `.att`), not as a referrer.
+    pub tag: Option<String>,
 }
 
 /// One layer blob of an image.

@@ -28,6 +28,7 @@ pub mod output;
 pub mod progress;
 pub mod registry;
 pub mod sbom;
+pub mod sign;
 pub mod source;
 pub mod spec;
 pub mod verify;

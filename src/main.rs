@@ -9,8 +9,8 @@ use nixoci::registry::PushError;
 
 mod cli;
 use cli::{
-    build, cache, check, diff, hash, index, inspect, nix_helper, pins, plan, push, sbom, tags,
-    verify,
+    build, cache, check, diff, hash, index, inspect, key, nix_helper, pins, plan, push, sbom, sign,
+    tags, verify, verify_image,
 };
 
 #[derive(Parser)]
@@ -123,6 +123,35 @@ enum Command {
         on anything unpinned."
     )]
     Verify(verify::VerifyArgs),
+    /// Make a key pair for signing images.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Sign an image (its manifest digest), as cosign does and as a Sigstore bundle.
+    #[command(after_help = "Examples:\n  \
+        nixoci key generate --output-key-prefix ci\n  \
+        nixoci sign result --key ci.key                 # kept in the layout; nixoci push uploads it\n  \
+        nixoci sign registry.example.com/team/app:v1 --key ci.key --creds-env API_KEY\n\n\
+        Writes cosign's simple-signing payload under the tag sha256-<hex>.sig (the signature in the\n\
+        layer's dev.cosignproject.cosign/signature annotation), and a Sigstore bundle v0.3 with the\n\
+        public key's hint and no transparency-log entry as an OCI 1.1 referrer (with the fallback\n\
+        tag sha256-<hex> where the registry has no referrers API). No network beyond the registry.")]
+    Sign(sign::SignArgs),
+    /// Attach signed SLSA provenance: every fixed output of the image's derivation graph, its layers.
+    #[command(after_help = "Example:\n  \
+        nixoci attest result --key ci.key --drv $(nix-instantiate containers/authentik) \\\n      \
+        --mirrors mirrors/authentik.toml --flake .#authentik-image --flake-lock flake.lock\n\n\
+        An in-toto Statement v1 with an SLSA provenance v1 predicate in a signed DSSE envelope,\n\
+        kept as cosign's sha256-<hex>.att and as a Sigstore bundle referrer. Deterministic apart\n\
+        from the signature: nothing in it is a clock reading.")]
+    Attest(sign::AttestArgs),
+    /// Verify an image's signatures and provenance with a public key.
+    #[command(after_help = "Examples:\n  \
+        nixoci verify-image result --key ci.pub\n  \
+        nixoci verify-image registry.example.com/team/app:v1 --key ci.pub --policy no-upstream\n\n\
+        Every signature and attestation found (cosign's tags, bundle referrers) must verify and\n\
+        be about this image, and there must be one signature at least. Exit status: 0 verified,\n\
+        1 verification failed, 2 usage.")]
+    VerifyImage(verify_image::VerifyImageArgs),
     /// Print hashes the way `nix hash path` and `nix hash file` do.
     #[command(subcommand)]
     Hash(hash::HashCommand),
@@ -148,6 +177,10 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Tags(args) => tags::run(args),
+        Command::Key(command) => key::run(command),
+        Command::Sign(args) => sign::run_sign(args),
+        Command::Attest(args) => sign::run_attest(args),
+        Command::VerifyImage(args) => verify_image::run(args),
         Command::Check(args) => check::run(args),
         Command::Push(args) => push::run(*args),
         Command::Verify(args) => verify::run(args),

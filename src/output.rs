@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
 use crate::digest::Digest;
-use crate::image::{self, Image, Index};
+use crate::image::{self, Image, Index, NewArtifact};
 use crate::layer::tar::{Owner, TarWriter};
 use crate::media::compress::Compressor;
 use crate::media::{self, Compression};
@@ -436,32 +436,57 @@ pub fn write_index(
 /// layout as an OCI 1.1 referrer of its image: the blob, an artifact
 /// manifest whose `subject` is the image's manifest, and an `index.json`
 /// entry with its `artifactType`. One referrer per type: attaching again
-/// replaces the earlier one. `index.json` is replaced in one rename.
+/// replaces the earlier one.
 pub fn attach_referrer(
     layout: &Path,
     artifact_type: &str,
     bytes: &[u8],
     created: &str,
 ) -> Result<Digest> {
+    let image = open_layout_image(layout)?;
+    let artifact = NewArtifact {
+        kind: artifact_type.to_string(),
+        artifact_type: artifact_type.to_string(),
+        manifest: image::artifact_manifest(
+            artifact_type,
+            image::descriptor(artifact_type, &Digest::of(bytes), bytes.len() as u64),
+            image_descriptor(&image),
+            created,
+            &[],
+        ),
+        blobs: vec![bytes.to_vec(), image::EMPTY_BLOB.to_vec()],
+        tag: None,
+    };
+    let digest = Digest::of(&artifact.manifest);
+    attach_artifacts(layout, &[artifact])?;
+    Ok(digest)
+}
+
+/// The image of the OCI layout `layout` (attaching works on layouts only).
+pub fn open_layout_image(layout: &Path) -> Result<Image> {
     if !layout.join("oci-layout").is_file() {
         bail!(
             "{} is not an OCI layout directory: attach works on layouts",
             layout.display()
         );
     }
-    let image = Image::open(layout, None)?;
+    Image::open(layout, None)
+}
+
+/// The descriptor of `image`'s manifest: an artifact's subject.
+pub fn image_descriptor(image: &Image) -> serde_json::Value {
     let (manifest, media_type) = image.manifest();
-    let subject = image::descriptor(&media_type, &Digest::of(&manifest), manifest.len() as u64);
+    image::descriptor(&media_type, &Digest::of(&manifest), manifest.len() as u64)
+}
+
+/// The `index.json` annotation that names an artifact's kind.
+const KIND_ANNOTATION: &str = "dev.nixoci.artifact";
+
+/// Keeps `artifacts` in the layout: their blobs, and one `index.json` entry
+/// each (with its `artifactType`, kind and tag), replacing any earlier
+/// artifact of the same kind. `index.json` is replaced in one rename.
+pub fn attach_artifacts(layout: &Path, artifacts: &[NewArtifact]) -> Result<()> {
     let blob_dir = layout.join("blobs/sha256");
-    let blob = write_blob(&blob_dir, bytes)?;
-    write_blob(&blob_dir, image::EMPTY_BLOB)?;
-    let artifact = image::artifact_manifest(
-        artifact_type,
-        image::descriptor(artifact_type, &blob, bytes.len() as u64),
-        subject,
-        created,
-    );
-    let digest = write_blob(&blob_dir, &artifact)?;
     let index_file = layout.join("index.json");
     let mut index: serde_json::Value = serde_json::from_slice(
         &fs::read(&index_file).with_context(|| format!("cannot read {}", index_file.display()))?,
@@ -469,14 +494,30 @@ pub fn attach_referrer(
     let entries = index["manifests"]
         .as_array_mut()
         .ok_or_else(|| anyhow!("{} lists no manifests", index_file.display()))?;
-    entries.retain(|e| e["artifactType"].as_str() != Some(artifact_type));
-    let mut entry = image::descriptor(media::MANIFEST, &digest, artifact.len() as u64);
-    entry["artifactType"] = json!(artifact_type);
-    entries.push(entry);
+    for artifact in artifacts {
+        for blob in &artifact.blobs {
+            write_blob(&blob_dir, blob)?;
+        }
+        let digest = write_blob(&blob_dir, &artifact.manifest)?;
+        // Entries written before kinds were recorded are known by their type.
+        entries.retain(|e| {
+            e["annotations"][KIND_ANNOTATION]
+                .as_str()
+                .or_else(|| e["artifactType"].as_str())
+                != Some(artifact.kind.as_str())
+        });
+        let mut entry = image::descriptor(media::MANIFEST, &digest, artifact.manifest.len() as u64);
+        entry["artifactType"] = json!(artifact.artifact_type);
+        entry["annotations"] = json!({KIND_ANNOTATION: artifact.kind});
+        if let Some(tag) = &artifact.tag {
+            entry["annotations"][image::TAG_ANNOTATION] = json!(tag);
+        }
+        entries.push(entry);
+    }
     let tmp = layout.join(".index.json.nixoci-tmp");
     fs::write(&tmp, image::canonical(&index))?;
     fs::rename(&tmp, &index_file)?;
-    Ok(digest)
+    Ok(())
 }
 
 /// `docker save` layout: `<diff_id>/layer.tar`, `<config digest>.json`,

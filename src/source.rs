@@ -176,10 +176,20 @@ fn referrers_of(root: &Path, entries: &[&Value], subject: &Digest) -> Result<Vec
         let digest = digest_of(entry, "index.json: an artifact")?;
         let (manifest, bytes) = read_json(&blob_file(root, &digest))?;
         check_bytes(&bytes, &digest)?;
-        if manifest["subject"]["digest"]
+        // cosign's signatures and attestations name their image only by
+        // their tag, `sha256-<hex>.sig` or `.att`.
+        let tag = entry["annotations"][image::TAG_ANNOTATION]
             .as_str()
-            .is_none_or(|d| *subject != *d)
-        {
+            .map(str::to_string);
+        let about_it = match &tag {
+            Some(t) => [".sig", ".att"]
+                .iter()
+                .any(|suffix| *t == format!("sha256-{}{suffix}", subject.hex())),
+            None => manifest["subject"]["digest"]
+                .as_str()
+                .is_some_and(|d| *subject == *d),
+        };
+        if !about_it {
             continue;
         }
         let what = format!("artifact {digest}: a blob");
@@ -188,12 +198,13 @@ fn referrers_of(root: &Path, entries: &[&Value], subject: &Digest) -> Result<Vec
             .map(|d| layer_at(root, d, &what))
             .collect::<Result<Vec<_>>>()?;
         found.push(Referrer {
-            artifact_type: manifest["artifactType"]
+            artifact_type: entry["artifactType"]
                 .as_str()
                 .unwrap_or_default()
                 .to_string(),
             manifest_bytes: bytes,
             blobs,
+            tag,
         });
     }
     Ok(found)

@@ -301,7 +301,14 @@ pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSu
         let client = connect(reference, opts)?;
         if tag_holds(&client, reference, &digest)? {
             // Artifacts attached since are still added (present ones cost a HEAD).
-            push_referrers(&client, &source, &digest, reference, opts, &mut summary)?;
+            push_referrers(
+                &client,
+                &source.referrers,
+                &digest,
+                reference,
+                opts,
+                &mut summary,
+            )?;
             summary.record(reference, "already pushed");
             continue;
         }
@@ -314,7 +321,14 @@ pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSu
             &digest,
             reference,
         )?;
-        push_referrers(&client, &source, &digest, reference, opts, &mut summary)?;
+        push_referrers(
+            &client,
+            &source.referrers,
+            &digest,
+            reference,
+            opts,
+            &mut summary,
+        )?;
         eprintln!("{reference}: pushed {}", summary.pinned(reference));
         summary.record(reference, "pushed");
     }
@@ -813,22 +827,52 @@ fn put_manifest(
     }
 }
 
-/// Pushes the image's referrers (its SBOM): their blobs, their manifests by
-/// digest, and, where the registry has no referrers API (no `OCI-Subject`
-/// answer), the fallback tag `sha256-<hex>`: an index of the subject's
-/// referrers, to which ours is added.
+/// Pushes `referrers` of the image `reference` names (whose manifest is
+/// `subject`) to it: the artifacts of its layout, or those `nixoci sign`
+/// makes for an image already there.
+pub fn push_artifacts(
+    reference: &Reference,
+    opts: &PushOptions,
+    subject: &Digest,
+    referrers: &[crate::image::Referrer],
+) -> Result<PushSummary> {
+    let client = connect(reference, opts)?;
+    let mut summary = PushSummary::new(subject.clone());
+    push_referrers(&client, referrers, subject, reference, opts, &mut summary)?;
+    Ok(summary)
+}
+
+/// Pushes the image's referrers (its SBOM, signatures, attestations): their
+/// blobs, their manifests by digest, and, where the registry has no
+/// referrers API (no `OCI-Subject` answer), the fallback tag
+/// `sha256-<hex>`: an index of the subject's referrers, to which ours is
+/// added. An artifact with a tag of its own (cosign's `.sig`, `.att`) is
+/// put under that tag instead.
 fn push_referrers(
     client: &Client,
-    source: &Image,
+    referrers: &[crate::image::Referrer],
     subject: &Digest,
     reference: &Reference,
     opts: &PushOptions,
     summary: &mut PushSummary,
 ) -> Result<()> {
-    for referrer in &source.referrers {
+    for referrer in referrers {
         let blobs: Vec<Blob> = referrer.blobs.iter().map(Blob::from).collect();
         upload_blobs(client, &blobs, opts, summary)?;
         let digest = Digest::of(&referrer.manifest_bytes);
+        if let Some(tag) = &referrer.tag {
+            if existing_tag(client, tag)?.is_none_or(|d| digest != *d.as_str()) {
+                put_manifest(
+                    client,
+                    tag,
+                    &referrer.manifest_bytes,
+                    media::MANIFEST,
+                    &digest,
+                    reference,
+                )?;
+            }
+            continue;
+        }
         let native = put_manifest(
             client,
             &digest.to_string(),

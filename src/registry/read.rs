@@ -14,9 +14,9 @@ use super::{connect, PushOptions, Reference};
 use crate::digest::Digest;
 use crate::media;
 
-/// The largest SBOM read from a registry (one of a 10,000-path closure is
-/// a few MiB).
-const MAX_SBOM: u64 = 256 << 20;
+/// The largest artifact (SBOM, signature, attestation) read from a registry
+/// (the SBOM of a 10,000-path closure is a few MiB).
+const MAX_ARTIFACT: u64 = 256 << 20;
 
 /// A layer as the manifest describes it.
 pub struct RemoteLayer {
@@ -24,8 +24,11 @@ pub struct RemoteLayer {
     pub size: u64,
 }
 
-/// An image in a registry: its manifest's digest, its config and its layers.
+/// An image in a registry: its manifest (bytes, digest and media type), its
+/// config and its layers.
 pub struct RemoteImage {
+    pub manifest: Vec<u8>,
+    pub media_type: String,
     pub digest: Digest,
     pub config: Value,
     pub layers: Vec<RemoteLayer>,
@@ -65,7 +68,10 @@ impl Remote {
         let digest = Digest::of(manifest_bytes.as_bytes());
         let manifest: Value = serde_json::from_str(&manifest_bytes)
             .map_err(|e| anyhow!("{reference}: the manifest is not JSON: {e}"))?;
-        let media_type = manifest["mediaType"].as_str().unwrap_or_default();
+        let media_type = manifest["mediaType"]
+            .as_str()
+            .unwrap_or(media::MANIFEST)
+            .to_string();
         if media_type == media::INDEX || media_type == media::DOCKER_MANIFEST_LIST {
             bail!("{reference} is a multi-platform image index; name one platform's image");
         }
@@ -95,17 +101,19 @@ impl Remote {
             })
             .collect::<Result<_>>()?;
         Ok(RemoteImage {
+            manifest: manifest_bytes.into_bytes(),
+            media_type,
             digest,
             config,
             layers,
         })
     }
 
-    /// The SBOM attached to the manifest `subject` whose artifact type is
-    /// the first of `artifact_types` that one has: from the referrers API,
-    /// or, where the registry has none (it answers 404), from the fallback
-    /// tag that `nixoci push` and oras write there.
-    pub fn sbom(&self, subject: &Digest, artifact_types: &[&str]) -> Result<Option<AttachedSbom>> {
+    /// The referrers of the manifest `subject` (image index entries, with
+    /// their `artifactType`): from the referrers API, or, where the registry
+    /// has none (it answers 404), from the fallback tag that `nixoci push`,
+    /// cosign and oras write there. Also says which it was.
+    pub fn referrers(&self, subject: &Digest) -> Result<(Vec<Value>, String)> {
         let (index, found_through) =
             match self.get(&format!("referrers/{subject}"), media::INDEX)? {
                 Some(text) => (text, "the referrers API".to_string()),
@@ -113,7 +121,7 @@ impl Remote {
                     let tag = format!("sha256-{}", subject.hex());
                     match self.get(&format!("manifests/{tag}"), media::INDEX)? {
                         Some(text) => (text, format!("the referrers tag {tag}")),
-                        None => return Ok(None),
+                        None => return Ok((Vec::new(), "no referrers".into())),
                     }
                 }
             };
@@ -124,6 +132,51 @@ impl Remote {
             )
         })?;
         let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+        Ok((entries, found_through))
+    }
+
+    /// The artifact manifest `tag_or_digest` names (checked against
+    /// `digest` when given) and its first layer, which must be at most
+    /// `MAX_ARTIFACT` bytes; None when there is no such manifest.
+    pub fn artifact(
+        &self,
+        tag_or_digest: &str,
+        digest: Option<&Digest>,
+    ) -> Result<Option<(Value, Vec<u8>)>> {
+        let Some(text) = self.get(&format!("manifests/{tag_or_digest}"), media::MANIFEST)? else {
+            return Ok(None);
+        };
+        if digest.is_some_and(|d| Digest::of(text.as_bytes()) != *d) {
+            bail!(
+                "{}: the artifact manifest does not match its digest {tag_or_digest}",
+                self.reference
+            );
+        }
+        let manifest: Value = serde_json::from_str(&text).map_err(|e| {
+            anyhow!(
+                "{}: the artifact manifest {tag_or_digest} is not JSON: {e}",
+                self.reference
+            )
+        })?;
+        let blob = &manifest["layers"][0];
+        let size = blob["size"].as_u64().unwrap_or(u64::MAX);
+        if size > MAX_ARTIFACT {
+            bail!(
+                "{}: the artifact {tag_or_digest} is {size} bytes, more than the {MAX_ARTIFACT} read",
+                self.reference
+            );
+        }
+        let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
+        let file = dir.path().join("artifact");
+        self.blob(&self.descriptor_digest(blob)?, size, &file)?;
+        let bytes = std::fs::read(&file).context("cannot read the downloaded artifact")?;
+        Ok(Some((manifest, bytes)))
+    }
+
+    /// The SBOM attached to the manifest `subject` whose artifact type is
+    /// the first of `artifact_types` that one has (see [`Remote::referrers`]).
+    pub fn sbom(&self, subject: &Digest, artifact_types: &[&str]) -> Result<Option<AttachedSbom>> {
+        let (entries, found_through) = self.referrers(subject)?;
         let Some((artifact_type, entry)) = artifact_types.iter().find_map(|wanted| {
             entries
                 .iter()
@@ -133,40 +186,20 @@ impl Remote {
             return Ok(None);
         };
         let manifest_digest = self.descriptor_digest(entry)?;
-        let manifest_text = self
-            .get(&format!("manifests/{manifest_digest}"), media::MANIFEST)?
+        let (manifest, bytes) = self
+            .artifact(&manifest_digest.to_string(), Some(&manifest_digest))?
             .ok_or_else(|| {
                 anyhow!(
                     "{}: {found_through} lists {manifest_digest}, which is missing",
                     self.reference
                 )
             })?;
-        if Digest::of(manifest_text.as_bytes()) != manifest_digest {
-            bail!(
-                "{}: the SBOM manifest does not match its digest {manifest_digest}",
-                self.reference
-            );
-        }
-        let manifest: Value = serde_json::from_str(&manifest_text)
-            .map_err(|e| anyhow!("{}: the SBOM manifest is not JSON: {e}", self.reference))?;
         if manifest["subject"]["digest"].as_str() != Some(&subject.to_string()) {
             bail!(
                 "{}: the SBOM manifest {manifest_digest} is about another image",
                 self.reference
             );
         }
-        let blob = &manifest["layers"][0];
-        let size = blob["size"].as_u64().unwrap_or(u64::MAX);
-        if size > MAX_SBOM {
-            bail!(
-                "{}: the attached SBOM is {size} bytes, more than the {MAX_SBOM} read",
-                self.reference
-            );
-        }
-        let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
-        let file = dir.path().join("sbom");
-        self.blob(&self.descriptor_digest(blob)?, size, &file)?;
-        let bytes = std::fs::read(&file).context("cannot read the downloaded SBOM")?;
         Ok(Some(AttachedSbom {
             artifact_type,
             bytes,

@@ -1,0 +1,460 @@
+//! `nixoci key`, `sign`, `attest` and `verify-image` through the CLI, with
+//! verifiers nobody here wrote: sigstore-js (`@sigstore/verify`) for the
+//! bundles, securesystemslib and in-toto for the DSSE envelope, Python's
+//! `cryptography` for cosign's legacy signature; keys made by nixoci, and a
+//! cosign key file made the way cosign documents it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+/// Where .ci/setup installs sigstore-js.
+const SIGSTORE_JS: &str = "/opt/nixoci-sigstore/node_modules";
+
+/// The fixture app's image, in a new OCI layout.
+fn layout(dir: &Path, name: &str) -> PathBuf {
+    let out = dir.join(name);
+    run(nixoci()
+        .arg("build")
+        .arg(&fixture().app)
+        .args(["--tag", "team/app:1", "-q", "-o"])
+        .arg(&out));
+    out
+}
+
+/// `nixoci key generate` into `dir/prefix.key` and `.pub`.
+fn key_pair(dir: &Path, prefix: &str) -> (PathBuf, PathBuf) {
+    let prefix = dir.join(prefix);
+    run(nixoci()
+        .args(["key", "generate", "--output-key-prefix"])
+        .arg(&prefix)
+        .env_remove("COSIGN_PASSWORD"));
+    (prefix.with_extension("key"), prefix.with_extension("pub"))
+}
+
+/// The fixture app's derivation.
+fn app_drv() -> String {
+    stdout(
+        Command::new("nix-instantiate")
+            .arg(repo().join("tests/fixtures/closure.nix"))
+            .args(["-A", "app"]),
+    )
+    .trim()
+    .to_string()
+}
+
+/// A layout's artifacts by kind: their manifest, and their first layer's file.
+fn artifacts(layout: &Path) -> BTreeMap<String, (Value, PathBuf)> {
+    read_json(&layout.join("index.json"))["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|entry| {
+            let kind = entry["annotations"]["dev.nixoci.artifact"].as_str()?;
+            let manifest = read_json(&blob_path(layout, entry["digest"].as_str().unwrap()));
+            let layer = blob_path(layout, manifest["layers"][0]["digest"].as_str().unwrap());
+            Some((kind.to_string(), (manifest, layer)))
+        })
+        .collect()
+}
+
+/// The image manifest of a layout, as a file.
+fn manifest_file(layout: &Path) -> PathBuf {
+    let index = read_json(&layout.join("index.json"));
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e.get("artifactType").is_none())
+        .unwrap();
+    blob_path(layout, entry["digest"].as_str().unwrap())
+}
+
+/// (accepted, what the verifier said).
+fn verifier(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success() && text.contains("verified"), text)
+}
+
+fn sigstore_js(bundle: &Path, key: &Path, manifest: &Path) -> (bool, String) {
+    verifier(
+        Command::new("node")
+            .arg(repo().join("tests/support/sigstore_verify.js"))
+            .args([bundle, key, manifest])
+            .env("NODE_PATH", SIGSTORE_JS),
+    )
+}
+
+fn python(args: &[&str]) -> (bool, String) {
+    verifier(
+        Command::new("python3")
+            .arg(repo().join("tests/support/signatures.py"))
+            .args(args),
+    )
+}
+
+fn text(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn signatures_and_attestations_pass_independent_verifiers_and_fail_when_anything_changes() {
+    let dir = tempdir();
+    let image = layout(dir.path(), "image");
+    let (key, public) = key_pair(dir.path(), "ci");
+    let (_, other) = key_pair(dir.path(), "other");
+    assert!(fs_text(&key).starts_with("-----BEGIN PRIVATE KEY-----"));
+    run(nixoci().arg("sign").arg(&image).arg("--key").arg(&key));
+    run(nixoci()
+        .arg("attest")
+        .arg(&image)
+        .arg("--key")
+        .arg(&key)
+        .args(["--drv", &app_drv()]));
+    let found = artifacts(&image);
+    let kinds: Vec<&str> = found.keys().map(String::as_str).collect();
+    assert_eq!(
+        kinds,
+        [
+            "attestation-bundle",
+            "attestation-legacy",
+            "signature-bundle",
+            "signature-legacy"
+        ]
+    );
+    let manifest = manifest_file(&image);
+    let digest = format!("sha256:{}", manifest.file_name().unwrap().to_str().unwrap());
+    // A manifest one byte different.
+    let changed = dir.path().join("changed.json");
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    let at = bytes.iter().position(|&b| b == b'2').unwrap();
+    bytes[at] = b'3';
+    std::fs::write(&changed, &bytes).unwrap();
+    // Another image's manifest: the attestation's subject is not it.
+    let other_image = dir.path().join("other-image");
+    run(nixoci()
+        .arg("build")
+        .arg(&fixture().lib)
+        .args(["--tag", "team/lib:1", "-q", "-o"])
+        .arg(&other_image));
+    let other_manifest = manifest_file(&other_image);
+
+    // sigstore-js accepts both bundles with the key and no transparency
+    // log, and refuses them with another key, another manifest or subject.
+    for kind in ["signature-bundle", "attestation-bundle"] {
+        let (artifact, bundle) = &found[kind];
+        assert_eq!(artifact["artifactType"], BUNDLE);
+        assert_eq!(artifact["subject"]["digest"], digest.as_str());
+        let (ok, said) = sigstore_js(bundle, &public, &manifest);
+        assert!(ok, "{kind}: {said}");
+        for (key, manifest, why) in [
+            (&other, &manifest, "another key"),
+            (&public, &changed, "a changed manifest"),
+            (&public, &other_manifest, "another image"),
+        ] {
+            let (ok, said) = sigstore_js(bundle, key, manifest);
+            assert!(!ok && said.contains("refused"), "{kind} with {why}: {said}");
+        }
+    }
+
+    // The DSSE envelope, by securesystemslib and in-toto.
+    let (artifact, envelope) = &found["attestation-legacy"];
+    assert_eq!(
+        artifact["layers"][0]["mediaType"],
+        "application/vnd.dsse.envelope.v1+json"
+    );
+    assert_eq!(
+        artifact["layers"][0]["annotations"]["predicateType"],
+        "https://slsa.dev/provenance/v1"
+    );
+    let (ok, said) = python(&["dsse", text(envelope), text(&public), text(&manifest)]);
+    assert!(ok, "{said}");
+    let (ok, said) = python(&["dsse", text(envelope), text(&other), text(&manifest)]);
+    assert!(!ok, "{said}");
+    let (ok, said) = python(&["dsse", text(envelope), text(&public), text(&other_manifest)]);
+    assert!(!ok && said.contains("subject"), "{said}");
+
+    // cosign's legacy signature: its layer type and annotation, and an
+    // ECDSA signature over the payload, which names the manifest digest.
+    let (artifact, payload) = &found["signature-legacy"];
+    let layer = &artifact["layers"][0];
+    assert_eq!(
+        layer["mediaType"],
+        "application/vnd.dev.cosign.simplesigning.v1+json"
+    );
+    let signature = layer["annotations"]["dev.cosignproject.cosign/signature"]
+        .as_str()
+        .unwrap();
+    let (ok, said) = python(&["cosign", text(payload), signature, text(&public), &digest]);
+    assert!(ok, "{said}");
+    let (ok, said) = python(&["cosign", text(payload), signature, text(&other), &digest]);
+    assert!(!ok, "{said}");
+    let config = read_json(&blob_path(
+        &image,
+        artifact["config"]["digest"].as_str().unwrap(),
+    ));
+    assert_eq!(
+        config["rootfs"]["diff_ids"][0], layer["digest"],
+        "cosign's config names the payload"
+    );
+
+    // nixoci's own check agrees, and refuses another key.
+    let said = stdout(
+        nixoci()
+            .arg("verify-image")
+            .arg(&image)
+            .arg("--key")
+            .arg(&public),
+    );
+    assert_eq!(said.lines().count(), 4, "{said}");
+    let out = nixoci()
+        .arg("verify-image")
+        .arg(&image)
+        .arg("--key")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // A layout with a signature whose payload names another image fails too.
+    let (_, payload) = &found["signature-legacy"];
+    let original = std::fs::read(payload).unwrap();
+    std::fs::write(
+        payload,
+        String::from_utf8_lossy(&original).replace(&digest[7..17], "0000000000"),
+    )
+    .unwrap();
+    let err = fails(
+        nixoci()
+            .arg("verify-image")
+            .arg(&image)
+            .arg("--key")
+            .arg(&public),
+    );
+    assert!(
+        err.contains("damaged") || err.contains("does not verify"),
+        "{err}"
+    );
+    std::fs::write(payload, original).unwrap();
+
+    // Determinism: attesting again gives the same Statement.
+    let statement = |layout: &Path| {
+        let envelope = read_json(&artifacts(layout)["attestation-legacy"].1);
+        envelope["payload"].as_str().unwrap().to_string()
+    };
+    let before = statement(&image);
+    let again = layout(dir.path(), "again");
+    run(nixoci()
+        .arg("attest")
+        .arg(&again)
+        .arg("--key")
+        .arg(&key)
+        .args(["--drv", &app_drv()]));
+    assert_eq!(statement(&again), before);
+}
+
+fn fs_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn encrypted_keys_pkcs8_and_cosign_format_sign_with_their_password() {
+    let dir = tempdir();
+    // PKCS#8, encrypted with the password in COSIGN_PASSWORD.
+    let prefix = dir.path().join("enc");
+    run(nixoci()
+        .args(["key", "generate", "--output-key-prefix"])
+        .arg(&prefix)
+        .env("COSIGN_PASSWORD", "correct horse"));
+    let key = prefix.with_extension("key");
+    assert!(fs_text(&key).starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let err = fails(
+        nixoci()
+            .args(["key", "generate", "--output-key-prefix"])
+            .arg(&prefix),
+    );
+    assert!(err.contains("never overwrites"), "{err}");
+    // A cosign key file, made by the tests with cosign's parameters.
+    run(Command::new("python3")
+        .arg(repo().join("tests/support/signatures.py"))
+        .args(["cosign-key", "s3cret"])
+        .arg(dir.path().join("cosign")));
+    for (key, public, password) in [
+        (key, prefix.with_extension("pub"), "correct horse"),
+        (
+            dir.path().join("cosign.key"),
+            dir.path().join("cosign.pub"),
+            "s3cret",
+        ),
+    ] {
+        let image = layout(dir.path(), &format!("image-{password}").replace(' ', "-"));
+        let sign = |password: Option<&str>| {
+            let mut cmd = nixoci();
+            cmd.arg("sign").arg(&image).arg("--key").arg(&key);
+            match password {
+                Some(p) => cmd.env("COSIGN_PASSWORD", p),
+                None => cmd.env_remove("COSIGN_PASSWORD"),
+            };
+            cmd
+        };
+        let err = fails(&mut sign(None));
+        assert!(err.contains("is encrypted"), "{err}");
+        let err = fails(&mut sign(Some("wrong")));
+        assert!(err.contains("wrong password"), "{err}");
+        run(&mut sign(Some(password)));
+        run(nixoci()
+            .arg("verify-image")
+            .arg(&image)
+            .arg("--key")
+            .arg(&public));
+        let (ok, said) = sigstore_js(
+            &artifacts(&image)["signature-bundle"].1,
+            &public,
+            &manifest_file(&image),
+        );
+        assert!(ok, "{said}");
+    }
+}
+
+#[test]
+fn signatures_travel_to_a_registry_and_verify_from_there() {
+    let dir = tempdir();
+    let image = layout(dir.path(), "image");
+    let (key, public) = key_pair(dir.path(), "ci");
+    let (_, other) = key_pair(dir.path(), "other");
+    run(nixoci().arg("sign").arg(&image).arg("--key").arg(&key));
+    run(nixoci()
+        .arg("attest")
+        .arg(&image)
+        .arg("--key")
+        .arg(&key)
+        .args(["--drv", &app_drv()]));
+    let digest = format!(
+        "sha256:{}",
+        manifest_file(&image).file_name().unwrap().to_str().unwrap()
+    );
+    let hex = &digest[7..];
+    let registry = Registry::start(Auth::Anonymous);
+    let proxy = Proxy::start(&registry);
+    // The CNCF registry has no referrers API: the fallback tag.
+    let reference = format!("{}/team/app:1", proxy.host());
+    run(nixoci()
+        .args(["push", "--insecure", "-q"])
+        .arg(&image)
+        .arg(&reference));
+    let raw = |tag: &str| -> Value {
+        serde_json::from_str(&stdout(
+            Command::new("skopeo")
+                .args(["inspect", "--raw", "--tls-verify=false"])
+                .arg(format!("docker://{}/team/app:{tag}", proxy.host())),
+        ))
+        .unwrap()
+    };
+    let sig = raw(&format!("sha256-{hex}.sig"));
+    assert_eq!(
+        sig["layers"][0]["mediaType"],
+        "application/vnd.dev.cosign.simplesigning.v1+json"
+    );
+    assert!(sig["layers"][0]["annotations"]["dev.cosignproject.cosign/signature"].is_string());
+    let att = raw(&format!("sha256-{hex}.att"));
+    assert_eq!(
+        att["layers"][0]["mediaType"],
+        "application/vnd.dsse.envelope.v1+json"
+    );
+    let index = raw(&format!("sha256-{hex}"));
+    let bundles = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["artifactType"] == BUNDLE)
+        .count();
+    assert_eq!(bundles, 2, "{index:#}");
+    let said = stdout(
+        nixoci()
+            .args(["verify-image", "--insecure", &reference, "--key"])
+            .arg(&public),
+    );
+    assert!(
+        said.contains(&format!("the tag sha256-{hex}.sig")),
+        "{said}"
+    );
+    assert!(said.contains("through the referrers tag"), "{said}");
+    assert_eq!(said.lines().count(), 4, "{said}");
+    let out = nixoci()
+        .args(["verify-image", "--insecure", &reference, "--key"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+
+    // zot (played by the proxy) keeps referrers itself: no fallback tag,
+    // and the bundles are found through its API.
+    proxy.set_plan(serde_json::json!({"oci_subject": true, "referrers_api": true}));
+    let zot = format!("{}/team/zot:1", proxy.host());
+    run(nixoci()
+        .args(["push", "--insecure", "-q"])
+        .arg(&image)
+        .arg(&zot));
+    let said = stdout(
+        nixoci()
+            .args(["verify-image", "--insecure", &zot, "--key"])
+            .arg(&public),
+    );
+    assert!(said.contains("through the referrers API"), "{said}");
+    assert!(
+        !proxy
+            .stats()
+            .1
+            .iter()
+            .any(|r| r.starts_with(&format!("PUT /v2/team/zot/manifests/sha256-{hex} "))),
+        "{:?}",
+        proxy.stats().1
+    );
+
+    // An image pushed unsigned is signed where it is, then verifies; an
+    // image with no signature fails.
+    proxy.set_plan(serde_json::json!({}));
+    let unsigned = layout(dir.path(), "unsigned");
+    let plain = format!("{}/team/plain:1", proxy.host());
+    run(nixoci()
+        .args(["push", "--insecure", "-q"])
+        .arg(&unsigned)
+        .arg(&plain));
+    let err = fails(
+        nixoci()
+            .args(["verify-image", "--insecure", &plain, "--key"])
+            .arg(&public),
+    );
+    assert!(err.contains("has no signature"), "{err}");
+    run(nixoci()
+        .args([
+            "sign",
+            "--insecure",
+            &plain,
+            "--signature-format",
+            "legacy",
+            "--key",
+        ])
+        .arg(&key));
+    let said = stdout(
+        nixoci()
+            .args(["verify-image", "--insecure", &plain, "--key"])
+            .arg(&public),
+    );
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(said.contains(".sig"), "{said}");
+}
