@@ -1592,3 +1592,106 @@ nixociLib.buildLayeredImage {{
     let refused = comment_step("wrong");
     assert!(!refused.status.success(), "{refused:?}");
 }
+
+#[test]
+fn signed_provenance_of_the_authentik_graph_refuses_an_upstream_fetch_and_another_graph() {
+    let pins = fixture_pins();
+    let (copy, standin, _) = flake_dirs();
+    let drv = drv_of(copy, pins);
+    // The same graph with one fetchurl from upstream added.
+    let dir = tempdir();
+    let expr = format!(
+        r#"let pkgs = import {} {{ }};
+               image = import {}/containers/authentik {{ inherit pkgs; pinsFile = {}; }};
+           in derivation {{
+             name = "authentik-and-a-download"; system = builtins.currentSystem;
+             builder = "/bin/sh"; args = [ "-c" "echo > $out" ];
+             inherit image;
+             download = pkgs.fetchurl {{
+               url = "https://upstream.example/extra-1.0.tar.gz";
+               hash = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+             }};
+           }}"#,
+        standin.display(),
+        copy.display(),
+        pins.display()
+    );
+    let with_download = stdout(
+        Command::new("nix-instantiate")
+            .args(["-E", &expr])
+            .envs(standin_env()),
+    )
+    .trim()
+    .to_string();
+    // A small image stands for the built one: the provenance's dependencies
+    // come from the graph it names.
+    let image = dir.path().join("image");
+    run(nixoci()
+        .arg("build")
+        .arg(&fixture().app)
+        .args(["--tag", "blumeops/authentik:1", "-q", "-o"])
+        .arg(&image));
+    let prefix = dir.path().join("ci");
+    run(nixoci()
+        .args(["key", "generate", "--output-key-prefix"])
+        .arg(&prefix)
+        .env_remove("COSIGN_PASSWORD"));
+    let (key, public) = (prefix.with_extension("key"), prefix.with_extension("pub"));
+    let attest = |graph: &str| {
+        run(nixoci().arg("sign").arg(&image).arg("--key").arg(&key));
+        let out = run(nixoci()
+            .arg("attest")
+            .arg(&image)
+            .arg("--key")
+            .arg(&key)
+            .args(["--drv", graph, "--print", "--mirrors"])
+            .arg(pins));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let verify_image = |extra: &[&str]| {
+        nixoci()
+            .arg("verify-image")
+            .arg(&image)
+            .arg("--key")
+            .arg(&public)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // The stand-in graph: every fixed output mirrored (or a pinned network
+    // build), each listed with its class and, for git mirrors, its commit.
+    let statement = attest(&drv);
+    let dependencies = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    assert!(dependencies.len() > 5, "{statement:#}");
+    assert!(
+        dependencies
+            .iter()
+            .any(|d| d["annotations"]["mirrorCommit"].is_string()),
+        "{statement:#}"
+    );
+    let out = verify_image(&["--policy", "no-upstream"]);
+    assert!(out.status.success(), "{out:?}");
+    let pins_arg = pins.to_str().unwrap();
+    let out = verify_image(&["--drv", &drv, "--mirrors", pins_arg]);
+    assert!(out.status.success(), "{out:?}");
+    // Another graph than the attested one: refused.
+    let out = verify_image(&["--drv", &with_download, "--mirrors", pins_arg]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not the derivation's") && err.contains("extra-1.0.tar.gz.drv"),
+        "{err}"
+    );
+    // With the upstream download: the policy names it.
+    attest(&with_download);
+    let out = verify_image(&["--policy", "no-upstream"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("policy no-upstream: 1 dependency")
+            && err.contains("extra-1.0.tar.gz.drv (unpinned)"),
+        "{err}"
+    );
+}

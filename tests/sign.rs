@@ -458,3 +458,49 @@ fn signatures_travel_to_a_registry_and_verify_from_there() {
     assert_eq!(said.lines().count(), 1, "{said}");
     assert!(said.contains(".sig"), "{said}");
 }
+
+#[test]
+fn each_signature_and_attestation_is_checked_on_its_own() {
+    let dir = tempdir();
+    let (a, a_public) = key_pair(dir.path(), "a");
+    let (b, b_public) = key_pair(dir.path(), "b");
+    // (signed by, its format, attested by, its format, verified with): each
+    // case has exactly one artifact the verifying key did not make.
+    let cases: [(&Path, &str, Option<(&Path, &str)>, &Path); 4] = [
+        (&a, "legacy", None, &b_public),
+        (&a, "bundle", None, &b_public),
+        (&a, "both", Some((&b, "legacy")), &a_public),
+        (&a, "both", Some((&b, "bundle")), &a_public),
+    ];
+    for (i, (signer, format, attester, verify_with)) in cases.into_iter().enumerate() {
+        let image = layout(dir.path(), &format!("image-{i}"));
+        run(nixoci()
+            .arg("sign")
+            .arg(&image)
+            .arg("--key")
+            .arg(signer)
+            .args(["--signature-format", format]));
+        if let Some((attester, format)) = attester {
+            run(nixoci()
+                .arg("attest")
+                .arg(&image)
+                .arg("--key")
+                .arg(attester)
+                .args(["--drv", &app_drv(), "--signature-format", format]));
+        }
+        let out = nixoci()
+            .arg("verify-image")
+            .arg(&image)
+            .arg("--key")
+            .arg(verify_with)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "case {i}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("does not verify with this key")
+                || err.contains("no signature of the envelope verifies"),
+            "case {i}: {err}"
+        );
+    }
+}
