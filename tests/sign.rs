@@ -504,3 +504,69 @@ fn each_signature_and_attestation_is_checked_on_its_own() {
         );
     }
 }
+
+#[test]
+fn build_and_push_sign_on_the_way() {
+    let dir = tempdir();
+    let (key, public) = key_pair(dir.path(), "ci");
+    let registry = Registry::start(Auth::Anonymous);
+    // build --sign-key --provenance --push: the layout carries both, and so
+    // does the registry.
+    let built = format!("{}/team/built:1", registry.host());
+    let layout = dir.path().join("built");
+    let out = run(nixoci()
+        .arg("build")
+        .arg(&fixture().app)
+        .args(["--tag", "team/app:1", "-o"])
+        .arg(&layout)
+        .arg("--sign-key")
+        .arg(&key)
+        .args(["--provenance", &app_drv(), "--push", &built, "--insecure"]));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("signed sha256:") && said.contains("attested sha256:"),
+        "{said}"
+    );
+    assert_eq!(artifacts(&layout).len(), 4);
+    let said = stdout(
+        nixoci()
+            .args(["verify-image", "--insecure", &built, "--key"])
+            .arg(&public)
+            .args(["--drv", &app_drv()]),
+    );
+    assert_eq!(said.lines().count(), 4, "{said}");
+    // push --sign-key signs what it pushed, where it is.
+    let plain = dir.path().join("plain");
+    run(nixoci()
+        .arg("build")
+        .arg(&fixture().lib)
+        .args(["--tag", "team/lib:1", "-q", "-o"])
+        .arg(&plain));
+    let pushed = format!("{}/team/pushed:1", registry.host());
+    run(nixoci()
+        .args(["push", "--insecure", "-q"])
+        .arg(&plain)
+        .arg(&pushed)
+        .arg("--sign-key")
+        .arg(&key));
+    let said = stdout(
+        nixoci()
+            .args(["verify-image", "--insecure", &pushed, "--key"])
+            .arg(&public),
+    );
+    assert_eq!(said.lines().count(), 2, "{said}");
+    // Signing needs a layout to keep the signatures in.
+    let err = fails(
+        nixoci()
+            .arg("build")
+            .arg(&fixture().lib)
+            .args(["--format", "docker-archive", "-o"])
+            .arg(dir.path().join("x.tar"))
+            .arg("--sign-key")
+            .arg(&key),
+    );
+    assert!(
+        err.contains("--sign-key keeps the signatures in an OCI layout"),
+        "{err}"
+    );
+}

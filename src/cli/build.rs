@@ -82,6 +82,19 @@ pub(crate) struct BuildArgs {
     /// Keep a bill of materials of the closure in the OCI layout, as a referrer that `nixoci push` uploads.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub(crate) sbom: Option<nixoci::sbom::Format>,
+    #[command(flatten, next_help_heading = "Signing")]
+    pub(crate) signing: super::sign::SignKeyArgs,
+    /// With --sign-key: also attest the image's provenance (SLSA v1, in DSSE) from this
+    /// derivation's graph, as `nixoci attest --drv` does; --graph gives the NAR hashes.
+    #[arg(
+        long,
+        value_name = "DRV",
+        requires = "sign_key",
+        help_heading = "Signing"
+    )]
+    pub(crate) provenance: Option<String>,
+    #[command(flatten, next_help_heading = "Signing")]
+    pub(crate) provenance_args: super::sign::ProvenanceArgs,
     /// Push the built layout to REGISTRY/REPOSITORY:TAG, as `nixoci push` would (repeatable).
     /// With --cache, the layers the cache does not have (64 MiB and up) are uploaded to the first
     /// REF while they are compressed; the push after the build sends only what is still missing.
@@ -92,6 +105,8 @@ pub(crate) struct BuildArgs {
 }
 
 pub(crate) fn run(args: BuildArgs) -> Result<()> {
+    // The provenance reads the NAR hashes from the same graph.
+    let graph = args.graph.clone();
     let (spec, spec_dir) = Spec::load(args.spec.as_deref())?;
     let spec = spec.with_overrides(Overrides {
         store_paths: args.store_paths,
@@ -124,6 +139,12 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
         Some(first) => Some(Arc::new(Streams::connect(first, &push_options)?)),
         None => None,
     };
+    let sign_key = args.signing.key()?;
+    if sign_key.is_some() && !writes_layout {
+        return Err(anyhow!(
+            "--sign-key keeps the signatures in an OCI layout: use --format oci-layout -o DIR"
+        ));
+    }
     if args.sbom.is_some() && !writes_layout {
         return Err(anyhow!(
             "--sbom keeps the bill of materials in an OCI layout: use --format oci-layout -o DIR"
@@ -148,6 +169,20 @@ pub(crate) fn run(args: BuildArgs) -> Result<()> {
     let summary = summary?;
     if let (Some(format), Destination::Path(layout)) = (args.sbom, &destination) {
         nixoci::sbom::attach_to_build(layout, &summary, format)?;
+    }
+    if let (Some(key), Destination::Path(layout)) = (&sign_key, &destination) {
+        let target = nixoci::sign::target::Target::layout(Path::new(layout))?;
+        let said = target.sign(key, args.signing.signature_format)?;
+        if let Some(drv) = &args.provenance {
+            let sources = args.provenance_args.sources(drv, graph.as_deref());
+            let (_, attested) = target.attest(key, &sources, args.signing.signature_format)?;
+            if !args.quiet {
+                eprintln!("{attested}");
+            }
+        }
+        if !args.quiet {
+            eprintln!("{said}");
+        }
     }
     if !args.quiet && !args.json {
         eprintln!(

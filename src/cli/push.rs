@@ -27,17 +27,29 @@ pub(crate) struct PushArgs {
     /// No progress bars.
     #[arg(long, short = 'q')]
     pub(crate) quiet: bool,
+    #[command(flatten, next_help_heading = "Signing")]
+    pub(crate) signing: super::sign::SignKeyArgs,
     #[command(flatten)]
     pub(crate) registry: RegistryArgs,
 }
 
 pub(crate) fn run(args: PushArgs) -> Result<()> {
     let refs = parse_references(&args.refs)?;
-    let summary = registry::push(
-        &args.src,
-        &refs,
-        &args.registry.options(args.quiet, args.compression)?,
-    )?;
+    let sign_key = args.signing.key()?;
+    let options = args.registry.options(args.quiet, args.compression)?;
+    let summary = registry::push(&args.src, &refs, &options)?;
+    if let Some(key) = &sign_key {
+        for reference in &refs {
+            let target = nixoci::sign::target::Target::open(
+                &reference.to_string(),
+                args.registry.options(true, None)?,
+            )?;
+            let said = target.sign(key, args.signing.signature_format)?;
+            if !args.quiet {
+                eprintln!("{reference}: {said}");
+            }
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }

@@ -25,10 +25,39 @@ pub(crate) struct KeyArgs {
 
 impl KeyArgs {
     pub(crate) fn private_key(&self) -> Result<sign::PrivateKey> {
-        let password = std::env::var(&self.key_password_env)
-            .ok()
-            .filter(|p| !p.is_empty());
-        sign::PrivateKey::read(&self.key, password.as_deref())
+        private_key(&self.key, &self.key_password_env)
+    }
+}
+
+/// The private key in `file`, decrypted with the password in `password_env`
+/// if it is encrypted.
+pub(crate) fn private_key(file: &std::path::Path, password_env: &str) -> Result<sign::PrivateKey> {
+    let password = std::env::var(password_env).ok().filter(|p| !p.is_empty());
+    sign::PrivateKey::read(file, password.as_deref())
+}
+
+/// `--sign-key` and its companions, for `build` and `push`.
+#[derive(Args)]
+pub(crate) struct SignKeyArgs {
+    /// Sign the image with this private key (PKCS#8 PEM or cosign.key): build keeps the
+    /// signatures in the layout (pushed with it); push signs the image it pushed.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) sign_key: Option<PathBuf>,
+    /// The variable holding the key's password, if it is encrypted.
+    #[arg(long, value_name = "VAR", default_value = "COSIGN_PASSWORD")]
+    pub(crate) key_password_env: String,
+    /// cosign's `.sig`/`.att` tags (legacy), Sigstore bundles as OCI referrers (bundle), or both.
+    #[arg(long, value_enum, default_value = "both", requires = "sign_key")]
+    pub(crate) signature_format: SignatureFormat,
+}
+
+impl SignKeyArgs {
+    /// The key, when one was given (read before any work starts).
+    pub(crate) fn key(&self) -> Result<Option<sign::PrivateKey>> {
+        self.sign_key
+            .as_deref()
+            .map(|file| private_key(file, &self.key_password_env))
+            .transpose()
     }
 }
 
@@ -47,21 +76,39 @@ pub(crate) struct SignArgs {
 pub(crate) fn run_sign(args: SignArgs) -> Result<()> {
     let key = args.key.private_key()?;
     let target = Target::open(&args.image, args.registry.options(true, None)?)?;
-    let (manifest, media_type) = target.manifest();
-    let name = target.docker_reference();
-    let subject = sign::Subject {
-        manifest: &manifest,
-        media_type: &media_type,
-        docker_reference: &name,
-    };
-    let artifacts = sign::signatures(&key, &subject, args.key.signature_format, &target.created())?;
-    let count = artifacts.len();
-    let place = target.store(artifacts)?;
-    eprintln!(
-        "signed {} ({count} signature(s), {place})",
-        subject.digest()
-    );
+    eprintln!("{}", target.sign(&key, args.key.signature_format)?);
     Ok(())
+}
+
+/// What the provenance records besides the image, shared by `attest` and
+/// `build --provenance`.
+#[derive(Args)]
+pub(crate) struct ProvenanceArgs {
+    /// Pin files (mirrors/*.toml) that classify the fixed outputs. Repeatable.
+    #[arg(long = "mirrors", value_name = "TOML")]
+    pub(crate) mirrors: Vec<PathBuf>,
+    /// The installable that was built, recorded as an external parameter (e.g. .#authentik-image).
+    #[arg(long, value_name = "FLAKE#ATTR")]
+    pub(crate) flake: Option<String>,
+    /// The flake.lock it was built with: its nixpkgs revision and narHash are recorded.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) flake_lock: Option<PathBuf>,
+}
+
+impl ProvenanceArgs {
+    pub(crate) fn sources<'a>(
+        &'a self,
+        drv: &'a str,
+        graph: Option<&'a std::path::Path>,
+    ) -> provenance::Sources<'a> {
+        provenance::Sources {
+            drv,
+            manifests: &self.mirrors,
+            graph,
+            flake: self.flake.clone(),
+            flake_lock: self.flake_lock.as_deref(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -73,19 +120,12 @@ pub(crate) struct AttestArgs {
     /// against the pin files, as `nixoci verify --drv` classifies them.
     #[arg(long, value_name = "DRV")]
     pub(crate) drv: String,
-    /// Pin files (mirrors/*.toml). Repeatable.
-    #[arg(long = "mirrors", value_name = "TOML")]
-    pub(crate) mirrors: Vec<PathBuf>,
     /// NAR hashes of the image's store paths (exportReferencesGraph or `nix path-info --json
     /// -r`) instead of the local store.
     #[arg(long, value_name = "FILE")]
     pub(crate) graph: Option<PathBuf>,
-    /// The installable that was built, recorded as an external parameter (e.g. .#authentik-image).
-    #[arg(long, value_name = "FLAKE#ATTR")]
-    pub(crate) flake: Option<String>,
-    /// The flake.lock it was built with: its nixpkgs revision and narHash are recorded.
-    #[arg(long, value_name = "FILE")]
-    pub(crate) flake_lock: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) provenance: ProvenanceArgs,
     /// Also print the Statement.
     #[arg(long)]
     pub(crate) print: bool,
@@ -98,38 +138,12 @@ pub(crate) struct AttestArgs {
 pub(crate) fn run_attest(args: AttestArgs) -> Result<()> {
     let key = args.key.private_key()?;
     let target = Target::open(&args.image, args.registry.options(true, None)?)?;
-    let inputs = provenance::gather(
-        &target,
-        &provenance::Sources {
-            drv: &args.drv,
-            manifests: &args.mirrors,
-            graph: args.graph.as_deref(),
-            flake: args.flake.clone(),
-            flake_lock: args.flake_lock.as_deref(),
-        },
-    )?;
-    let statement = provenance::statement(&inputs)?;
-    let (manifest, media_type) = target.manifest();
-    let name = target.docker_reference();
-    let subject = sign::Subject {
-        manifest: &manifest,
-        media_type: &media_type,
-        docker_reference: &name,
-    };
-    let artifacts = sign::attestations(
+    let (statement, said) = target.attest(
         &key,
-        &subject,
-        &statement,
+        &args.provenance.sources(&args.drv, args.graph.as_deref()),
         args.key.signature_format,
-        &target.created(),
     )?;
-    let place = target.store(artifacts)?;
-    eprintln!(
-        "attested {}: {} fixed output(s), {} layer(s) ({place})",
-        subject.digest(),
-        inputs.fetches.len(),
-        inputs.layers.len()
-    );
+    eprintln!("{said}");
     if args.print {
         println!("{}", String::from_utf8_lossy(&statement));
     }

@@ -32,11 +32,7 @@ impl Target {
     pub fn open(text: &str, opts: PushOptions) -> Result<Target> {
         let path = Path::new(text);
         if path.exists() {
-            let image = crate::output::open_layout_image(path)?;
-            return Ok(Target::Layout {
-                path: path.to_path_buf(),
-                image,
-            });
+            return Target::layout(path);
         }
         let reference = Reference::parse(text).map_err(|e| {
             anyhow!("{text} is neither an OCI layout here nor a registry reference: {e:#}")
@@ -48,6 +44,14 @@ impl Target {
             opts: Box::new(opts),
             remote: Box::new(remote),
             image: Box::new(image),
+        })
+    }
+
+    /// The image of the OCI layout at `path`.
+    pub fn layout(path: &Path) -> Result<Target> {
+        Ok(Target::Layout {
+            path: path.to_path_buf(),
+            image: crate::output::open_layout_image(path)?,
         })
     }
 
@@ -87,6 +91,58 @@ impl Target {
             .as_str()
             .unwrap_or(crate::image::DEFAULT_CREATED)
             .to_string()
+    }
+
+    /// The image as a signature's subject.
+    fn subject<'a>(
+        &self,
+        manifest: &'a [u8],
+        media_type: &'a str,
+        name: &'a str,
+    ) -> super::Subject<'a> {
+        super::Subject {
+            manifest,
+            media_type,
+            docker_reference: name,
+        }
+    }
+
+    /// Signs the image and keeps the signatures; says what it did.
+    pub fn sign(&self, key: &super::PrivateKey, format: super::SignatureFormat) -> Result<String> {
+        let (manifest, media_type) = self.manifest();
+        let name = self.docker_reference();
+        let subject = self.subject(&manifest, &media_type, &name);
+        let artifacts = super::signatures(key, &subject, format, &self.created())?;
+        let count = artifacts.len();
+        let place = self.store(artifacts)?;
+        Ok(format!(
+            "signed {} ({count} signature(s), {place})",
+            subject.digest()
+        ))
+    }
+
+    /// Attests the image's provenance and keeps the attestation; returns
+    /// the Statement and says what it did.
+    pub fn attest(
+        &self,
+        key: &super::PrivateKey,
+        sources: &super::provenance::Sources,
+        format: super::SignatureFormat,
+    ) -> Result<(Vec<u8>, String)> {
+        let inputs = super::provenance::gather(self, sources)?;
+        let statement = super::provenance::statement(&inputs)?;
+        let (manifest, media_type) = self.manifest();
+        let name = self.docker_reference();
+        let subject = self.subject(&manifest, &media_type, &name);
+        let artifacts = super::attestations(key, &subject, &statement, format, &self.created())?;
+        let place = self.store(artifacts)?;
+        let said = format!(
+            "attested {}: {} fixed output(s), {} layer(s) ({place})",
+            subject.digest(),
+            inputs.fetches.len(),
+            inputs.layers.len()
+        );
+        Ok((statement, said))
     }
 
     /// Keeps `artifacts`: in the layout, or pushed to the registry. Says where.
