@@ -1411,18 +1411,14 @@ fn the_real_build_job_checks_every_fixed_output_and_names_a_wrong_pin() {
     );
 }
 
-#[test]
-fn the_ci_recipe_comments_a_pull_request_with_the_diff_against_the_last_pushed_image() {
-    let dir = tempdir();
-    let copy = edited_copy(dir.path());
-    // A small container: a script (changed by the pull request) and, in the
-    // pull request, a note (added).
-    let write_container = |greeting: &str, extra: &str| {
-        fs::create_dir_all(copy.join("containers/greeter")).unwrap();
-        fs::write(
-            copy.join("containers/greeter/default.nix"),
-            format!(
-                r#"{{ pkgs ? import <nixpkgs> {{ }} }}:
+/// Writes `containers/greeter` in `copy`: a small image of a script that
+/// says `greeting`, and `extra` contents.
+fn greeter(copy: &Path, greeting: &str, extra: &str) {
+    fs::create_dir_all(copy.join("containers/greeter")).unwrap();
+    fs::write(
+        copy.join("containers/greeter/default.nix"),
+        format!(
+            r#"{{ pkgs ? import <nixpkgs> {{ }} }}:
 let
   nixoci = pkgs.callPackage ../../nix/package.nix {{ }};
   nixociLib = import ../../nix {{ inherit nixoci pkgs; system = builtins.currentSystem; }};
@@ -1435,10 +1431,18 @@ nixociLib.buildLayeredImage {{
   config.Entrypoint = [ "/bin/greet" ];
 }}
 "#
-            ),
-        )
-        .unwrap();
-    };
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_ci_recipe_comments_a_pull_request_with_the_diff_against_the_last_pushed_image() {
+    let dir = tempdir();
+    let copy = edited_copy(dir.path());
+    // A small container: a script (changed by the pull request) and, in the
+    // pull request, a note (added).
+    let write_container = |greeting: &str, extra: &str| greeter(&copy, greeting, extra);
     let git = |args: &[&str]| {
         stdout(
             Command::new("git")
@@ -1694,4 +1698,69 @@ fn signed_provenance_of_the_authentik_graph_refuses_an_upstream_fetch_and_anothe
             && err.contains("extra-1.0.tar.gz.drv (unpinned)"),
         "{err}"
     );
+}
+
+#[test]
+fn the_ci_recipe_signs_and_attests_when_a_key_secret_is_present() {
+    let dir = tempdir();
+    let copy = edited_copy(dir.path());
+    greeter(&copy, "signed", "");
+    let prefix = dir.path().join("ci");
+    let password = "ci-key-Pa55";
+    run(nixoci()
+        .args(["key", "generate", "--output-key-prefix"])
+        .arg(&prefix)
+        .env("COSIGN_PASSWORD", password));
+    let key_text = fs::read_to_string(prefix.with_extension("key")).unwrap();
+    let registry = Registry::start(Auth::Anonymous);
+    let outputs = dir.path().join("outputs");
+    let sha = "5e1f0a2b3c4d5e6f";
+    let built = recipe_step(&copy, &["build", "greeter", sha], &registry)
+        .env("GITHUB_OUTPUT", &outputs)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    let output = |key: &str| -> String {
+        fs::read_to_string(&outputs)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+            .unwrap_or_else(|| panic!("no {key} in the build step's outputs"))
+    };
+    let push = |drv: &str| {
+        recipe_step(&copy, &["push", "greeter", sha], &registry)
+            .env("RESULT", output("result"))
+            .env("TAG", output("tag"))
+            .env("NIXOCI", output("nixoci"))
+            .env("DRV", drv)
+            .env("COSIGN_KEY", &key_text)
+            .env("COSIGN_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let refused = push("not-a-drv");
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let drv = output("drv");
+    assert!(drv.ends_with(".drv"), "{drv}");
+    let pushed = push(&drv);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&pushed.stdout),
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    assert!(pushed.status.success(), "{text}");
+    assert!(text.contains("signed and attested"), "{text}");
+    let secret_line = key_text.lines().nth(1).unwrap();
+    assert!(
+        !text.contains(password) && !text.contains(secret_line),
+        "a secret leaked: {text}"
+    );
+    let reference = format!("{}/blumeops/greeter:{}", registry.host(), output("tag"));
+    let said = stdout(
+        nixoci()
+            .args(["verify-image", "--insecure", &reference, "--key"])
+            .arg(prefix.with_extension("pub"))
+            .args(["--drv", &drv]),
+    );
+    assert_eq!(said.lines().count(), 4, "{said}");
 }

@@ -19,6 +19,13 @@
 #        ZOT_CI_API_KEY  the API key (a repository secret; never printed).
 #                        Only `nixoci push` gets it: it is taken out of the
 #                        environment before anything else runs.
+#        COSIGN_KEY      optional: a private key (PEM: PKCS#8 or cosign.key; a
+#                        repository secret). When set, the pushed image is
+#                        signed and its provenance attested (nixoci push
+#                        --sign-key, nixoci attest --drv DRV); COSIGN_PASSWORD
+#                        decrypts it. Both are taken out of the environment at
+#                        once, like the API key, and only nixoci sees them.
+#        DRV             (push) the image's derivation, from the build step
 #        DEFAULT_BRANCH  when set, the commit must be an ancestor of
 #                        origin/$DEFAULT_BRANCH (no other branch's script
 #                        runs on the runner that holds the key)
@@ -37,7 +44,9 @@
 set -euo pipefail
 # The key stays in an unexported variable: no child but `nixoci push` sees it.
 registry_key=${ZOT_CI_API_KEY:-}
-unset ZOT_CI_API_KEY
+signing_key=${COSIGN_KEY:-}
+signing_password=${COSIGN_PASSWORD:-}
+unset ZOT_CI_API_KEY COSIGN_KEY COSIGN_PASSWORD
 mode=all
 case "${1:-}" in
   build | push | diff) mode=$1; shift ;;
@@ -66,11 +75,34 @@ if [ ! -f "$file" ]; then
 fi
 
 push() {
+  local sign_args=()
+  key_file=""
+  if [ -n "$signing_key" ]; then
+    key_file=$(mktemp)
+    trap 'rm -f "$key_file"' EXIT
+    chmod 600 "$key_file"
+    printf '%s\n' "$signing_key" > "$key_file"
+    sign_args=(--sign-key "$key_file")
+  fi
   # shellcheck disable=SC2086
-  ZOT_CI_API_KEY=$registry_key "$nixoci" push "$result" "$reference" --compression gzip \
-    --username "${REGISTRY_USER:?}" --creds-env ZOT_CI_API_KEY --json ${PUSH_FLAGS:-} > push.json
+  ZOT_CI_API_KEY=$registry_key COSIGN_PASSWORD=$signing_password "$nixoci" push "$result" "$reference" \
+    --compression gzip --username "${REGISTRY_USER:?}" --creds-env ZOT_CI_API_KEY --json \
+    "${sign_args[@]}" ${PUSH_FLAGS:-} > push.json
   digest=$(sed -n 's/^  "digest": "\(sha256:[0-9a-f]*\)".*/\1/p' push.json)
   echo "pushed $REGISTRY/$container@$digest ($tag)"
+  if [ -n "$key_file" ]; then
+    local attest_args=(--key "$key_file" --drv "$drv")
+    if [ -f "mirrors/$container.toml" ]; then
+      attest_args+=(--mirrors "mirrors/$container.toml")
+    fi
+    if [ -f flake.lock ]; then
+      attest_args+=(--flake-lock flake.lock)
+    fi
+    # shellcheck disable=SC2086
+    ZOT_CI_API_KEY=$registry_key COSIGN_PASSWORD=$signing_password "$nixoci" attest "$reference" \
+      "${attest_args[@]}" --username "${REGISTRY_USER:?}" --creds-env ZOT_CI_API_KEY ${PUSH_FLAGS:-}
+    echo "signed and attested $REGISTRY/$container@$digest"
+  fi
   if [ -n "${GITHUB_OUTPUT:-}" ]; then
     echo "digest=$digest" >> "$GITHUB_OUTPUT"
     echo "reference=$reference" >> "$GITHUB_OUTPUT"
@@ -134,6 +166,11 @@ if [ "$mode" = push ] || [ "$mode" = diff ]; then
     echo "TAG '$tag' is not v<version>-${sha:0:7}-nix" >&2
     exit 2
   fi
+  drv=${DRV:-}
+  if [ -n "$signing_key" ] && ! [[ "$drv" =~ ^/nix/store/[0-9a-z]{32}-[A-Za-z0-9+._?=-]+\.drv$ ]]; then
+    echo "DRV '$drv' is not a derivation: signing attests the provenance of the build step's .drv" >&2
+    exit 2
+  fi
   reference="$REGISTRY/$container:$tag"
   if [ "$mode" = diff ]; then
     pr_diff
@@ -165,6 +202,7 @@ reference="$REGISTRY/$container:$tag"
 echo "building $container $tag"
 # shellcheck disable=SC2086
 result=$(nix-build "$file" --no-out-link ${NIX_BUILD_FLAGS:-})
+drv=$(nix-store --query --deriver "$result")
 "$nixoci" check "$result"
 if [ "$mode" = build ]; then
   echo "built $result ($tag)"
@@ -172,6 +210,7 @@ if [ "$mode" = build ]; then
     nixoci_path=$(command -v "$nixoci")
     {
       echo "result=$result"
+      echo "drv=$drv"
       echo "tag=$tag"
       echo "nixoci=$nixoci_path"
     } >> "$GITHUB_OUTPUT"

@@ -21,6 +21,9 @@ pub(crate) struct KeyArgs {
     /// cosign's `.sig`/`.att` tags (legacy), Sigstore bundles as OCI referrers (bundle), or both.
     #[arg(long, value_enum, default_value = "both")]
     pub(crate) signature_format: SignatureFormat,
+    /// Print nothing on success.
+    #[arg(long, short = 'q')]
+    pub(crate) quiet: bool,
 }
 
 impl KeyArgs {
@@ -76,7 +79,10 @@ pub(crate) struct SignArgs {
 pub(crate) fn run_sign(args: SignArgs) -> Result<()> {
     let key = args.key.private_key()?;
     let target = Target::open(&args.image, args.registry.options(true, None)?)?;
-    eprintln!("{}", target.sign(&key, args.key.signature_format)?);
+    let said = target.sign(&key, args.key.signature_format)?;
+    if !args.key.quiet {
+        eprintln!("{said}");
+    }
     Ok(())
 }
 
@@ -143,7 +149,9 @@ pub(crate) fn run_attest(args: AttestArgs) -> Result<()> {
         &args.provenance.sources(&args.drv, args.graph.as_deref()),
         args.key.signature_format,
     )?;
-    eprintln!("{said}");
+    if !args.key.quiet {
+        eprintln!("{said}");
+    }
     if args.print {
         println!("{}", String::from_utf8_lossy(&statement));
     }

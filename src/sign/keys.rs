@@ -43,6 +43,13 @@ impl PrivateKey {
     pub fn read(path: &Path, password: Option<&str>) -> Result<PrivateKey> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the key {}", path.display()))?;
+        // A key pasted into a CI secret gains or loses blank lines and
+        // carriage returns; the PEM parser wants exactly one line end each.
+        let text: String = text
+            .trim()
+            .lines()
+            .map(|l| format!("{}\n", l.trim_end()))
+            .collect();
         let label = text
             .lines()
             .find_map(|l| l.trim().strip_prefix("-----BEGIN "))
