@@ -521,13 +521,30 @@ fn build_and_push_sign_on_the_way() {
         .arg(&layout)
         .arg("--sign-key")
         .arg(&key)
-        .args(["--provenance", &app_drv(), "--push", &built, "--insecure"]));
+        .args(["--provenance", &app_drv(), "--sbom", "cyclonedx"])
+        .args(["--push", &built, "--insecure"]));
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
         said.contains("signed sha256:") && said.contains("attested sha256:"),
         "{said}"
     );
-    assert_eq!(artifacts(&layout).len(), 4);
+    let found = artifacts(&layout);
+    assert_eq!(found.len(), 5, "{:?}", found.keys());
+    // The provenance names the SBOM attached with it.
+    let envelope = read_json(&found["attestation-legacy"].1);
+    let statement: Value =
+        serde_json::from_slice(&base64_decode(envelope["payload"].as_str().unwrap())).unwrap();
+    let sbom = statement["predicate"]["runDetails"]["byproducts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "sbom")
+        .unwrap_or_else(|| panic!("{statement:#}"));
+    let sbom_file = &found["application/vnd.cyclonedx+json"].1;
+    assert_eq!(
+        sbom["digest"]["sha256"].as_str().unwrap(),
+        sbom_file.file_name().unwrap().to_str().unwrap()
+    );
     let said = stdout(
         nixoci()
             .args(["verify-image", "--insecure", &built, "--key"])
@@ -569,4 +586,116 @@ fn build_and_push_sign_on_the_way() {
         err.contains("--sign-key keeps the signatures in an OCI layout"),
         "{err}"
     );
+}
+
+/// Writes `bytes` as a blob of `layout`; returns its digest.
+fn put_blob(layout: &Path, bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = format!(
+        "sha256:{}",
+        nixoci::digest::hex(&sha2::Sha256::digest(bytes))
+    );
+    std::fs::write(blob_path(layout, &digest), bytes).unwrap();
+    digest
+}
+
+#[test]
+fn signatures_moved_to_another_image_are_refused() {
+    let dir = tempdir();
+    let (key, public) = key_pair(dir.path(), "ci");
+    let signed = layout(dir.path(), "signed");
+    run(nixoci().arg("sign").arg(&signed).arg("--key").arg(&key));
+    run(nixoci()
+        .arg("attest")
+        .arg(&signed)
+        .arg("--key")
+        .arg(&key)
+        .args(["--drv", &app_drv()]));
+    let other = dir.path().join("other");
+    run(nixoci()
+        .arg("build")
+        .arg(&fixture().lib)
+        .args(["--tag", "team/lib:1", "-q", "-o"])
+        .arg(&other));
+    let other_manifest = manifest_file(&other);
+    let other_hex = other_manifest
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let other_descriptor = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": format!("sha256:{other_hex}"),
+        "size": std::fs::metadata(&other_manifest).unwrap().len(),
+    });
+    let found = artifacts(&signed);
+    // Each case: one artifact of the signed image, made to look like the
+    // other image's (its tag renamed, or its referrer's subject changed).
+    for (kind, refusal) in [
+        ("signature-legacy", "the signed payload names"),
+        (
+            "attestation-legacy",
+            "the attestation's subject is not this image",
+        ),
+        ("signature-bundle", "the bundle signs another manifest"),
+        (
+            "attestation-bundle",
+            "the attestation's subject is not this image",
+        ),
+    ] {
+        let copy = dir.path().join(format!("other-{kind}"));
+        run(Command::new("cp").arg("-r").arg(&other).arg(&copy));
+        let (manifest, layer) = &found[kind];
+        put_blob(&copy, &std::fs::read(layer).unwrap());
+        for blob in [&manifest["config"]] {
+            let from = blob_path(&signed, blob["digest"].as_str().unwrap());
+            put_blob(&copy, &std::fs::read(from).unwrap());
+        }
+        let mut manifest = manifest.clone();
+        let mut annotations = serde_json::json!({"dev.nixoci.artifact": kind});
+        if manifest.get("subject").is_some() {
+            manifest["subject"] = other_descriptor.clone();
+        } else {
+            let suffix = if kind.starts_with("signature") {
+                "sig"
+            } else {
+                "att"
+            };
+            annotations["dev.nixoci.tag"] = format!("sha256-{other_hex}.{suffix}").into();
+        }
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let digest = put_blob(&copy, &bytes);
+        let mut index = read_json(&copy.join("index.json"));
+        index["manifests"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest, "size": bytes.len(),
+                "artifactType": found[kind].0["artifactType"].as_str()
+                    .unwrap_or(found[kind].0["layers"][0]["mediaType"].as_str().unwrap()),
+                "annotations": annotations,
+            }));
+        std::fs::write(copy.join("index.json"), index.to_string()).unwrap();
+        let out = nixoci()
+            .arg("verify-image")
+            .arg(&copy)
+            .arg("--key")
+            .arg(&public)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{kind}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        // Without a signature of its own, the image is also unsigned: the
+        // moved artifact must be what is refused.
+        assert!(err.contains(refusal), "{kind}: {err}");
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
 }
