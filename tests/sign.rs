@@ -466,7 +466,8 @@ fn each_signature_and_attestation_is_checked_on_its_own() {
     let (b, b_public) = key_pair(dir.path(), "b");
     // (signed by, its format, attested by, its format, verified with): each
     // case has exactly one artifact the verifying key did not make.
-    let cases: [(&Path, &str, Option<(&Path, &str)>, &Path); 4] = [
+    type Case<'a> = (&'a Path, &'a str, Option<(&'a Path, &'a str)>, &'a Path);
+    let cases: [Case; 4] = [
         (&a, "legacy", None, &b_public),
         (&a, "bundle", None, &b_public),
         (&a, "both", Some((&b, "legacy")), &a_public),
@@ -648,10 +649,8 @@ fn signatures_moved_to_another_image_are_refused() {
         run(Command::new("cp").arg("-r").arg(&other).arg(&copy));
         let (manifest, layer) = &found[kind];
         put_blob(&copy, &std::fs::read(layer).unwrap());
-        for blob in [&manifest["config"]] {
-            let from = blob_path(&signed, blob["digest"].as_str().unwrap());
-            put_blob(&copy, &std::fs::read(from).unwrap());
-        }
+        let config = blob_path(&signed, manifest["config"]["digest"].as_str().unwrap());
+        put_blob(&copy, &std::fs::read(config).unwrap());
         let mut manifest = manifest.clone();
         let mut annotations = serde_json::json!({"dev.nixoci.artifact": kind});
         if manifest.get("subject").is_some() {
