@@ -1649,7 +1649,9 @@ fn signed_provenance_of_the_authentik_graph_refuses_an_upstream_fetch_and_anothe
             .arg("--key")
             .arg(&key)
             .args(["--drv", graph, "--print", "--mirrors"])
-            .arg(pins));
+            .arg(pins)
+            .args(["--flake", ".#authentik-image", "--flake-lock"])
+            .arg(copy.join("flake.lock")));
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
     let verify_image = |extra: &[&str]| {
@@ -1675,6 +1677,18 @@ fn signed_provenance_of_the_authentik_graph_refuses_an_upstream_fetch_and_anothe
             .any(|d| d["annotations"]["mirrorCommit"].is_string()),
         "{statement:#}"
     );
+    let external = &statement["predicate"]["buildDefinition"]["externalParameters"];
+    let lock = read_json(&copy.join("flake.lock"));
+    assert_eq!(external["flake"], ".#authentik-image");
+    assert_eq!(
+        external["nixpkgs"]["rev"],
+        lock["nodes"]["nixpkgs"]["locked"]["rev"]
+    );
+    assert_eq!(
+        external["nixpkgs"]["narHash"],
+        lock["nodes"]["nixpkgs"]["locked"]["narHash"]
+    );
+    assert!(external["nixpkgs"]["rev"].is_string(), "{external:#}");
     let out = verify_image(&["--policy", "no-upstream"]);
     assert!(out.status.success(), "{out:?}");
     let pins_arg = pins.to_str().unwrap();

@@ -523,7 +523,16 @@ fn build_and_push_sign_on_the_way() {
         .arg("--sign-key")
         .arg(&key)
         .args(["--provenance", &app_drv(), "--sbom", "cyclonedx"])
-        .args(["--push", &built, "--insecure"]));
+        .args(["--push", &built, "--insecure"])
+        // As a Forgejo Actions run sets them.
+        .env("GITHUB_SERVER_URL", "https://forge.example")
+        .env("GITHUB_REPOSITORY", "blumeops/blumeops")
+        .env(
+            "GITHUB_WORKFLOW_REF",
+            "blumeops/blumeops/.forgejo/workflows/build-container-nix.yaml@refs/heads/main",
+        )
+        .env("GITHUB_RUN_ID", "42")
+        .env("GITHUB_RUN_ATTEMPT", "2"));
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
         said.contains("signed sha256:") && said.contains("attested sha256:"),
@@ -541,6 +550,15 @@ fn build_and_push_sign_on_the_way() {
         .iter()
         .find(|b| b["name"] == "sbom")
         .unwrap_or_else(|| panic!("{statement:#}"));
+    let run_details = &statement["predicate"]["runDetails"];
+    assert_eq!(
+        run_details["builder"]["id"],
+        "https://forge.example/blumeops/blumeops/.forgejo/workflows/build-container-nix.yaml@refs/heads/main"
+    );
+    assert_eq!(
+        run_details["metadata"]["invocationId"],
+        "https://forge.example/blumeops/blumeops/actions/runs/42/attempts/2"
+    );
     let sbom_file = &found["application/vnd.cyclonedx+json"].1;
     assert_eq!(
         sbom["digest"]["sha256"].as_str().unwrap(),
