@@ -209,12 +209,12 @@ impl Target {
                         artifact_type: referrer.artifact_type.clone(),
                         layer: std::fs::read(&blob.file)
                             .with_context(|| format!("cannot read {}", blob.file.display()))?,
-                        manifest,
                         origin: format!(
                             "{} in {}",
-                            referrer.tag.as_deref().unwrap_or(&referrer.artifact_type),
+                            artifact_label(referrer, &manifest),
                             path.display()
                         ),
+                        manifest,
                     });
                 }
             }
@@ -284,4 +284,16 @@ fn layout_name(layout: &Path) -> Option<String> {
             .map(|(n, _)| n)
             .unwrap_or(name),
     )
+}
+
+/// How a layout's artifact is named in messages: its tag (cosign's), the
+/// content of a Sigstore bundle, or its type.
+fn artifact_label(referrer: &Referrer, manifest: &Value) -> String {
+    if let Some(tag) = &referrer.tag {
+        return tag.clone();
+    }
+    match manifest["annotations"]["dev.sigstore.bundle.content"].as_str() {
+        Some(content) => format!("the {content} bundle"),
+        None => referrer.artifact_type.clone(),
+    }
 }
