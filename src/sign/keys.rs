@@ -118,15 +118,16 @@ impl PrivateKey {
 impl PublicKey {
     /// Reads a PKIX (`PUBLIC KEY`) PEM file.
     pub fn read(path: &Path) -> Result<PublicKey> {
-        use p256::pkcs8::DecodePublicKey;
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the public key {}", path.display()))?;
-        let key = VerifyingKey::from_public_key_pem(&text).map_err(|e| {
-            anyhow!(
-                "{} is not a P-256 public key (PKIX PEM): {e}",
-                path.display()
-            )
-        })?;
+        PublicKey::from_pem(&text)
+            .with_context(|| format!("{} is not a P-256 public key (PKIX PEM)", path.display()))
+    }
+
+    /// A PKIX (`PUBLIC KEY`) PEM text.
+    pub fn from_pem(text: &str) -> Result<PublicKey> {
+        use p256::pkcs8::DecodePublicKey;
+        let key = VerifyingKey::from_public_key_pem(text.trim()).map_err(|e| anyhow!("{e}"))?;
         Ok(PublicKey { key })
     }
 
