@@ -1719,6 +1719,8 @@ fn the_ci_recipe_signs_and_attests_when_a_key_secret_is_present() {
     let dir = tempdir();
     let copy = edited_copy(dir.path());
     greeter(&copy, "signed", "");
+    // Its pins: the recipe classifies the provenance's fixed outputs with them.
+    fs::write(copy.join("mirrors/greeter.toml"), "").unwrap();
     let prefix = dir.path().join("ci");
     let password = "ci-key-Pa55";
     run(nixoci()
@@ -1774,7 +1776,43 @@ fn the_ci_recipe_signs_and_attests_when_a_key_secret_is_present() {
         nixoci()
             .args(["verify-image", "--insecure", &reference, "--key"])
             .arg(prefix.with_extension("pub"))
-            .args(["--drv", &drv]),
+            .args(["--drv", &drv, "--mirrors"])
+            .arg(copy.join("mirrors/greeter.toml")),
     );
     assert_eq!(said.lines().count(), 4, "{said}");
+    // The provenance records the flake.lock the repository has.
+    let lock = read_json(&copy.join("flake.lock"));
+    let json: Value = serde_json::from_str(&stdout(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!(
+                "docker://{}/blumeops/greeter:sha256-{}.att",
+                registry.host(),
+                &text
+                    .split("pushed ")
+                    .nth(1)
+                    .and_then(|r| r.split("@sha256:").nth(1))
+                    .unwrap()[..64]
+            )),
+    ))
+    .unwrap();
+    let layer = json["layers"][0]["digest"].as_str().unwrap().to_string();
+    let envelope: Value =
+        serde_json::from_str(&stdout(Command::new("curl").arg("-fsS").arg(format!(
+            "http://{}/v2/blumeops/greeter/blobs/{layer}",
+            registry.host()
+        ))))
+        .unwrap();
+    use base64::Engine as _;
+    let statement: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(envelope["payload"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        statement["predicate"]["buildDefinition"]["externalParameters"]["nixpkgs"]["rev"],
+        lock["nodes"]["nixpkgs"]["locked"]["rev"],
+        "{statement:#}"
+    );
 }
