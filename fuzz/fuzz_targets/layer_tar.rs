@@ -3,7 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let guarded = nixoci::layer::tar_guard::TarGuard::new(data);
+    let guarded = nixoci::media::tar_guard::TarGuard::new(data);
     let mut archive = tar::Archive::new(guarded);
     if let Ok(entries) = archive.entries() {
         for entry in entries.take(1000) {

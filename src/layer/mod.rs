@@ -8,7 +8,6 @@ pub mod cache;
 pub mod explicit;
 pub mod rootfs;
 pub mod tar;
-pub mod tar_guard;
 
 use std::cmp::Ordering;
 use std::fs::{self, File};

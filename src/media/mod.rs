@@ -2,9 +2,12 @@
 //! configs, indexes and layers; how a layer is compressed ([`Compression`],
 //! with the deterministic parallel encoders in [`compress`]); and how any
 //! blob or archive is recognised and decompressed again ([`sniff`],
-//! [`decompressed`]). Every other module asks this one.
+//! [`decompressed`]), behind the guard that bounds what an untrusted tar's
+//! headers can make a reader allocate ([`tar_guard`]). Every other module
+//! asks this one.
 
 pub mod compress;
+pub mod tar_guard;
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -12,7 +15,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::layer::tar_guard::TarGuard;
+use tar_guard::TarGuard;
 
 pub const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const CONFIG: &str = "application/vnd.oci.image.config.v1+json";
