@@ -267,17 +267,10 @@ pub fn of_image<'a>(
 ) -> Result<Inventory<'a>> {
     let source = crate::image::Image::open(image, None)?;
     let (layer_of, _) = source.store_paths()?;
-    let closure = match graph {
-        Some(file) => crate::closure::read_graph_file(file, nix::DEFAULT_STORE_DIR)?,
-        None => {
-            let roots: Vec<String> = layer_of.keys().cloned().collect();
-            crate::closure::read_from_store(&roots, nix::DEFAULT_STORE_DIR)?
-        }
-    };
     Ok(Inventory {
         name: name.to_string(),
         created: created_of(&source.config),
-        paths: restrict(closure.nodes(), &layer_of)?,
+        paths: image_nodes(graph, &layer_of)?,
         layer_of,
         sources,
     })
@@ -387,6 +380,23 @@ pub fn read_paths(document: &[u8]) -> Result<BTreeMap<String, String>> {
         bail!("the attached SBOM is neither CycloneDX nor SPDX");
     }
     Ok(found)
+}
+
+/// The store paths of an image (`layer_of`'s keys) as closure nodes, with
+/// their NAR sizes, hashes and references among themselves: from `graph`
+/// (exportReferencesGraph or `nix path-info --json`), else the local store.
+pub fn image_nodes(
+    graph: Option<&std::path::Path>,
+    layer_of: &BTreeMap<String, String>,
+) -> Result<Vec<PathInfo>> {
+    let closure = match graph {
+        Some(file) => crate::closure::read_graph_file(file, nix::DEFAULT_STORE_DIR)?,
+        None => {
+            let roots: Vec<String> = layer_of.keys().cloned().collect();
+            crate::closure::read_from_store(&roots, nix::DEFAULT_STORE_DIR)?
+        }
+    };
+    restrict(closure.nodes(), layer_of)
 }
 
 /// The closure `paths` restricted to `keep` (references outside it dropped);

@@ -269,14 +269,7 @@ fn diff_ids_of(config: &serde_json::Value) -> Vec<String> {
 /// store; `base`, when given, is the image whose layers count as shared.
 pub fn inspect(image: &Subject, graph: Option<&Path>, base: Option<&Subject>) -> Result<Report> {
     let layer_of = &image.layer_of;
-    let closure = match graph {
-        Some(file) => crate::closure::read_graph_file(file, crate::nix::DEFAULT_STORE_DIR)?,
-        None => {
-            let roots: Vec<String> = layer_of.keys().cloned().collect();
-            crate::closure::read_from_store(&roots, crate::nix::DEFAULT_STORE_DIR)?
-        }
-    };
-    let nodes = sbom::restrict(closure.nodes(), layer_of)?;
+    let nodes = sbom::image_nodes(graph, layer_of)?;
     let diff_ids = diff_ids_of(&image.config);
     let base_layers: Option<BTreeSet<&str>> =
         base.map(|b| b.layers.iter().map(|l| l.digest.as_str()).collect());

@@ -299,28 +299,20 @@ pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSu
     let mut summary = PushSummary::new(digest.clone());
     for reference in refs {
         let client = connect(reference, opts)?;
-        if tag_holds(&client, reference, &digest)? {
-            // Artifacts attached since are still added (present ones cost a HEAD).
-            push_referrers(
+        let already_pushed = tag_holds(&client, reference, &digest)?;
+        if !already_pushed {
+            upload_blobs(&client, &blobs, opts, &mut summary)?;
+            put_manifest(
                 &client,
-                &source.referrers,
+                &reference.tag,
+                &manifest_bytes,
+                &media_type,
                 &digest,
                 reference,
-                opts,
-                &mut summary,
             )?;
-            summary.record(reference, "already pushed");
-            continue;
         }
-        upload_blobs(&client, &blobs, opts, &mut summary)?;
-        put_manifest(
-            &client,
-            &reference.tag,
-            &manifest_bytes,
-            &media_type,
-            &digest,
-            reference,
-        )?;
+        // On an image pushed before, artifacts attached since are still
+        // added (present ones cost a HEAD).
         push_referrers(
             &client,
             &source.referrers,
@@ -329,8 +321,12 @@ pub fn push(src: &Path, refs: &[Reference], opts: &PushOptions) -> Result<PushSu
             opts,
             &mut summary,
         )?;
-        eprintln!("{reference}: pushed {}", summary.pinned(reference));
-        summary.record(reference, "pushed");
+        if already_pushed {
+            summary.record(reference, "already pushed");
+        } else {
+            eprintln!("{reference}: pushed {}", summary.pinned(reference));
+            summary.record(reference, "pushed");
+        }
     }
     Ok(summary)
 }

@@ -265,14 +265,7 @@ pub fn gather(target: &super::target::Target, sources: &Sources) -> Result<Input
     if layer_of.is_empty() {
         bail!("the image names no store paths: its layers cannot be listed in the provenance");
     }
-    let closure = match sources.graph {
-        Some(file) => crate::closure::read_graph_file(file, store_dir)?,
-        None => {
-            let roots: Vec<String> = layer_of.keys().cloned().collect();
-            crate::closure::read_from_store(&roots, store_dir)?
-        }
-    };
-    let nodes = crate::sbom::restrict(closure.nodes(), &layer_of)?;
+    let nodes = crate::sbom::image_nodes(sources.graph, &layer_of)?;
     let (manifest_bytes, _) = target.manifest();
     let manifest: Value = serde_json::from_slice(&manifest_bytes)?;
     let digests: Vec<Digest> = manifest["layers"]
