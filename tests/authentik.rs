@@ -1112,13 +1112,7 @@ nixociLib.buildLayeredImage {{
         String::from_utf8_lossy(&built.stdout).contains("locked in flake.lock"),
         "{built:?}"
     );
-    let output = |key: &str| -> String {
-        fs::read_to_string(&outputs)
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
-            .unwrap_or_else(|| panic!("no {key} in the build step's outputs"))
-    };
+    let output = |key: &str| step_output(&outputs, key);
     let result = output("result");
     let drv = stdout(Command::new("nix-store").args(["-q", "--deriver", &result]));
     let drvs = stdout(Command::new("nix-store").args(["-qR", drv.trim()]));
@@ -1411,6 +1405,15 @@ fn the_real_build_job_checks_every_fixed_output_and_names_a_wrong_pin() {
     );
 }
 
+/// The value a CI step wrote for `key` to its `$GITHUB_OUTPUT` file.
+fn step_output(outputs: &Path, key: &str) -> String {
+    fs::read_to_string(outputs)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+        .unwrap_or_else(|| panic!("no {key} in the step's outputs"))
+}
+
 /// Writes `containers/greeter` in `copy`: a small image of a script that
 /// says `greeting`, and `extra` contents.
 fn greeter(copy: &Path, greeting: &str, extra: &str) {
@@ -1481,13 +1484,7 @@ fn the_ci_recipe_comments_a_pull_request_with_the_diff_against_the_last_pushed_i
         assert!(out.status.success(), "{args:?}: {text}");
         text
     };
-    let output = |key: &str| -> String {
-        fs::read_to_string(&outputs)
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
-            .unwrap_or_else(|| panic!("no {key} in the step's outputs"))
-    };
+    let output = |key: &str| step_output(&outputs, key);
     // Before anything was pushed, the comment says there is nothing to compare with.
     let pr_build = |sha: &str| {
         step(&["build", "greeter", sha], &[]);
@@ -1517,6 +1514,13 @@ fn the_ci_recipe_comments_a_pull_request_with_the_diff_against_the_last_pushed_i
     git(&["commit", "-qam", "pr"]);
     let pr = git(&["rev-parse", "HEAD"]);
     let built = pr_build(&pr);
+    let mut hostile = built.clone();
+    hostile[3].1 = "main; touch pwned".to_string();
+    let out = recipe_step(&copy, &["diff", "greeter", &pr], &registry)
+        .envs(hostile.iter().map(|(k, v)| (*k, v)))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     let text = step(&["diff", "greeter", &pr], &built);
     let file = output("comment");
     assert_eq!(file, "diff-greeter.md");
@@ -1555,18 +1559,35 @@ fn the_ci_recipe_comments_a_pull_request_with_the_diff_against_the_last_pushed_i
         port,
         dir.path().join("api.log"),
     );
-    let comment_step = |token: &str| {
+    let comment_step_with = |token: &str, file: &str, pr: &str, repository: &str| {
         Command::new("bash")
             .arg(copy.join(".forgejo/scripts/pr-comment.sh"))
-            .arg(&file)
+            .arg(file)
             .current_dir(&copy)
             .env("FORGEJO_TOKEN", token)
             .env("API_URL", format!("http://127.0.0.1:{port}/api/v1"))
-            .env("REPOSITORY", "blumeops/blumeops")
-            .env("PR", "7")
+            .env("REPOSITORY", repository)
+            .env("PR", pr)
             .output()
             .unwrap()
     };
+    let comment_step = |token: &str| comment_step_with(token, &file, "7", "blumeops/blumeops");
+    // Inputs that are not a number, an owner/name or a marked comment are
+    // refused before anything is sent.
+    fs::write(copy.join("unmarked.md"), "no marker\n").unwrap();
+    for (file, pr, repository) in [
+        (file.as_str(), "7; curl evil", "blumeops/blumeops"),
+        (file.as_str(), "7", "blumeops/../admin"),
+        ("unmarked.md", "7", "blumeops/blumeops"),
+    ] {
+        let out = comment_step_with(token, file, pr, repository);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{file} {pr} {repository}: {out:?}"
+        );
+    }
+    assert!(!api_log.exists(), "a refused step reached the API");
     let posted = comment_step(token);
     assert!(posted.status.success(), "{posted:?}");
     let again = comment_step(token);
@@ -1736,13 +1757,7 @@ fn the_ci_recipe_signs_and_attests_when_a_key_secret_is_present() {
         .output()
         .unwrap();
     assert!(built.status.success(), "{built:?}");
-    let output = |key: &str| -> String {
-        fs::read_to_string(&outputs)
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
-            .unwrap_or_else(|| panic!("no {key} in the build step's outputs"))
-    };
+    let output = |key: &str| step_output(&outputs, key);
     let push = |drv: &str| {
         recipe_step(&copy, &["push", "greeter", sha], &registry)
             .env("RESULT", output("result"))

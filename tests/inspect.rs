@@ -360,6 +360,36 @@ fn without_store_paths_in_the_history_they_come_from_the_sbom_or_the_layers() {
         "{:?}",
         proxy.stats().1
     );
+    // An SBOM manifest that does not match its digest, or that is about
+    // another image (a registry listing another image's referrers), is refused.
+    let index_entry = |layout: &Path, wanted: Option<&str>| -> String {
+        read_json(&layout.join("index.json"))["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["artifactType"].as_str() == wanted)
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let sbom_manifest = index_entry(&with_sbom, Some("application/vnd.cyclonedx+json"));
+    proxy.set_plan(
+        serde_json::json!({"referrers_api": true, "tamper_manifest_gets": sbom_manifest}),
+    );
+    let err = fails(nixoci().args(["inspect", "--insecure", &zot]));
+    assert!(err.contains("does not match its digest"), "{err}");
+    let other = dir.path().join("other");
+    run(Command::new("cp").arg("-r").arg(&bare).arg(&other));
+    strip_history(&other, |config| config["author"] = "someone else".into());
+    let other_ref = format!("{}/team/zot:other", proxy.host());
+    push(&other, &other_ref);
+    proxy.set_plan(serde_json::json!({
+        "referrers_api": true,
+        "referrers_alias": {index_entry(&other, None): index_entry(&with_sbom, None)},
+    }));
+    let err = fails(nixoci().args(["inspect", "--insecure", &other_ref]));
+    assert!(err.contains("is about another image"), "{err}");
 
     // Neither history nor SBOM: refused, downloading nothing, unless
     // --fetch-layers, which downloads each layer once and says so.

@@ -105,6 +105,22 @@ fn python(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// `nixoci push` of a layout to a loopback registry.
+fn push(layout: &Path, reference: &str) {
+    run(nixoci()
+        .args(["push", "--insecure", "-q"])
+        .arg(layout)
+        .arg(reference));
+}
+
+/// `nixoci verify-image` of a reference in a loopback registry.
+fn verify_remote(reference: &str, key: &Path) -> Command {
+    let mut cmd = nixoci();
+    cmd.args(["verify-image", "--insecure", reference, "--key"])
+        .arg(key);
+    cmd
+}
+
 fn text(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -352,10 +368,7 @@ fn signatures_travel_to_a_registry_and_verify_from_there() {
     let proxy = Proxy::start(&registry);
     // The CNCF registry has no referrers API: the fallback tag.
     let reference = format!("{}/team/app:1", proxy.host());
-    run(nixoci()
-        .args(["push", "--insecure", "-q"])
-        .arg(&image)
-        .arg(&reference));
+    push(&image, &reference);
     let raw = |tag: &str| -> Value {
         serde_json::from_str(&stdout(
             Command::new("skopeo")
@@ -383,37 +396,22 @@ fn signatures_travel_to_a_registry_and_verify_from_there() {
         .filter(|m| m["artifactType"] == BUNDLE)
         .count();
     assert_eq!(bundles, 2, "{index:#}");
-    let said = stdout(
-        nixoci()
-            .args(["verify-image", "--insecure", &reference, "--key"])
-            .arg(&public),
-    );
+    let said = stdout(&mut verify_remote(&reference, &public));
     assert!(
         said.contains(&format!("the tag sha256-{hex}.sig")),
         "{said}"
     );
     assert!(said.contains("through the referrers tag"), "{said}");
     assert_eq!(said.lines().count(), 4, "{said}");
-    let out = nixoci()
-        .args(["verify-image", "--insecure", &reference, "--key"])
-        .arg(&other)
-        .output()
-        .unwrap();
+    let out = verify_remote(&reference, &other).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 
     // zot (played by the proxy) keeps referrers itself: no fallback tag,
     // and the bundles are found through its API.
     proxy.set_plan(serde_json::json!({"oci_subject": true, "referrers_api": true}));
     let zot = format!("{}/team/zot:1", proxy.host());
-    run(nixoci()
-        .args(["push", "--insecure", "-q"])
-        .arg(&image)
-        .arg(&zot));
-    let said = stdout(
-        nixoci()
-            .args(["verify-image", "--insecure", &zot, "--key"])
-            .arg(&public),
-    );
+    push(&image, &zot);
+    let said = stdout(&mut verify_remote(&zot, &public));
     assert!(said.contains("through the referrers API"), "{said}");
     assert!(
         !proxy
@@ -425,20 +423,40 @@ fn signatures_travel_to_a_registry_and_verify_from_there() {
         proxy.stats().1
     );
 
+    // Pushed again to a registry with immutable tags (zot with create-only
+    // rights): cosign's tags already hold the same manifests, so they are
+    // not put again.
+    proxy.set_plan(serde_json::json!({"immutable_tags": true}));
+    push(&image, &reference);
+
+    // A registry that lists the signed image's bundles for another image:
+    // they are not about it, so that image is unsigned.
+    let lib = dir.path().join("lib");
+    run(nixoci()
+        .arg("build")
+        .arg(&fixture().lib)
+        .args(["--tag", "team/lib:1", "-q", "-o"])
+        .arg(&lib));
+    let lib_ref = format!("{}/team/zot:lib", proxy.host());
+    push(&lib, &lib_ref);
+    let lib_digest = format!(
+        "sha256:{}",
+        manifest_file(&lib).file_name().unwrap().to_str().unwrap()
+    );
+    proxy.set_plan(serde_json::json!({
+        "referrers_api": true,
+        "referrers_alias": {lib_digest: digest},
+    }));
+    let err = fails(&mut verify_remote(&lib_ref, &public));
+    assert!(err.contains("has no signature"), "{err}");
+
     // An image pushed unsigned is signed where it is, then verifies; an
     // image with no signature fails.
     proxy.set_plan(serde_json::json!({}));
     let unsigned = layout(dir.path(), "unsigned");
     let plain = format!("{}/team/plain:1", proxy.host());
-    run(nixoci()
-        .args(["push", "--insecure", "-q"])
-        .arg(&unsigned)
-        .arg(&plain));
-    let err = fails(
-        nixoci()
-            .args(["verify-image", "--insecure", &plain, "--key"])
-            .arg(&public),
-    );
+    push(&unsigned, &plain);
+    let err = fails(&mut verify_remote(&plain, &public));
     assert!(err.contains("has no signature"), "{err}");
     run(nixoci()
         .args([
@@ -450,13 +468,12 @@ fn signatures_travel_to_a_registry_and_verify_from_there() {
             "--key",
         ])
         .arg(&key));
-    let said = stdout(
-        nixoci()
-            .args(["verify-image", "--insecure", &plain, "--key"])
-            .arg(&public),
-    );
+    let said = stdout(&mut verify_remote(&plain, &public));
     assert_eq!(said.lines().count(), 1, "{said}");
     assert!(said.contains(".sig"), "{said}");
+    // Signed but not attested: a policy has nothing to check.
+    let err = fails(verify_remote(&plain, &public).args(["--policy", "no-upstream"]));
+    assert!(err.contains("no provenance attestation"), "{err}");
 }
 
 #[test]
@@ -564,12 +581,7 @@ fn build_and_push_sign_on_the_way() {
         sbom["digest"]["sha256"].as_str().unwrap(),
         sbom_file.file_name().unwrap().to_str().unwrap()
     );
-    let said = stdout(
-        nixoci()
-            .args(["verify-image", "--insecure", &built, "--key"])
-            .arg(&public)
-            .args(["--drv", &app_drv()]),
-    );
+    let said = stdout(verify_remote(&built, &public).args(["--drv", &app_drv()]));
     assert_eq!(said.lines().count(), 4, "{said}");
     // push --sign-key signs what it pushed, where it is.
     let plain = dir.path().join("plain");
@@ -585,11 +597,7 @@ fn build_and_push_sign_on_the_way() {
         .arg(&pushed)
         .arg("--sign-key")
         .arg(&key));
-    let said = stdout(
-        nixoci()
-            .args(["verify-image", "--insecure", &pushed, "--key"])
-            .arg(&public),
-    );
+    let said = stdout(&mut verify_remote(&pushed, &public));
     assert_eq!(said.lines().count(), 2, "{said}");
     // Signing needs a layout to keep the signatures in.
     let err = fails(

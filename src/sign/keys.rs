@@ -219,3 +219,48 @@ fn cosign_decrypt(pem_text: &str, label: &str, password: &str) -> Result<Vec<u8>
         )
         .map_err(|_| anyhow!("it does not decrypt: a wrong password (COSIGN_PASSWORD?)"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cosign_pem(kdf: Value, cipher: &str) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let json = serde_json::json!({
+            "kdf": kdf,
+            "cipher": {"name": cipher, "nonce": b64.encode([0u8; 24])},
+            "ciphertext": b64.encode([0u8; 48]),
+        });
+        format!(
+            "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n{}\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----\n",
+            b64.encode(json.to_string())
+        )
+    }
+
+    #[test]
+    fn hostile_cosign_key_files_are_refused_before_any_work() {
+        let salt = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+        let kdf = |n: u64, r: u64, p: u64| serde_json::json!({"name": "scrypt", "params": {"N": n, "r": r, "p": p}, "salt": salt});
+        let label = COSIGN_LABELS[0];
+        for (n, r, p) in [
+            (1 << 30, 8, 1),
+            (3000, 8, 1),
+            (32768, 1000, 1),
+            (32768, 8, 0),
+        ] {
+            let err = cosign_decrypt(&cosign_pem(kdf(n, r, p), "nacl/secretbox"), label, "pw")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("out of range"), "N={n} r={r} p={p}: {err}");
+        }
+        let err = cosign_decrypt(&cosign_pem(kdf(32768, 8, 1), "aes-gcm"), label, "pw")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not scrypt and nacl/secretbox"), "{err}");
+        // Well-formed, but not this password's: no panic, a clear refusal.
+        let err = cosign_decrypt(&cosign_pem(kdf(1024, 8, 1), "nacl/secretbox"), label, "pw")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("wrong password"), "{err}");
+    }
+}

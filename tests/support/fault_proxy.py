@@ -20,9 +20,12 @@ PLAN.json (re-read on every request, so tests can change it):
    "tamper_blob_gets": true,  # blob GETs answer with their last byte changed (a string:
                               # only those whose path contains it)
    "oci_subject": true,       # manifest PUTs with a subject answer OCI-Subject (zot)
-   "referrers_api": true}     # GET /v2/NAME/referrers/DIGEST answered, as zot does, with
+   "referrers_api": true,     # GET /v2/NAME/referrers/DIGEST answered, as zot does, with
                               # an index of the manifests PUT through this proxy whose
                               # subject is DIGEST (without it, the registry's 404 passes)
+   "referrers_alias": {"sha256:B": "sha256:A"},  # ...listing A's referrers when asked for B's
+   "tamper_manifest_gets": "TEXT"}  # manifest GETs whose path holds TEXT answer with their
+                                    # last byte changed
 STATS.json: {"blob_bytes": N, "pulled_bytes": N, "requests": ["METHOD path status", ...],
              "authorized": ["METHOD path", ...]}  (requests that carried Authorization;
              pulled_bytes: the bodies of blob GETs answered 200)
@@ -152,6 +155,7 @@ class Proxy(BaseHTTPRequestHandler):
             return self.reply(status, headers, body)
         if p.get("referrers_api") and self.command == "GET" and "/referrers/" in self.path:
             repository, subject = self.path.split("?")[0][len("/v2/"):].split("/referrers/", 1)
+            subject = p.get("referrers_alias", {}).get(subject, subject)
             with lock:
                 listed = list(referrers.get((repository, subject), []))
             record(f"GET {self.path.split('?')[0]} 200 (referrers API)")
@@ -197,6 +201,9 @@ class Proxy(BaseHTTPRequestHandler):
                 data = data[:-1] + bytes([data[-1] ^ 1])
             with lock:
                 stats["pulled_bytes"] += len(data)
+        tamper = p.get("tamper_manifest_gets")
+        if self.command == "GET" and "/manifests/" in self.path and tamper and tamper in self.path and data:
+            data = data[:-1] + bytes([data[-1] ^ 1])
         out = {}
         for k, v in response.getheaders():
             if k.lower() in ("content-length", "connection", "transfer-encoding"):
