@@ -404,17 +404,6 @@ pub fn config_diff_ids(config: &Value, layers: usize) -> Result<Vec<Digest>> {
     Ok(diff_ids)
 }
 
-/// Where the store paths of an image were read from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PathsOrigin {
-    /// The config history's `store paths: [...]` comments.
-    History,
-    /// An SBOM attached to the image.
-    Sbom,
-    /// The layers' tars.
-    Layers,
-}
-
 // The image model: what every reader makes and every writer takes.
 
 /// A referrer in a layout: its manifest and the blobs it names.
@@ -424,6 +413,16 @@ pub struct Referrer {
     pub blobs: Vec<Layer>,
     /// Pushed under this tag (cosign's `.sig` and `.att`), not as a referrer.
     pub tag: Option<String>,
+}
+
+impl Referrer {
+    /// The blob that holds what it is about (an SBOM, a signature, an
+    /// envelope): its manifest's one layer (its config is empty or cosign's).
+    pub fn document(&self) -> Option<&Layer> {
+        let manifest: Value = serde_json::from_slice(&self.manifest_bytes).ok()?;
+        let digest = manifest["layers"][0]["digest"].as_str()?;
+        self.blobs.iter().find(|b| b.digest == *digest)
+    }
 }
 
 /// One layer blob of an image.
@@ -542,10 +541,10 @@ impl Image {
     /// Its store paths, each with the diff_id of the layer that holds it:
     /// from its config history, else (an image that nixoci and nixpkgs did
     /// not build) from its layers' tars, each checked against its diff_id.
-    pub fn store_paths(&self) -> Result<(BTreeMap<String, String>, PathsOrigin)> {
+    pub fn store_paths(&self) -> Result<BTreeMap<String, String>> {
         let named = history_store_paths(&self.config);
         if !named.is_empty() {
-            return Ok((named, PathsOrigin::History));
+            return Ok(named);
         }
         let mut found = BTreeMap::new();
         for (layer, diff_id) in self.layers.iter().zip(self.diff_ids()?) {
@@ -560,7 +559,7 @@ impl Image {
                 found.entry(path).or_insert_with(|| diff_id.to_string());
             }
         }
-        Ok((found, PathsOrigin::Layers))
+        Ok(found)
     }
 
     /// The layer's tar stream, decompressed according to its content, once

@@ -266,7 +266,7 @@ pub fn of_image<'a>(
     sources: &'a [Manifest],
 ) -> Result<Inventory<'a>> {
     let source = crate::image::Image::open(image, None)?;
-    let (layer_of, _) = source.store_paths()?;
+    let layer_of = source.store_paths()?;
     Ok(Inventory {
         name: name.to_string(),
         created: created_of(&source.config),

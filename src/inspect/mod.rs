@@ -20,7 +20,7 @@ mod treemap;
 pub use treemap::svg;
 
 use crate::closure::PathInfo;
-use crate::image::{history_store_paths, Image, PathsOrigin};
+use crate::image::{history_store_paths, Image};
 use crate::sbom;
 
 /// One store path of the image.
@@ -76,7 +76,6 @@ pub struct Subject {
     pub layers: Vec<SubjectLayer>,
     /// Its store paths, each with the diff_id of the layer holding it.
     pub layer_of: BTreeMap<String, String>,
-    pub origin: PathsOrigin,
     /// Where the store paths came from, when not from the history: for
     /// the user to know what was read.
     pub note: Option<String>,
@@ -107,22 +106,14 @@ impl Subject {
     pub fn local(path: &Path) -> Result<Subject> {
         let image = Image::open(path, None)?;
         let name = path.display().to_string();
-        let mut found = (
-            history_store_paths(&image.config),
-            PathsOrigin::History,
-            None,
-        );
+        let mut found = (history_store_paths(&image.config), None);
         if found.0.is_empty() {
-            // The document is the referrer's one layer (its config is empty).
             let attached = SBOM_TYPES.iter().find_map(|wanted| {
-                let referrer = image
+                image
                     .referrers
                     .iter()
-                    .find(|r| r.artifact_type == *wanted)?;
-                let manifest: serde_json::Value =
-                    serde_json::from_slice(&referrer.manifest_bytes).ok()?;
-                let document = manifest["layers"][0]["digest"].as_str()?;
-                referrer.blobs.iter().find(|b| b.digest == *document)
+                    .find(|r| r.artifact_type == *wanted)?
+                    .document()
             });
             found = match attached {
                 Some(blob) => {
@@ -131,18 +122,13 @@ impl Subject {
                         .with_context(|| format!("cannot read {}", blob.file.display()))?;
                     (
                         sbom::read_paths(&bytes)?,
-                        PathsOrigin::Sbom,
                         Some(format!("{name}: its history names no store paths; they come from the SBOM attached in its layout")),
                     )
                 }
-                None => {
-                    let (paths, origin) = image.store_paths()?;
-                    (
-                        paths,
-                        origin,
-                        Some(format!("{name}: its history names no store paths and no SBOM is attached; they come from its {} layers", image.layers.len())),
-                    )
-                }
+                None => (
+                    image.store_paths()?,
+                    Some(format!("{name}: its history names no store paths and no SBOM is attached; they come from its {} layers", image.layers.len())),
+                ),
             };
         }
         let layers = image
@@ -180,7 +166,7 @@ impl Subject {
             .collect();
         let history = history_store_paths(&image.config);
         if !history.is_empty() {
-            let found = (history, PathsOrigin::History, None);
+            let found = (history, None);
             return Subject::new(name, image.config, layers, found, None, None);
         }
         if let Some(sbom) = remote.sbom(&image.digest, &SBOM_TYPES)? {
@@ -188,11 +174,7 @@ impl Subject {
                 "{name}: its history names no store paths; they come from its attached SBOM ({}, found through {})",
                 sbom.artifact_type, sbom.found_through
             );
-            let found = (
-                sbom::read_paths(&sbom.bytes)?,
-                PathsOrigin::Sbom,
-                Some(note),
-            );
+            let found = (sbom::read_paths(&sbom.bytes)?, Some(note));
             return Subject::new(name, image.config, layers, found, None, None);
         }
         let total: u64 = image.layers.iter().map(|l| l.size).sum();
@@ -224,7 +206,7 @@ impl Subject {
             image.layers.len(),
             human(total)
         );
-        let found = (layer_of, PathsOrigin::Layers, Some(note));
+        let found = (layer_of, Some(note));
         Subject::new(name, image.config, layers, found, None, Some(downloads))
     }
 
@@ -232,7 +214,7 @@ impl Subject {
         name: String,
         config: serde_json::Value,
         layers: Vec<SubjectLayer>,
-        (layer_of, origin, note): (BTreeMap<String, String>, PathsOrigin, Option<String>),
+        (layer_of, note): (BTreeMap<String, String>, Option<String>),
         image: Option<Image>,
         downloads: Option<tempfile::TempDir>,
     ) -> Result<Subject> {
@@ -244,7 +226,6 @@ impl Subject {
             config,
             layers,
             layer_of,
-            origin,
             note,
             _image: image,
             _downloads: downloads,

@@ -257,7 +257,7 @@ pub fn gather(target: &super::target::Target, sources: &Sources) -> Result<Input
     )?;
     // The store paths of each layer, from the history (or a layout's layers).
     let layer_of = match target {
-        super::target::Target::Layout { image, .. } => image.store_paths()?.0,
+        super::target::Target::Layout { image, .. } => image.store_paths()?,
         super::target::Target::Registry { image, .. } => {
             crate::image::history_store_paths(&image.config)
         }

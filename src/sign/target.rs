@@ -196,14 +196,10 @@ impl Target {
         match self {
             Target::Layout { path, image } => {
                 for referrer in &image.referrers {
+                    let Some(blob) = referrer.document() else {
+                        continue;
+                    };
                     let manifest: Value = serde_json::from_slice(&referrer.manifest_bytes)?;
-                    let Some(layer_digest) = manifest["layers"][0]["digest"].as_str() else {
-                        continue;
-                    };
-                    let Some(blob) = referrer.blobs.iter().find(|b| b.digest == *layer_digest)
-                    else {
-                        continue;
-                    };
                     blob.verify()?;
                     found.push(Found {
                         artifact_type: referrer.artifact_type.clone(),
