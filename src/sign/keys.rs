@@ -225,10 +225,14 @@ mod tests {
     use super::*;
 
     fn cosign_pem(kdf: Value, cipher: &str) -> String {
+        cosign_pem_with_nonce(kdf, cipher, &[0u8; 24])
+    }
+
+    fn cosign_pem_with_nonce(kdf: Value, cipher: &str, nonce: &[u8]) -> String {
         let b64 = base64::engine::general_purpose::STANDARD;
         let json = serde_json::json!({
             "kdf": kdf,
-            "cipher": {"name": cipher, "nonce": b64.encode([0u8; 24])},
+            "cipher": {"name": cipher, "nonce": b64.encode(nonce)},
             "ciphertext": b64.encode([0u8; 48]),
         });
         format!(
@@ -257,6 +261,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not scrypt and nacl/secretbox"), "{err}");
+        let short_nonce = cosign_pem_with_nonce(kdf(1024, 8, 1), "nacl/secretbox", &[0u8; 12]);
+        let err = cosign_decrypt(&short_nonce, label, "pw")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("its nonce is 12 bytes"), "{err}");
         // Well-formed, but not this password's: no panic, a clear refusal.
         let err = cosign_decrypt(&cosign_pem(kdf(1024, 8, 1), "nacl/secretbox"), label, "pw")
             .unwrap_err()
