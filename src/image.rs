@@ -143,7 +143,7 @@ pub const EMPTY_BLOB: &[u8] = b"{}";
 
 /// An OCI 1.1 artifact manifest: one `blob` of `artifact_type`, about the
 /// manifest `subject` (a referrer, as an SBOM is to its image).
-pub fn artifact_manifest(
+fn artifact_manifest(
     artifact_type: &str,
     blob: Value,
     subject: Value,
@@ -178,6 +178,28 @@ pub struct NewArtifact {
     /// The tag it is pushed under instead of as a referrer (cosign's
     /// `sha256-<hex>.sig` and `.att`, whose manifests have no subject).
     pub tag: Option<String>,
+}
+
+impl NewArtifact {
+    /// An OCI 1.1 referrer of the manifest `subject`: `document` (of media
+    /// type `artifact_type`) as its one layer, with an empty config.
+    pub fn referrer(
+        kind: &str,
+        artifact_type: &str,
+        document: Vec<u8>,
+        subject: Value,
+        created: &str,
+        annotations: &[(&str, &str)],
+    ) -> NewArtifact {
+        let layer = descriptor(artifact_type, &Digest::of(&document), document.len() as u64);
+        NewArtifact {
+            kind: kind.to_string(),
+            artifact_type: artifact_type.to_string(),
+            manifest: artifact_manifest(artifact_type, layer, subject, created, annotations),
+            blobs: vec![document, EMPTY_BLOB.to_vec()],
+            tag: None,
+        }
+    }
 }
 
 /// A content descriptor.

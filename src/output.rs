@@ -444,19 +444,14 @@ pub fn attach_referrer(
     created: &str,
 ) -> Result<Digest> {
     let image = open_layout_image(layout)?;
-    let artifact = NewArtifact {
-        kind: artifact_type.to_string(),
-        artifact_type: artifact_type.to_string(),
-        manifest: image::artifact_manifest(
-            artifact_type,
-            image::descriptor(artifact_type, &Digest::of(bytes), bytes.len() as u64),
-            image_descriptor(&image),
-            created,
-            &[],
-        ),
-        blobs: vec![bytes.to_vec(), image::EMPTY_BLOB.to_vec()],
-        tag: None,
-    };
+    let artifact = NewArtifact::referrer(
+        artifact_type,
+        artifact_type,
+        bytes.to_vec(),
+        image_descriptor(&image),
+        created,
+        &[],
+    );
     let digest = Digest::of(&artifact.manifest);
     attach_artifacts(layout, &[artifact])?;
     Ok(digest)

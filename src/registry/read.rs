@@ -1,7 +1,9 @@
-//! Reading an image from a registry for `inspect` and `diff`: its manifest
-//! and config, the SBOM attached to it (through the referrers API, else its
-//! fallback tag `sha256-<hex>`), and, only when asked, a layer blob. Every
-//! body is checked against its digest before it is used.
+//! Reading from a registry without pushing (`inspect`, `diff`, `tags`,
+//! `sign REF`, `verify-image REF`): an image's manifest and config, the
+//! artifacts attached to it (through the referrers API, else its fallback
+//! tag `sha256-<hex>`, or cosign's tags), a repository's tags, and, only
+//! when asked, a layer blob. Every body is checked against its digest
+//! before it is used, where a digest names it.
 
 use std::fs::File;
 use std::path::Path;

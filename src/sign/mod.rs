@@ -140,19 +140,14 @@ fn bundle_artifact(
     subject: &Subject,
     created: &str,
 ) -> NewArtifact {
-    NewArtifact {
-        kind: kind.to_string(),
-        artifact_type: BUNDLE.to_string(),
-        manifest: image::artifact_manifest(
-            BUNDLE,
-            image::descriptor(BUNDLE, &Digest::of(&bytes), bytes.len() as u64),
-            subject.descriptor(),
-            created,
-            &[(BUNDLE_CONTENT, content)],
-        ),
-        blobs: vec![bytes, image::EMPTY_BLOB.to_vec()],
-        tag: None,
-    }
+    NewArtifact::referrer(
+        kind,
+        BUNDLE,
+        bytes,
+        subject.descriptor(),
+        created,
+        &[(BUNDLE_CONTENT, content)],
+    )
 }
 
 /// A cosign-style tagged artifact: one layer, with annotations, and the
