@@ -24,6 +24,18 @@ struct Rect {
     h: f64,
 }
 
+impl Rect {
+    /// The same rectangle with x and y swapped.
+    fn transposed(self) -> Rect {
+        Rect {
+            x: self.y,
+            y: self.x,
+            w: self.h,
+            h: self.w,
+        }
+    }
+}
+
 /// Lays `sizes` (biggest first) out in `rect`: one rectangle each, in order.
 fn squarify(sizes: &[f64], rect: Rect) -> Vec<Rect> {
     let total: f64 = sizes.iter().sum();
@@ -54,53 +66,33 @@ fn squarify(sizes: &[f64], rect: Rect) -> Vec<Rect> {
         let row_area: f64 = row.iter().sum();
         // The last row takes whatever is left, so rounding never leaves a gap.
         let last = end == areas.len();
-        if free.w >= free.h {
-            // A column at the left.
-            let width = if last { free.w } else { row_area / free.h };
-            let mut y = free.y;
-            for (i, area) in row.iter().enumerate() {
-                let height = if i + 1 == row.len() {
-                    free.y + free.h - y
-                } else {
-                    area / width
-                };
-                out.push(Rect {
-                    x: free.x,
-                    y,
-                    w: width,
-                    h: height,
-                });
-                y += height;
-            }
-            free = Rect {
-                x: free.x + width,
-                w: free.w - width,
-                ..free
+        // A column at the left of a wide space; a tall one is laid out
+        // transposed, so that the column becomes a row at the top.
+        let tall = free.w < free.h;
+        let space = if tall { free.transposed() } else { free };
+        let width = if last { space.w } else { row_area / space.h };
+        let mut y = space.y;
+        for (i, area) in row.iter().enumerate() {
+            let height = if i + 1 == row.len() {
+                space.y + space.h - y
+            } else {
+                area / width
             };
-        } else {
-            // A row at the top.
-            let height = if last { free.h } else { row_area / free.w };
-            let mut x = free.x;
-            for (i, area) in row.iter().enumerate() {
-                let width = if i + 1 == row.len() {
-                    free.x + free.w - x
-                } else {
-                    area / height
-                };
-                out.push(Rect {
-                    x,
-                    y: free.y,
-                    w: width,
-                    h: height,
-                });
-                x += width;
-            }
-            free = Rect {
-                y: free.y + height,
-                h: free.h - height,
-                ..free
+            let rect = Rect {
+                x: space.x,
+                y,
+                w: width,
+                h: height,
             };
+            out.push(if tall { rect.transposed() } else { rect });
+            y += height;
         }
+        let rest = Rect {
+            x: space.x + width,
+            w: space.w - width,
+            ..space
+        };
+        free = if tall { rest.transposed() } else { rest };
         start = end;
     }
     out
