@@ -136,6 +136,18 @@ fn inspect_lists_exactly_the_image_store_paths_with_nix_sizes() {
         );
         let markdown = stdout(nixoci().arg("inspect").arg(&out).arg("--markdown"));
         assert!(markdown.contains("| `fixture-lib` | 1.0 |"), "{markdown}");
+        // diff reads nixpkgs' archive too: against the same closure as an
+        // OCI layout, the same store paths (its plain-tar layers are other
+        // blobs than the layout's gzip ones).
+        let layout = dir.path().join("layout");
+        let report: Value = serde_json::from_str(&stdout(
+            nixoci().arg("diff").arg(&layout).arg(&out).arg("--json"),
+        ))
+        .unwrap();
+        for key in ["added", "removed", "changed"] {
+            assert_eq!(report[key], serde_json::json!([]), "{format}: {report:#}");
+        }
+        run(nixoci().arg("diff").arg(&out).arg(&out).arg("--exit-code"));
     }
 }
 
